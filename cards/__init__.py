@@ -1,0 +1,1 @@
+"""Shipped run cards (``resim generate --card NAME`` finds them by name)."""

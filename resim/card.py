@@ -1,0 +1,489 @@
+"""Run cards: one TOML file says everything about a generation run.
+
+A card is read with :mod:`tomllib` into frozen dataclasses and checked before any event
+is made. Every problem is a :class:`CardError` that names the card file and the key path,
+e.g. ``top.toml: variations.fsr_up.realizations: must be an integer >= 1, got 0``.
+Pythia settings are checked by Pythia itself later (see ``resim.generators.settings``),
+but each keeps the key path it came from so those errors name it too.
+
+The schema, section by section, is documented in ``docs/cards.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+#: Variation names used across the project (cards, trainer configs, plots).
+STANDARD_VARIATIONS = (
+    "nominal", "seed", "fsr_up", "fsr_down", "isr_up", "isr_down",
+    "vincia", "tune", "hadronization", "cr",
+)
+
+#: Pythia setting groups a ``stage = "hadronization"`` variation may change: it re-uses
+#: a frozen parton-level event, so anything upstream of string breaking is out of reach.
+HADRONIZATION_PREFIXES = (
+    "StringZ:", "StringPT:", "StringFlav:", "StringFragmentation:",
+    "MiniStringFragmentation:", "FragmentationSystems:", "HadronLevel:",
+    "ParticleDecays:", "Fragmentation:", "HadronVertex:",
+)
+
+JET_ALGORITHMS = ("antikt", "kt", "cambridge")
+STAGES = ("shower", "hadronization")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class CardError(ValueError):
+    """A card problem, reported as ``<card file>: <key path>: <what is wrong>``."""
+
+    def __init__(self, card: str | Path, key: str, message: str):
+        self.card, self.key, self.message = str(card), key, message
+        super().__init__(f"{card}: {key}: {message}" if key else f"{card}: {message}")
+
+
+@dataclass(frozen=True)
+class PythiaSetting:
+    """One Pythia ``readString`` line and the card key path it came from."""
+
+    key: str  # e.g. 'variations.fsr_up.settings."TimeShower:renormMultFac"'
+    line: str  # e.g. 'TimeShower:renormMultFac = 0.25'
+
+    @property
+    def name(self) -> str:
+        return self.line.split("=", 1)[0].strip()
+
+
+@dataclass(frozen=True)
+class Beams:
+    id_a: int = 2212
+    id_b: int = 2212
+    ecm: float = 13600.0
+
+
+@dataclass(frozen=True)
+class HardProcess:
+    """Pythia process switches, or a Les Houches event file to read (or both)."""
+
+    settings: tuple[PythiaSetting, ...] = ()
+    lhe: Path | None = None
+
+
+@dataclass(frozen=True)
+class Decay:
+    """Forced decay of one particle: channels with any of ``any`` or exactly ``match``."""
+
+    pdg: int
+    any: tuple[int, ...] = ()
+    match: tuple[tuple[int, ...], ...] = ()
+
+    def pythia_settings(self, key: str) -> tuple[PythiaSetting, ...]:
+        lines = [f"{self.pdg}:onMode = off"]
+        if self.any:
+            lines.append(f"{self.pdg}:onIfAny = {' '.join(map(str, self.any))}")
+        lines += [f"{self.pdg}:onIfMatch = {' '.join(map(str, m))}" for m in self.match]
+        return tuple(PythiaSetting(key, line) for line in lines)
+
+
+@dataclass(frozen=True)
+class Objects:
+    """Which hard-process particles seed groups, and the label of each."""
+
+    pdg: tuple[int, ...]
+    labels: dict[str, tuple[int, ...]]
+    #: Require every quark and gluon from the object's decay within the matching radius
+    #: of the jet axis (as JetClass does), so that a ``top`` label means a full top jet.
+    contained: bool = False
+
+    def label_of(self, pdg: int) -> int:
+        """Index of the label of a particle with this PDG id (sign ignored)."""
+        for i, ids in enumerate(self.labels.values()):
+            if abs(pdg) in ids:
+                return i
+        raise KeyError(pdg)
+
+
+@dataclass(frozen=True)
+class Jets:
+    algorithm: str = "antikt"
+    radius: float = 0.8
+    pt_min: float = 500.0
+    pt_max: float = math.inf
+    abs_eta_max: float = 2.0
+    #: Visible final-state particles below this pT are not clustered (RS3L: 1 GeV).
+    constituent_pt_min: float = 0.0
+    #: A jet matches an object within this ΔR; defaults to the jet radius.
+    match_radius: float | None = None
+
+    @property
+    def match_dr(self) -> float:
+        return self.radius if self.match_radius is None else self.match_radius
+
+
+@dataclass(frozen=True)
+class Variation:
+    """A named set of downstream Pythia settings and how many realizations to make.
+
+    ``stage = "shower"`` re-runs everything after the hard process (ISR, FSR, MPI,
+    hadronization, decays). ``stage = "hadronization"`` re-hadronizes one frozen
+    parton-level event per hard event (made with the card's base settings), which is
+    several times cheaper and isolates hadronization effects.
+    """
+
+    name: str
+    realizations: int = 1
+    stage: str = "shower"
+    settings: tuple[PythiaSetting, ...] = ()
+
+
+@dataclass(frozen=True)
+class Run:
+    events: int = 100
+    seed: int = 1
+    output: Path = Path("resim.h5")
+    #: Hard events re-simulated together; output does not depend on it.
+    batch_events: int | None = None
+    #: Each realization is retried with a new derived seed this many times at most.
+    max_attempts: int = 10
+
+
+@dataclass(frozen=True)
+class Card:
+    path: Path
+    text: str
+    run: Run
+    beams: Beams
+    hard_process: HardProcess
+    objects: Objects
+    jets: Jets
+    variations: tuple[Variation, ...]
+    pythia: tuple[PythiaSetting, ...] = ()
+    decays: tuple[Decay, ...] = ()
+    labels: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(self.objects.labels))
+
+    @property
+    def variation_names(self) -> tuple[str, ...]:
+        return tuple(v.name for v in self.variations)
+
+    @property
+    def realizations_per_event(self) -> int:
+        return sum(v.realizations for v in self.variations)
+
+    def decay_settings(self) -> tuple[PythiaSetting, ...]:
+        return tuple(
+            s for d in self.decays for s in d.pythia_settings(f"decays.{d.pdg}")
+        )
+
+    def with_overrides(
+        self, events: int | None = None, seed: int | None = None, output: Path | None = None
+    ) -> Card:
+        """The card with command-line options applied (they win over the file)."""
+        run = self.run
+        if events is not None:
+            _check(self.path, "--events", events >= 1, f"must be >= 1, got {events}")
+            run = dataclasses.replace(run, events=events)
+        if seed is not None:
+            _check(self.path, "--seed", 0 <= seed < 2**63, f"must be >= 0, got {seed}")
+            run = dataclasses.replace(run, seed=seed)
+        if output is not None:
+            run = dataclasses.replace(run, output=Path(output))
+        return dataclasses.replace(self, run=run)
+
+    def summary(self) -> dict[str, Any]:
+        """The effective run parameters, JSON-ready (stored beside the card text)."""
+        return {
+            "events": self.run.events,
+            "seed": self.run.seed,
+            "variations": {v.name: v.realizations for v in self.variations},
+            "labels": list(self.labels),
+            "lhe": str(self.hard_process.lhe) if self.hard_process.lhe else None,
+        }
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def resolve_card_path(name: str | Path) -> Path:
+    """A card file path, or the name of a shipped card (``smoke`` → ``resim/cards/smoke.toml``)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    shipped = resources.files("resim.cards").joinpath(f"{path.stem}.toml")
+    if path.suffix in ("", ".toml") and path.parent == Path(".") and shipped.is_file():
+        return Path(str(shipped))
+    raise CardError(name, "", "no such card file, and no shipped card of that name "
+                    f"(shipped: {', '.join(shipped_cards())})")
+
+
+def shipped_cards() -> list[str]:
+    return sorted(
+        p.name[:-5] for p in resources.files("resim.cards").iterdir() if p.name.endswith(".toml")
+    )
+
+
+def load_card(name: str | Path) -> Card:
+    """Read and check a card; raises :class:`CardError` on any problem."""
+    path = resolve_card_path(name)
+    text = path.read_text()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise CardError(path, "", f"not valid TOML: {err}") from None
+    return parse_card(raw, path=path, text=text)
+
+
+def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
+    t = _Table(path, raw, "")
+    t.allow("run", "beams", "hard_process", "pythia", "decays", "objects", "jets", "variations")
+    run = _run(t.table("run"))
+    beams = _beams(t.table("beams"))
+    hard = _hard_process(t.table("hard_process", required=True), path)
+    pythia = t.table("pythia")
+    pythia.allow("settings")
+    objects = _objects(t.table("objects", required=True))
+    jets = _jets(t.table("jets"))
+    variations = _variations(t.table("variations", required=True))
+    return Card(
+        path=path, text=text, run=run, beams=beams, hard_process=hard, objects=objects,
+        jets=jets, variations=variations, pythia=pythia.settings("settings"),
+        decays=_decays(t.table("decays")),
+    )
+
+
+def _run(t: _Table) -> Run:
+    t.allow("events", "seed", "output", "batch_events", "max_attempts")
+    return Run(
+        events=t.integer("events", 100, minimum=1),
+        seed=t.integer("seed", 1, minimum=0),
+        output=Path(t.string("output", "resim.h5")),
+        batch_events=t.integer("batch_events", None, minimum=1),
+        max_attempts=t.integer("max_attempts", 10, minimum=1),
+    )
+
+
+def _beams(t: _Table) -> Beams:
+    t.allow("id_a", "id_b", "ecm")
+    return Beams(
+        id_a=t.integer("id_a", 2212), id_b=t.integer("id_b", 2212),
+        ecm=t.number("ecm", 13600.0, above=0.0),
+    )
+
+
+def _hard_process(t: _Table, card_path: Path) -> HardProcess:
+    t.allow("settings", "lhe")
+    lhe_name = t.string("lhe", None)
+    lhe = None
+    if lhe_name is not None:
+        # Relative to the card, so a card and its events travel together.
+        lhe = (card_path.parent / lhe_name).resolve()
+        if not lhe.is_file():
+            raise CardError(card_path, t.key("lhe"), f"Les Houches file not found: {lhe}")
+    settings = t.settings("settings")
+    if lhe is None and not settings:
+        raise CardError(card_path, t.prefix.rstrip("."),
+                        "give process switches in `settings` or a Les Houches file in `lhe`")
+    return HardProcess(settings=settings, lhe=lhe)
+
+
+def _decays(t: _Table) -> tuple[Decay, ...]:
+    decays = []
+    for name in t:
+        key = t.key(name)
+        try:
+            pdg = int(name)
+        except ValueError:
+            raise CardError(t.path, key,
+                            "decay tables are keyed by PDG id, e.g. [decays.6]") from None
+        d = t.table(name, required=True)
+        d.allow("any", "match")
+        any_ = d.int_list("any")
+        match = d.int_lists("match")
+        if not any_ and not match:
+            raise CardError(t.path, key, "give `any = [ids]` or `match = [[ids], ...]`")
+        decays.append(Decay(pdg=pdg, any=any_, match=match))
+    return tuple(decays)
+
+
+def _objects(t: _Table) -> Objects:
+    t.allow("pdg", "labels", "contained")
+    pdg = t.int_list("pdg")
+    if not pdg:
+        raise CardError(t.path, t.key("pdg"), "list at least one PDG id of a hard-process object")
+    lt = t.table("labels", required=True)
+    labels = {}
+    for name in lt:
+        if not _NAME.match(name):
+            raise CardError(t.path, lt.key(name), "label names are lower-case identifiers")
+        labels[name] = tuple(abs(i) for i in lt.int_list(name))
+    for i in pdg:
+        owners = [n for n, ids in labels.items() if abs(i) in ids]
+        if len(owners) != 1:
+            raise CardError(t.path, lt.prefix.rstrip("."), f"object PDG id {i} must have "
+                            f"exactly one label, has {owners or 'none'}")
+    return Objects(pdg=tuple(abs(i) for i in pdg), labels=labels,
+                   contained=t.boolean("contained", False))
+
+
+def _jets(t: _Table) -> Jets:
+    t.allow("algorithm", "radius", "pt_min", "pt_max", "abs_eta_max",
+            "constituent_pt_min", "match_radius")
+    algorithm = t.string("algorithm", "antikt")
+    if algorithm not in JET_ALGORITHMS:
+        raise CardError(t.path, t.key("algorithm"),
+                        f"must be one of {', '.join(JET_ALGORITHMS)}, got {algorithm!r}")
+    jets = Jets(
+        algorithm=algorithm,
+        radius=t.number("radius", 0.8, above=0.0, at_most=3.0),
+        pt_min=t.number("pt_min", 500.0, minimum=0.0),
+        pt_max=t.number("pt_max", math.inf, above=0.0),
+        abs_eta_max=t.number("abs_eta_max", 2.0, above=0.0),
+        constituent_pt_min=t.number("constituent_pt_min", 0.0, minimum=0.0),
+        match_radius=t.number("match_radius", None, above=0.0),
+    )
+    if jets.pt_max <= jets.pt_min:
+        raise CardError(t.path, t.key("pt_max"),
+                        f"must be above pt_min = {jets.pt_min}, got {jets.pt_max}")
+    return jets
+
+
+def _variations(t: _Table) -> tuple[Variation, ...]:
+    variations = []
+    for name in t:
+        key = t.key(name)
+        if not _NAME.match(name):
+            raise CardError(t.path, key, "variation names are lower-case identifiers")
+        v = t.table(name, required=True)
+        v.allow("realizations", "stage", "settings")
+        stage = v.string("stage", "shower")
+        if stage not in STAGES:
+            raise CardError(t.path, v.key("stage"),
+                            f"must be one of {', '.join(STAGES)}, got {stage!r}")
+        settings = v.settings("settings")
+        if stage == "hadronization":
+            for s in settings:
+                particle_data = s.name.split(":")[0].isdigit()  # e.g. "511:tau0"
+                if not (s.name.startswith(HADRONIZATION_PREFIXES) or particle_data):
+                    raise CardError(t.path, s.key, "not a hadronization or decay setting; a "
+                                    "stage = \"hadronization\" variation re-uses the parton shower")
+        variations.append(Variation(name=name, realizations=v.integer("realizations", 1, minimum=1),
+                                    stage=stage, settings=settings))
+    if not variations:
+        raise CardError(t.path, t.prefix.rstrip("."), "define at least one variation")
+    if len(variations) > 127:
+        raise CardError(t.path, t.prefix.rstrip("."), "at most 127 variations")
+    return tuple(variations)
+
+
+def pythia_value(value: Any) -> str:
+    """A TOML value as Pythia reads it (booleans are on/off)."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, list):
+        return " ".join(pythia_value(v) for v in value)
+    return str(value)
+
+
+class _Table:
+    """A TOML table with its key path, for checks that name where a problem is."""
+
+    def __init__(self, path: Path, raw: Any, prefix: str):
+        self.path, self.raw, self.prefix = path, raw, prefix
+        if not isinstance(raw, dict):
+            raise CardError(path, prefix.rstrip("."), f"must be a table, got {type(raw).__name__}")
+
+    def key(self, name: str) -> str:
+        quoted = name if re.match(r"^[A-Za-z0-9_-]+$", name) else f'"{name}"'
+        return f"{self.prefix}{quoted}"
+
+    def keys(self) -> list[str]:
+        return list(self.raw)
+
+    def allow(self, *names: str) -> None:
+        for name in self.raw:
+            if name not in names:
+                raise CardError(self.path, self.key(name),
+                                f"unknown key (allowed here: {', '.join(names)})")
+
+    def table(self, name: str, required: bool = False) -> _Table:
+        if name not in self.raw:
+            if required:
+                raise CardError(self.path, self.key(name), "missing section")
+            return _Table(self.path, {}, self.key(name) + ".")
+        return _Table(self.path, self.raw[name], self.key(name) + ".")
+
+    def _get(self, name: str, default: Any, kinds: tuple[type, ...], what: str) -> Any:
+        if name not in self.raw:
+            return default
+        value = self.raw[name]
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise CardError(self.path, self.key(name), f"must be {what}, got {value!r}")
+        return value
+
+    def integer(self, name: str, default: int | None, minimum: int | None = None) -> Any:
+        value = self._get(name, default, (int,), "an integer")
+        if value is not None and minimum is not None and value < minimum:
+            raise CardError(self.path, self.key(name),
+                            f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    def number(self, name: str, default: float | None, minimum: float | None = None,
+               above: float | None = None, at_most: float | None = None) -> Any:
+        value = self._get(name, default, (int, float), "a number")
+        if value is None:
+            return None
+        value = float(value)
+        if minimum is not None and value < minimum:
+            raise CardError(self.path, self.key(name), f"must be >= {minimum}, got {value}")
+        if above is not None and not value > above:
+            raise CardError(self.path, self.key(name), f"must be > {above}, got {value}")
+        if at_most is not None and value > at_most:
+            raise CardError(self.path, self.key(name), f"must be <= {at_most}, got {value}")
+        return value
+
+    def string(self, name: str, default: str | None) -> Any:
+        return self._get(name, default, (str,), "a string")
+
+    def boolean(self, name: str, default: bool) -> bool:
+        return self._get(name, default, (bool,), "true or false")
+
+    def int_list(self, name: str) -> tuple[int, ...]:
+        value = self._get(name, [], (list,), "a list of integers")
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
+            raise CardError(self.path, self.key(name), f"must be a list of integers, got {value!r}")
+        return tuple(value)
+
+    def int_lists(self, name: str) -> tuple[tuple[int, ...], ...]:
+        value = self._get(name, [], (list,), "a list of lists of integers")
+        ok = all(isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool)
+                                                     for i in v) for v in value)
+        if not ok:
+            raise CardError(self.path, self.key(name),
+                            f"must be a list of lists of integers, got {value!r}")
+        return tuple(tuple(v) for v in value)
+
+    def settings(self, name: str) -> tuple[PythiaSetting, ...]:
+        """A table of Pythia settings, ``{"Key:name" = value}``, as readString lines."""
+        table = self.table(name)
+        out = []
+        for setting, value in table.raw.items():
+            if isinstance(value, dict) or (isinstance(value, list) and any(
+                    isinstance(v, dict | list) for v in value)):
+                raise CardError(self.path, table.key(setting),
+                                f"a Pythia setting takes a number, string or on/off, got {value!r}")
+            out.append(PythiaSetting(table.key(setting), f"{setting} = {pythia_value(value)}"))
+        return tuple(out)
+
+
+def _check(card: Path, key: str, ok: bool, message: str) -> None:
+    if not ok:
+        raise CardError(card, key, message)

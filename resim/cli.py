@@ -1,0 +1,134 @@
+"""The ``resim`` command line.
+
+Exit codes: 0 success, 1 an unexpected failure, 2 a problem with what was asked
+(bad card, existing output, unreadable file) — reported on one line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .card import CardError, load_card, resolve_card_path, shipped_cards
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="resim")
+def main() -> None:
+    """Re-simulation-based self-supervised learning (RS3L) data and models for jets."""
+
+
+@main.command()
+@click.option("--card", "card_name", required=True, metavar="CARD",
+              help="Card file, or the name of a shipped card (see `resim cards`).")
+@click.option("--output", type=click.Path(path_type=Path), help="Output file (overrides the card).")
+@click.option("--events", type=int, help="Number of hard events (overrides the card).")
+@click.option("--seed", type=int, help="Run seed (overrides the card).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run into the same output.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def generate(card_name: str, output: Path | None, events: int | None, seed: int | None,
+             resume: bool, overwrite: bool, quiet: bool) -> None:
+    """Make groups of re-simulated jets from a card and write them to HDF5.
+
+    Under `mpiexec -n N` the hard events are split across N ranks; the output is the
+    same whatever N is.
+    """
+    from .generate import OutputError
+    from .generate import generate as run
+    from .generators.hard_process import HardProcessError
+    from .parallel import world
+
+    if resume and overwrite:
+        _fail("--resume and --overwrite exclude each other")
+    comm = world()
+    rank = comm.Get_rank()
+    try:
+        card = load_card(card_name).with_overrides(events=events, seed=seed, output=output)
+        summary = run(card, resume=resume, overwrite=overwrite, comm=comm, progress=not quiet)
+    except (CardError, OutputError) as err:
+        if rank == 0:
+            _fail(str(err))
+        sys.exit(2)
+    except HardProcessError as err:
+        _abort(comm, f"rank {rank}: {err}")
+    except Exception:  # a rank that fails must not leave the others waiting forever
+        _abort(comm, f"rank {rank} failed:\n{traceback.format_exc()}")
+    if rank == 0:
+        click.echo(summary.line())
+
+
+def _abort(comm, message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    if comm.Get_size() > 1:
+        sys.stderr.flush()
+        comm.Abort(1)
+    sys.exit(1)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
+@click.option("--plot", type=click.Path(path_type=Path), metavar="FILE",
+              help="Also draw jet mass, multiplicity and pT per label/variation to FILE.")
+def inspect(path: Path, as_json: bool, plot: Path | None) -> None:
+    """Summarise a data set: groups, jets per variation and label, failures."""
+    from .dataset import DatasetError, JetDataset
+    from .summary import as_text, describe
+    from .summary import plot as draw
+
+    try:
+        ds = JetDataset(path)
+    except (DatasetError, OSError) as err:
+        _fail(str(err))
+    with ds:
+        d = describe(ds)
+        click.echo(json.dumps(d, indent=1) if as_json else as_text(d))
+        if plot is not None:
+            draw(ds, plot)
+            if not as_json:
+                click.echo(f"  plot: {plot}")
+
+
+@main.command()
+@click.argument("name", required=False)
+def cards(name: str | None) -> None:
+    """List the shipped cards, or print one (to copy and edit)."""
+    if name is None:
+        for card in shipped_cards():
+            first = resolve_card_path(card).read_text().splitlines()[0].lstrip("# ")
+            click.echo(f"{card:<10} {first}")
+        return
+    try:
+        click.echo(resolve_card_path(name).read_text(), nl=False)
+    except CardError as err:
+        _fail(str(err))
+
+
+@main.command()
+@click.argument("card_name", metavar="CARD")
+def check(card_name: str) -> None:
+    """Check a card (every Pythia setting included) without generating anything."""
+    from .generate import Pipeline
+
+    try:
+        card = load_card(card_name)
+        Pipeline(card)
+    except CardError as err:
+        _fail(str(err))
+    click.echo(f"{card.path}: ok ({len(card.variations)} variations, "
+               f"{card.realizations_per_event} realizations per hard event)")
+
+
+if __name__ == "__main__":
+    main()

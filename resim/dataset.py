@@ -1,0 +1,141 @@
+"""Reading resim data sets: ``ds = resim.open(path)``; ``ds[a:b]`` is an awkward array.
+
+Only the slice asked for is read from disk. Each jet record has the fields
+``pt, eta, phi, mass, n_constituents, group, event, variation, realization, seed, label``
+(``variation`` and ``label`` as strings) and ``constituents``, a list of records
+``px, py, pz, E, pid, charge, vx, vy, vz``. All jets of one group are contiguous.
+
+The HDF5 file is opened on first use and reopened after unpickling, so a data set can be
+handed to DataLoader worker processes (h5py handles cannot cross a fork or a pickle).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import h5py
+import numpy as np
+
+from .layout import FORMAT, TABLES
+from .store import parts_dir
+
+JET_FIELDS = tuple(TABLES["jets"])
+CONSTITUENT_FIELDS = tuple(TABLES["constituents"])
+
+
+class DatasetError(OSError):
+    """A path that is not a (finished) resim data set."""
+
+
+class JetDataset:
+    """A resim data set on disk. ``len(ds)`` jets; ``ds[a:b]`` reads jets a…b-1."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            if parts_dir(self.path).is_dir():
+                raise DatasetError(f"{self.path}: this run has not finished; finish it with "
+                                   "`resim generate --card CARD --resume` before reading")
+            raise DatasetError(f"{self.path}: no such file")
+        self._file: h5py.File | None = None
+        f = self._h5
+        if f.attrs.get("format") != FORMAT:
+            raise DatasetError(f"{self.path}: not a resim data set (no format={FORMAT!r})")
+        self.variations: tuple[str, ...] = tuple(str(v) for v in f.attrs["variations"])
+        self.labels: tuple[str, ...] = tuple(str(v) for v in f.attrs["labels"])
+        counts = f["jets/n_constituents"][:]
+        self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
+
+    # -- file handle, opened lazily (and again in each worker process) -----------------
+    @property
+    def _h5(self) -> h5py.File:
+        if self._file is None:
+            self._file = h5py.File(self.path, "r")
+        return self._file
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_file"] = None
+        return state
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> JetDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- metadata ------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        return {k: (v.tolist() if isinstance(v, np.ndarray) else v)
+                for k, v in self._h5.attrs.items()}
+
+    @property
+    def card(self) -> str:
+        """The text of the card that made this data set."""
+        return str(self._h5.attrs["card"])
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        return json.loads(self._h5.attrs["summary"])
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __repr__(self) -> str:
+        return (f"<resim data set {self.path}: {len(self)} jets, variations "
+                f"{list(self.variations)}, labels {list(self.labels)}>")
+
+    # -- data ----------------------------------------------------------------------------
+    def column(self, table: str, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """One column of one table (``jets``, ``constituents``, ``groups``, ``events``)."""
+        if table not in TABLES or name not in TABLES[table]:
+            raise KeyError(f"no column {table}/{name}")
+        return self._h5[table][name][start:stop]
+
+    def table(self, table: str) -> ak.Array:
+        """A whole small table (``groups`` or ``events``) as an awkward record array."""
+        return ak.zip({c: self.column(table, c) for c in TABLES[table]})
+
+    def __getitem__(self, key: int | slice) -> ak.Array | ak.Record:
+        if isinstance(key, int | np.integer):
+            i = int(key) + len(self) if key < 0 else int(key)
+            if not 0 <= i < len(self):
+                raise IndexError(f"jet {key} out of range for {len(self)} jets")
+            return self[i:i + 1][0]
+        if not isinstance(key, slice):
+            raise TypeError("index a data set with an integer or a slice")
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise ValueError("slices of a data set must be contiguous (step 1)")
+        stop = max(start, stop)
+        return self._read(start, stop)
+
+    def _read(self, start: int, stop: int) -> ak.Array:
+        f = self._h5
+        jets = {c: f["jets"][c][start:stop] for c in JET_FIELDS}
+        lo, hi = self._offsets[start], self._offsets[stop]
+        cons = ak.zip({c: f["constituents"][c][lo:hi] for c in CONSTITUENT_FIELDS})
+        fields: dict[str, Any] = dict(jets)
+        fields["variation"] = ak.Array(list(self.variations))[jets["variation"].astype(np.int64)]
+        fields["label"] = ak.Array(list(self.labels))[jets["label"].astype(np.int64)]
+        fields["constituents"] = ak.unflatten(cons, jets["n_constituents"])
+        return ak.zip(fields, depth_limit=1)
+
+    def chunks(self, size: int = 65536):
+        """Iterate over the data set ``size`` jets at a time."""
+        for a in range(0, len(self), size):
+            yield self[a:a + size]
+
+
+def open(path: str | Path) -> JetDataset:
+    """Open a resim data set for reading."""
+    return JetDataset(path)

@@ -1,0 +1,334 @@
+"""The main job, ``resim generate --card CARD``: card → hard events → realizations →
+jets → segments → one data set.
+
+Hard events are processed in blocks. For a block, the upstream freezes each hard event,
+every variation re-simulates it, all realizations are clustered together, and the
+block's rows are committed to the rank's segment file (see :mod:`resim.store`). Under
+``mpiexec`` each rank takes a contiguous share of the hard events; rank 0 shows one
+progress bar for all and, at the end, writes the data set over every rank's segments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import awkward as ak
+import fastjet
+import h5py
+import numpy as np
+
+from . import __version__
+from .card import Card
+from .generators.final_state import ParticleTable, visible_final_state
+from .generators.hard_process import HardProcessSource
+from .generators.pythia_setup import pythia_version, stdout_to
+from .generators.resimulate import Resimulator, job_table
+from .jets import make_jets
+from .layout import TABLES, as_table, empty_tables
+from .parallel import Comm, SerialComm, split_ranges
+from .progress import Progress
+from .store import (
+    SEGMENT_BYTES,
+    Segment,
+    SegmentWriter,
+    build_dataset,
+    discard,
+    missing_ranges,
+    parts_dir,
+    segments,
+    validate,
+)
+from .truth import TruthObjects
+
+#: Realizations per block when the card does not say: enough to amortise the columnar
+#: work, few enough that a block is a few seconds and a few hundred MB at most.
+REALIZATIONS_PER_BLOCK = 256
+
+_PROGRESS_TAG, _DONE_TAG = 71, 72
+
+
+class OutputError(RuntimeError):
+    """The output cannot be written as asked (exists, unwritable, or another card's)."""
+
+
+@dataclass
+class BlockStats:
+    events: int = 0
+    realizations: int = 0
+    jets: int = 0
+    failed: int = 0
+
+
+@dataclass
+class RunSummary:
+    output: Path
+    events: int
+    groups: int
+    jets: int
+    failed: int
+    lost: int
+    hard_failed: int
+    seconds: float
+    bytes: int
+    variations: dict[str, int] = field(default_factory=dict)
+    labels: dict[str, int] = field(default_factory=dict)
+
+    def line(self) -> str:
+        per = ", ".join(f"{k} {v}" for k, v in self.variations.items())
+        return (f"resim: {self.groups} groups, {self.jets} jets ({per}) from {self.events} "
+                f"hard events; {self.failed} failed attempts, {self.lost} realizations lost, "
+                f"{self.hard_failed} hard events failed; {self.seconds:.1f} s; "
+                f"{self.bytes / 1e6:.1f} MB -> {self.output}")
+
+
+class Pipeline:
+    """Every Pythia instance of a card, set up (and so checked) once, and the per-block work."""
+
+    def __init__(self, card: Card):
+        self.card = card
+        self.source = HardProcessSource(card)
+        self.resimulator = Resimulator(card, self.source.beams())
+        self.particles = ParticleTable(self.source.pythia.particleData)
+
+    def block(self, first: int, last: int) -> tuple[dict[str, dict[str, np.ndarray]], BlockStats]:
+        """Output tables for hard events [first, last)."""
+        card = self.card
+        hard = [self.source.event(i) for i in range(first, last)]
+        good = [h for h in hard if h is not None]
+        real = self.resimulator.realize(good)
+        truth = TruthObjects.of(good, card.objects)
+        tables = empty_tables()
+        if real.jobs:
+            particles = ak.concatenate([
+                visible_final_state(events, self.particles, card.jets.constituent_pt_min)
+                for events in real.events])
+            jets = make_jets(particles, job_table(real.jobs), truth, card.jets,
+                             card.objects.contained)
+            tables["jets"] = as_table("jets", jets.jets)
+            tables["constituents"] = as_table("constituents", jets.constituents)
+            tables["groups"] = as_table("groups", jets.groups)
+        index = np.arange(first, last)
+        tables["events"] = as_table("events", {
+            "event": index,
+            "n_objects": np.bincount(truth.event - first, minlength=last - first),
+            "n_failed": [real.failed.get(i, 0) for i in index],
+            "n_lost": [real.lost.get(i, 0) for i in index],
+            "hard_ok": [h is not None for h in hard],
+            "weight": [h.weight if h is not None else 0.0 for h in hard],
+        })
+        stats = BlockStats(events=last - first, realizations=len(real.jobs),
+                           jets=len(tables["jets"]["pt"]), failed=sum(real.failed.values()))
+        return tables, stats
+
+
+def block_size(card: Card) -> int:
+    if card.run.batch_events:
+        return card.run.batch_events
+    return max(1, REALIZATIONS_PER_BLOCK // card.realizations_per_event)
+
+
+def fingerprint(card: Card) -> str:
+    """What must not change between a run and its resumption."""
+    text = json.dumps([card.text, card.run.events, card.run.seed])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------------- the output
+
+
+def _prepare_output(card: Card, resume: bool, overwrite: bool) -> str:
+    """Check and create the output location (rank 0). Returns 'new', 'resume' or 'complete'."""
+    output = card.run.output
+    parts = parts_dir(output)
+    exists = output.exists() or parts.exists()
+    if exists and overwrite:
+        output.unlink(missing_ok=True)
+        shutil.rmtree(parts, ignore_errors=True)
+    elif exists and not resume:
+        raise OutputError(f"{output} exists; pass --resume to continue that run or "
+                          "--overwrite to replace it")
+    run_file = parts / "run.json"
+    if resume and run_file.is_file():
+        run = json.loads(run_file.read_text())
+        if run["fingerprint"] != fingerprint(card):
+            raise OutputError(f"{output} was made from a different card, seed or number of "
+                              f"events ({run['card_path']}, seed {run['seed']}, "
+                              f"{run['events']} events); use --overwrite to replace it")
+        return "complete" if output.is_file() else "resume"
+    if resume and output.is_file():
+        raise OutputError(f"{output} exists but is not a resumable resim run "
+                          f"({parts} is missing); use --overwrite to replace it")
+    try:
+        parts.mkdir(parents=True, exist_ok=True)
+        (parts / "run.json").write_text(json.dumps({
+            "fingerprint": fingerprint(card), "card_path": str(card.path),
+            "seed": card.run.seed, "events": card.run.events,
+        }, indent=1))
+    except OSError as err:
+        raise OutputError(f"cannot write the output {output}: {err.strerror or err} "
+                          f"({err.filename or parts})") from None
+    return "new"
+
+
+def _plan(comm: Comm, parts: Path,
+          n_events: int) -> tuple[list[Segment], list[list[tuple[int, int]]]]:
+    """Validate what earlier runs committed (shared among ranks) and split what is left."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    found = comm.bcast(segments(parts) if rank == 0 else None)
+    mine = {i: validate(s) for i, s in enumerate(found) if i % size == rank}
+    verdict: dict[int, bool] = {}
+    for part in comm.allgather(mine):
+        verdict.update(part)
+    kept = [s for i, s in enumerate(found) if verdict[i]]
+    if rank == 0:
+        for i, s in enumerate(found):
+            if not verdict[i]:
+                discard(s)
+    comm.barrier()
+    return kept, split_ranges(missing_ranges(kept, n_events), size)
+
+
+def _counts(card: Card, segs: list[Segment]) -> dict[str, Any]:
+    var = np.zeros(len(card.variations), np.int64)
+    lab = np.zeros(len(card.labels), np.int64)
+    totals = dict.fromkeys(("n_failed", "n_lost"), 0)
+    hard_failed = 0
+    for s in segs:
+        with h5py.File(s.path, "r") as f:
+            var += np.bincount(f["jets/variation"][:s.rows["jets"]], minlength=len(var))
+            lab += np.bincount(f["groups/label"][:s.rows["groups"]], minlength=len(lab))
+            for k in totals:
+                totals[k] += int(f["events"][k][:s.rows["events"]].sum())
+            hard_failed += int((~f["events/hard_ok"][:s.rows["events"]]).sum())
+    return {
+        "n_events": card.run.events,
+        "n_groups": sum(s.rows["groups"] for s in segs),
+        "n_jets": sum(s.rows["jets"] for s in segs),
+        "n_failed": totals["n_failed"], "n_lost": totals["n_lost"],
+        "n_hard_failed": hard_failed,
+        "variations": dict(zip(card.variation_names, var.tolist(), strict=True)),
+        "labels": dict(zip(card.labels, lab.tolist(), strict=True)),
+    }
+
+
+def _attrs(card: Card, counts: dict[str, Any], n_ranks: int) -> dict[str, Any]:
+    summary = {**card.summary(), **counts}
+    return {
+        "card": card.text, "card_path": str(card.path), "summary": json.dumps(summary),
+        "variations": list(card.variation_names), "labels": list(card.labels),
+        "seed": card.run.seed, "n_ranks": n_ranks,
+        **{k: v for k, v in counts.items() if k.startswith("n_")},
+        "resim_version": __version__, "pythia_version": pythia_version(),
+        "fastjet_version": fastjet.__version__, "awkward_version": ak.__version__,
+        "h5py_version": h5py.__version__, "hdf5_version": h5py.version.hdf5_version,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv),
+    }
+
+
+# ---------------------------------------------------------------------------- the run
+
+
+def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
+             comm: Comm | None = None, progress: bool = True) -> RunSummary:
+    """Run the card. Raises CardError (bad card) or OutputError before any output is made."""
+    comm = comm or SerialComm()
+    rank, size = comm.Get_rank(), comm.Get_size()
+    start = time.monotonic()
+    pipeline = Pipeline(card)  # checks every setting with Pythia before anything is written
+
+    state = None
+    if rank == 0:
+        try:
+            state = _prepare_output(card, resume, overwrite)
+        except OutputError as err:
+            state = err
+    state = comm.bcast(state)
+    if isinstance(state, Exception):
+        raise state
+    output, parts = card.run.output, parts_dir(card.run.output)
+
+    if state != "complete":
+        kept, shares = _plan(comm, parts, card.run.events)
+        bar = Progress(card.run.events, enabled=progress and rank == 0)
+        bar.resume_from(sum(s.done - s.first for s in kept))
+        with stdout_to(parts / f"pythia-rank{rank}.log"):
+            _run_share(pipeline, shares[rank], parts, comm, bar)
+        bar.close()
+        comm.barrier()
+        if rank == 0:
+            segs = segments(parts)
+            build_dataset(output, segs, card.run.events, _attrs(card, _counts(card, segs), size))
+    summary = None
+    if rank == 0:
+        with h5py.File(output, "r") as f:
+            s = json.loads(f.attrs["summary"])
+        summary = RunSummary(
+            output=output, events=s["n_events"], groups=s["n_groups"], jets=s["n_jets"],
+            failed=s["n_failed"], lost=s["n_lost"], hard_failed=s["n_hard_failed"],
+            seconds=time.monotonic() - start,
+            bytes=sum(p.stat().st_size for p in [output, *parts.glob("*.h5")]),
+            variations=s["variations"], labels=s["labels"])
+    return comm.bcast(summary)
+
+
+def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
+               comm: Comm, bar: Progress) -> None:
+    """Make this rank's hard events, committing block by block; report progress to rank 0."""
+    rank, size = comm.Get_rank(), comm.Get_size()
+    step = block_size(pipeline.card)
+    pending = []
+    for a, b in share:
+        writer = SegmentWriter(parts, a)
+        for first in range(a, b, step):
+            last = min(first + step, b)
+            tables, stats = pipeline.block(first, last)
+            writer.commit(tables, done=last)
+            report = (stats.events, stats.realizations, stats.jets, stats.failed)
+            if rank == 0:
+                bar.update(*report)
+                _collect_progress(comm, bar, block=False)
+            else:
+                pending.append(comm.isend(report, dest=0, tag=_PROGRESS_TAG))
+            if writer.nbytes > SEGMENT_BYTES and last < b:
+                writer = SegmentWriter(parts, last)
+    if size > 1:
+        if rank == 0:
+            _collect_progress(comm, bar, block=True)
+        else:
+            pending.append(comm.isend(None, dest=0, tag=_DONE_TAG))
+            for request in pending:
+                request.wait()
+
+
+def _collect_progress(comm: Comm, bar: Progress, block: bool) -> None:
+    """Rank 0: fold other ranks' progress reports into the bar (until all are done)."""
+    if comm.Get_size() == 1:
+        return
+    from mpi4py import MPI
+
+    done = getattr(bar, "_ranks_done", 0)
+    status = MPI.Status()
+    while True:
+        if not comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
+            if not block or done == comm.Get_size() - 1:
+                break
+            time.sleep(0.05)
+            continue
+        report = comm.recv(source=status.Get_source(), tag=status.Get_tag())
+        if status.Get_tag() == _DONE_TAG:
+            done += 1
+        else:
+            bar.update(*report)
+    bar._ranks_done = done
+
+
+__all__ = ["TABLES", "OutputError", "Pipeline", "RunSummary", "generate"]

@@ -1,0 +1,149 @@
+"""Jets of realizations: cluster, select, match to truth objects, collect constituents.
+
+All realizations of a block are clustered in one call of FastJet's multi-event awkward
+interface. A selected jet (card ``[jets]`` pT window and |η|) belongs to the group of the
+truth object it matches: each object takes its nearest jet within the matching radius;
+a jet claimed by two objects goes to the nearer one. With ``[objects] contained = true``
+every coloured parton from the object's decay must also lie within the radius.
+
+The result is plain numpy columns, jets ordered by (group, variation, realization) so
+that all jets of a group are contiguous, constituents ordered by decreasing pT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import awkward as ak
+import fastjet
+import numpy as np
+import vector
+
+from resim.card import Jets
+from resim.truth import TruthObjects
+
+_ALGORITHMS = {
+    "antikt": fastjet.antikt_algorithm,
+    "kt": fastjet.kt_algorithm,
+    "cambridge": fastjet.cambridge_algorithm,
+}
+
+
+def jet_definition(spec: Jets) -> fastjet.JetDefinition:
+    return fastjet.JetDefinition(_ALGORITHMS[spec.algorithm], spec.radius)
+
+
+@dataclass
+class JetBlock:
+    """Columns for the output tables: one row per jet, constituent and group."""
+
+    jets: dict[str, np.ndarray]
+    constituents: dict[str, np.ndarray]
+    groups: dict[str, np.ndarray]
+
+    def __len__(self) -> int:
+        return len(self.jets["pt"])
+
+
+def _segments(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For ranges [start, start+length): (which range, position) of every element."""
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return owner, np.repeat(starts, lengths) + np.arange(lengths.sum()) - first
+
+
+def _first_of_each(keys: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Mask of the first row of each run of equal keys (rows already sorted by keys)."""
+    first = np.ones(len(keys[0]), bool)
+    if len(first) > 1:
+        first[1:] = np.any([k[1:] != k[:-1] for k in keys], axis=0)
+    return first
+
+
+def make_jets(particles: ak.Array, jobs: dict[str, np.ndarray], truth: TruthObjects,
+              spec: Jets, contained: bool, labels: np.ndarray | None = None) -> JetBlock:
+    """Cluster ``particles`` (one list per realization, in ``jobs`` order) into grouped jets."""
+    cs = fastjet.ClusterSequence(ak.to_packed(particles[["px", "py", "pz", "E"]]),
+                                 jet_definition(spec))
+    jets = cs.inclusive_jets(min_pt=spec.pt_min)
+    n_per_row = ak.to_numpy(ak.num(jets))
+    row = np.repeat(np.arange(len(n_per_row)), n_per_row)
+    local = ak.to_numpy(ak.flatten(ak.local_index(jets)))
+    p4 = vector.array({c: ak.to_numpy(ak.flatten(jets[c])) for c in ("px", "py", "pz", "E")})
+    selected = np.flatnonzero((p4.pt < spec.pt_max) & (np.abs(p4.eta) < spec.abs_eta_max))
+
+    # Candidate (jet, object) pairs: every selected jet with every object of its event.
+    order = np.argsort(truth.event, kind="stable")
+    t_event = truth.event[order]
+    event = jobs["event"][row[selected]]
+    start = np.searchsorted(t_event, event, "left")
+    n_obj = np.searchsorted(t_event, event, "right") - start
+    pair_jet_pos, pair_obj_sorted = _segments(start, n_obj)
+    pair_jet = selected[pair_jet_pos]
+    pair_obj = order[pair_obj_sorted]
+    dr = p4[pair_jet].deltaR(truth.p4[pair_obj])
+    near = dr < spec.match_dr
+    pair_jet, pair_obj, dr = pair_jet[near], pair_obj[near], dr[near]
+
+    # Each object (per realization) takes its nearest jet; a jet claimed twice goes to
+    # the nearer object.
+    by_obj = np.lexsort((dr, pair_obj, row[pair_jet]))
+    best = by_obj[_first_of_each((row[pair_jet][by_obj], pair_obj[by_obj]))]
+    by_jet = best[np.lexsort((dr[best], pair_jet[best]))]
+    match = by_jet[_first_of_each((pair_jet[by_jet],))]
+    m_jet, m_obj = pair_jet[match], pair_obj[match]
+
+    if contained and len(m_jet):
+        m_jet, m_obj = _contained(m_jet, m_obj, p4, truth, spec.radius)
+
+    # Jets ordered by (group, variation, realization): a group is contiguous.
+    m_row = row[m_jet]
+    group = truth.group[m_obj]
+    out = np.lexsort((jobs["realization"][m_row], jobs["variation"][m_row], group))
+    m_jet, m_obj, m_row, group = m_jet[out], m_obj[out], m_row[out], group[out]
+
+    constituents, n_const = _constituents(particles, cs, spec.pt_min, m_row, local[m_jet])
+    jp4 = p4[m_jet]
+    jet_cols = {
+        "pt": jp4.pt, "eta": jp4.eta, "phi": jp4.phi, "mass": jp4.mass,
+        "n_constituents": n_const, "group": group, "event": jobs["event"][m_row],
+        "variation": jobs["variation"][m_row], "realization": jobs["realization"][m_row],
+        "seed": jobs["seed"][m_row], "label": truth.label[m_obj],
+    }
+    g_first = np.flatnonzero(_first_of_each((group,)))
+    g_obj = m_obj[g_first]
+    tp4 = truth.p4[g_obj]
+    group_cols = {
+        "group": group[g_first], "event": truth.event[g_obj], "object": truth.index[g_obj],
+        "label": truth.label[g_obj], "pid": truth.pid[g_obj],
+        "pt": tp4.pt, "eta": tp4.eta, "phi": tp4.phi, "mass": tp4.mass,
+        "n_jets": np.diff(np.append(g_first, len(group))),
+    }
+    return JetBlock(jets=jet_cols, constituents=constituents, groups=group_cols)
+
+
+def _contained(m_jet: np.ndarray, m_obj: np.ndarray, p4: vector.MomentumNumpy4D,
+               truth: TruthObjects, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Keep matches whose object's coloured decay partons all lie within ``radius``."""
+    start = np.searchsorted(truth.daughter_object, m_obj, "left")
+    n = np.searchsorted(truth.daughter_object, m_obj, "right") - start
+    pair, daughter = _segments(start, n)
+    jet = p4[m_jet[pair]]
+    d_eta = jet.eta - truth.daughter_eta[daughter]
+    d_phi = (jet.phi - truth.daughter_phi[daughter] + np.pi) % (2 * np.pi) - np.pi
+    worst = np.zeros(len(m_jet))
+    np.maximum.at(worst, pair, np.hypot(d_eta, d_phi))
+    ok = worst < radius
+    return m_jet[ok], m_obj[ok]
+
+
+def _constituents(particles: ak.Array, cs: fastjet.ClusterSequence, pt_min: float,
+                  rows: np.ndarray, jets: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Constituents of the chosen jets, flattened, by decreasing pT within each jet."""
+    index = cs.constituent_index(min_pt=pt_min)[rows, jets]
+    chosen = particles[rows][index]
+    n = ak.to_numpy(ak.num(chosen)).astype(np.int32)
+    cols = {f: ak.to_numpy(ak.flatten(chosen[f])) for f in chosen.fields}
+    jet_of = np.repeat(np.arange(len(n)), n)
+    by_pt = np.lexsort((-np.hypot(cols["px"], cols["py"]), jet_of))
+    return {f: c[by_pt] for f, c in cols.items()}, n

@@ -1,0 +1,62 @@
+"""The HDF5 layout of a resim data set: table and column names, types, chunking.
+
+A data set has four tables, each an HDF5 group of equally long 1-D columns:
+
+- ``jets``: one row per jet; all jets of a group are contiguous;
+- ``constituents``: one row per constituent, the jets' lists concatenated in jet order
+  (a jet's rows start at the sum of ``n_constituents`` of the jets before it);
+- ``groups``: one row per group (truth object with at least one jet);
+- ``events``: one row per hard event: objects found, failures, weight.
+
+Storing per-jet counts rather than offsets lets files be concatenated (HDF5 virtual
+data sets only concatenate). ``docs/format.md`` describes every column.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FORMAT = "resim-jets"
+FORMAT_VERSION = 1
+
+f4, f8, i1, i2, i4, i8 = np.float32, np.float64, np.int8, np.int16, np.int32, np.int64
+
+TABLES: dict[str, dict[str, type]] = {
+    "jets": {
+        "pt": f4, "eta": f4, "phi": f4, "mass": f4, "n_constituents": i4,
+        "group": i8, "event": i8, "variation": i1, "realization": i2, "seed": i4, "label": i1,
+    },
+    "constituents": {
+        "px": f4, "py": f4, "pz": f4, "E": f4, "pid": i4, "charge": i1,
+        "vx": f4, "vy": f4, "vz": f4,
+    },
+    "groups": {
+        "group": i8, "event": i8, "object": i1, "label": i1, "pid": i4,
+        "pt": f4, "eta": f4, "phi": f4, "mass": f4, "n_jets": i4,
+    },
+    "events": {
+        "event": i8, "n_objects": i2, "n_failed": i4, "n_lost": i4, "hard_ok": np.bool_,
+        "weight": f8,
+    },
+}
+
+#: Rows per HDF5 chunk: large enough for fast sequential reads, small enough that a
+#: training batch does not decompress much more than it needs.
+CHUNK_ROWS = {"jets": 8192, "constituents": 65536, "groups": 8192, "events": 8192}
+
+#: gzip (readable by every HDF5 tool) at a low level: most of the gain, little CPU.
+COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True,
+               "fletcher32": True}
+
+
+def empty_tables() -> dict[str, dict[str, np.ndarray]]:
+    return {t: {c: np.empty(0, dt) for c, dt in cols.items()} for t, cols in TABLES.items()}
+
+
+def as_table(name: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Columns cast to the layout's types, in the layout's order; checks nothing is missing."""
+    spec = TABLES[name]
+    missing = set(spec) - set(columns)
+    if missing:
+        raise KeyError(f"table {name} lacks columns {sorted(missing)}")
+    return {c: np.asarray(columns[c]).astype(dt, copy=False) for c, dt in spec.items()}

@@ -1,0 +1,71 @@
+"""Progress of long work: a live bar on a terminal, a line every half minute in batch logs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import timedelta
+
+import click
+
+
+def _duration(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+class Progress:
+    """Hard events done of ``total``, realizations per second, jets, failures and ETA."""
+
+    def __init__(self, total: int, label: str = "generating", enabled: bool = True,
+                 every: float = 30.0, stream=None):
+        self.total, self.label, self.enabled, self.every = total, label, enabled, every
+        self.stream = stream or sys.stderr
+        self.done = self.realizations = self.jets = self.failed = 0
+        self._start = self._last_line = time.monotonic()
+        self._start_done = 0
+        self._bar = None
+        if enabled and self.stream.isatty():
+            self._bar = click.progressbar(length=total, label=label, show_eta=True,
+                                          show_pos=True, file=self.stream,
+                                          item_show_func=lambda _: self._status())
+            self._bar.__enter__()
+
+    def resume_from(self, done: int) -> None:
+        """Count events already made by an earlier, interrupted run (not in the rate)."""
+        self.done = self._start_done = done
+        if self._bar is not None:
+            self._bar.update(done)
+
+    def _rate(self) -> float:
+        return self.realizations / max(time.monotonic() - self._start, 1e-9)
+
+    def _status(self) -> str:
+        return f"{self._rate():.0f} realizations/s, {self.jets} jets, {self.failed} failed"
+
+    def update(self, events: int, realizations: int, jets: int, failed: int) -> None:
+        self.done += events
+        self.realizations += realizations
+        self.jets += jets
+        self.failed += failed
+        if not self.enabled:
+            return
+        if self._bar is not None:
+            self._bar.update(events, current_item=True)
+            return
+        now = time.monotonic()
+        if now - self._last_line >= self.every or self.done >= self.total:
+            self._last_line = now
+            new = self.done - self._start_done
+            eta = (now - self._start) / new * (self.total - self.done) if new else 0.0
+            click.echo(f"{self.label}: {self.done}/{self.total} events "
+                       f"({100 * self.done / max(self.total, 1):.0f}%), {self._status()}, "
+                       f"ETA {_duration(eta)}", file=self.stream)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self._start

@@ -1,0 +1,110 @@
+"""What is in a data set: the numbers behind ``resim inspect`` (text, JSON, plots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .dataset import JetDataset
+
+
+def describe(ds: JetDataset) -> dict[str, Any]:
+    """Counts and per-variation / per-label statistics, JSON-ready."""
+    a = ds.attrs
+    var = ds.column("jets", "variation")
+    lab = ds.column("jets", "label")
+    mass = ds.column("jets", "mass")
+    ncon = ds.column("jets", "n_constituents")
+    group_label = ds.column("groups", "label")
+    group_size = ds.column("groups", "n_jets")
+
+    def stats(mask: np.ndarray) -> dict[str, Any]:
+        n = int(mask.sum())
+        return {
+            "jets": n,
+            "mean_mass": float(mass[mask].mean()) if n else None,
+            "mean_constituents": float(ncon[mask].mean()) if n else None,
+        }
+
+    return {
+        "path": str(ds.path),
+        "card": a.get("card_path"),
+        "created": a.get("created"),
+        "seed": int(a["seed"]),
+        "n_events": int(a["n_events"]),
+        "n_groups": len(group_label),
+        "n_jets": len(ds),
+        "n_failed": int(a["n_failed"]),
+        "n_lost": int(a["n_lost"]),
+        "n_hard_failed": int(a["n_hard_failed"]),
+        "variations": {v: int((var == i).sum()) for i, v in enumerate(ds.variations)},
+        "labels": {lb: int((group_label == i).sum()) for i, lb in enumerate(ds.labels)},
+        "per_variation": {v: stats(var == i) for i, v in enumerate(ds.variations)},
+        "per_label": {lb: stats(lab == i) for i, lb in enumerate(ds.labels)},
+        "group_sizes": {int(k): int(n) for k, n in zip(*np.unique(group_size,
+                                                                  return_counts=True),
+                                                        strict=True)},
+        "versions": {k[:-8]: a[k] for k in a if k.endswith("_version") and k != "format_version"},
+    }
+
+
+def _fmt(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def as_text(d: dict[str, Any]) -> str:
+    lines = [
+        f"{d['path']}  (card {d['card']}, seed {d['seed']}, made {d['created']})",
+        f"  {d['n_events']} hard events -> {d['n_groups']} groups, {d['n_jets']} jets",
+        f"  failures: {d['n_failed']} failed attempts (retried), {d['n_lost']} realizations "
+        f"lost, {d['n_hard_failed']} hard events failed",
+        "",
+        f"  {'variation':<16}{'jets':>9}{'<mass>/GeV':>12}{'<constituents>':>16}",
+    ]
+    for v, s in d["per_variation"].items():
+        lines.append(f"  {v:<16}{s['jets']:>9}{_fmt(s['mean_mass'], '.1f'):>12}"
+                     f"{_fmt(s['mean_constituents'], '.1f'):>16}")
+    lines += ["", f"  {'label':<16}{'groups':>9}{'jets':>9}{'<mass>/GeV':>12}"]
+    for lb, s in d["per_label"].items():
+        lines.append(f"  {lb:<16}{d['labels'][lb]:>9}{s['jets']:>9}"
+                     f"{_fmt(s['mean_mass'], '.1f'):>12}")
+    sizes = ", ".join(f"{k}: {n}" for k, n in d["group_sizes"].items())
+    lines += ["", f"  jets per group (size: groups): {sizes}",
+              "  " + ", ".join(f"{k} {v}" for k, v in d["versions"].items())]
+    return "\n".join(lines)
+
+
+def plot(ds: JetDataset, path: Path) -> None:
+    """Jet mass per label and constituent multiplicity per variation, as a PNG/PDF."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import mplhep
+    except ImportError as err:
+        raise RuntimeError("plots need matplotlib and mplhep: pip install 'resim[train]'") from err
+    plt.style.use(mplhep.style.ROOT)
+    var, lab = ds.column("jets", "variation"), ds.column("jets", "label")
+    mass, ncon = ds.column("jets", "mass"), ds.column("jets", "n_constituents")
+    pt = ds.column("jets", "pt")
+    fig, axes = plt.subplots(1, 3, figsize=(21, 6.5))
+    bins = np.linspace(0, max(250.0, float(np.percentile(mass, 99)) if len(mass) else 1), 51)
+    for i, name in enumerate(ds.labels):
+        axes[0].hist(mass[lab == i], bins=bins, histtype="step", lw=2, label=name, density=True)
+    axes[0].set(xlabel="jet mass [GeV]", ylabel="normalised")
+    nb = np.arange(0, max(int(ncon.max()) if len(ncon) else 1, 1) + 5, 5)
+    for i, name in enumerate(ds.variations):
+        axes[1].hist(ncon[var == i], bins=nb, histtype="step", lw=2, label=name, density=True)
+    axes[1].set(xlabel="constituents per jet", ylabel="normalised")
+    for i, name in enumerate(ds.variations):
+        axes[2].hist(pt[var == i], bins=40, histtype="step", lw=2, label=name, density=True)
+    axes[2].set(xlabel="jet $p_T$ [GeV]", ylabel="normalised")
+    for ax in axes:
+        ax.legend(fontsize="small")
+    fig.suptitle(f"{ds.path.name}: {len(ds)} jets", fontsize="medium")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)

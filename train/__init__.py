@@ -1,0 +1,1 @@
+"""Training jet encoders on resim data (``resim train``, ``resim finetune``, ``resim evaluate``)."""
