@@ -405,8 +405,8 @@ class _Table:
         quoted = name if re.match(r"^[A-Za-z0-9_-]+$", name) else f'"{name}"'
         return f"{self.prefix}{quoted}"
 
-    def keys(self) -> list[str]:
-        return list(self.raw)
+    def __iter__(self):
+        return iter(list(self.raw))
 
     def allow(self, *names: str) -> None:
         for name in self.raw:

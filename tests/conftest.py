@@ -1,0 +1,37 @@
+"""Shared fixtures: small data sets made by the real generator, once per test session.
+
+Nothing is downloaded: the trainer's tests use jets generated here from the cards in
+``tests/cards`` (boosted tops, and light-quark/gluon jets; four variations each).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CARDS = Path(__file__).parent / "cards"
+
+
+def make_dataset(directory: Path, card: str | Path, **overrides) -> Path:
+    """Generate ``card`` (a test card name, a shipped card name, or a path) into ``directory``."""
+    from resim.card import load_card
+    from resim.generate import generate
+
+    path = CARDS / f"{card}.toml" if (CARDS / f"{card}.toml").exists() else card
+    loaded = load_card(path)
+    output = directory / (overrides.pop("output", None) or loaded.run.output.name)
+    generate(loaded.with_overrides(output=output, **overrides), progress=False)
+    return output
+
+
+@pytest.fixture(scope="session")
+def top_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~100 boosted top events: ~200 top jets in groups of up to 4 (nominal, seed, fsr_up/down)."""
+    return make_dataset(tmp_path_factory.mktemp("top"), "top_small")
+
+
+@pytest.fixture(scope="session")
+def qcd_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """~60 QCD dijet events: ~400 q/g jets in groups of up to 4."""
+    return make_dataset(tmp_path_factory.mktemp("qcd"), "qcd_small")
