@@ -35,3 +35,13 @@ def top_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def qcd_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """~60 QCD dijet events: ~400 q/g jets in groups of up to 4."""
     return make_dataset(tmp_path_factory.mktemp("qcd"), "qcd_small")
+
+
+@pytest.fixture
+def generate_card(tmp_path: Path):
+    """Generate a card into this test's temporary directory: ``generate_card("top_small", events=5)``."""
+
+    def run(card: str | Path, **overrides) -> Path:
+        return make_dataset(tmp_path, card, **overrides)
+
+    return run
