@@ -72,7 +72,7 @@ class Feeder(pythia8mc.LHAup):
         self.served.append(job)
         self.rndm.init(job.seed)
         if self.swap is not None:
-            self.swap.saved = partons
+            self.swap.saved, self.swap.seed = partons, job.seed
         self.setProcess(PROCESS_CODE, 1.0, hard.scale, hard.alpha_qed, hard.alpha_qcd)
         for row in hard.rows:
             self.addParticle(*row)
@@ -88,15 +88,27 @@ class PartonLevelSwap(pythia8mc.UserHooks):
     ``doReconnectResonanceSystems`` is the last hook Pythia calls on a writable event
     before string fragmentation; the hadronizing instance runs with ISR, FSR and MPI off,
     so the event it replaces is only the bare hard process.
+
+    An assigned ``Event`` keeps the *source* instance's particle data, and with it that
+    instance's random generator (hadron masses and decay channels draw from it): the
+    event is re-pointed at the hadronizing instance's own particle data, or
+    hadronization would not be a function of the realization's seed.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pythia: pythia8mc.Pythia) -> None:
         super().__init__()
+        self._pythia = pythia
         self.saved: pythia8mc.Event | None = None
+        self.seed = 0
 
     def canReconnectResonanceSystems(self) -> bool:
         return True
 
     def doReconnectResonanceSystems(self, oldSizeEvent: int, event: pythia8mc.Event) -> bool:
         event.assign(self.saved)
+        event.init("(complete event)", self._pythia.particleData)
+        event.restorePtrs()
+        # Whatever the bare hard process drew before this point, hadronization starts
+        # from the realization's seed.
+        self._pythia.rndm.init(self.seed)
         return True

@@ -13,12 +13,15 @@ event (internal processes), or event ``i`` is the ``i``-th of the Les Houches fi
 
 from __future__ import annotations
 
+import gzip
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pythia8mc
 
-from resim.card import Card, PythiaSetting
+from resim.card import Card, CardError, PythiaSetting
 
 from .pythia_setup import common_settings, configure, initialize, new_pythia
 from .seeds import derive_seed
@@ -99,11 +102,37 @@ def freeze(process: pythia8mc.Event, info: pythia8mc.Info, index: int) -> HardEv
     )
 
 
+_EVENT_TAG = re.compile(rb"<event[\s>]")  # not <eventgroup>
+
+
+def count_lhe_events(path: Path, chunk_bytes: int = 1 << 24) -> int:
+    """Number of ``<event>`` blocks in a Les Houches file (plain or gzipped)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    count, tail = 0, b""
+    with opener(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            data = tail + chunk
+            # Keep the last bytes for the next round, so a tag split between chunks is
+            # seen whole there (and one wholly inside them is not counted twice).
+            tail = data[-7:]
+            count += len(_EVENT_TAG.findall(data)) - len(_EVENT_TAG.findall(tail))
+    return count + len(_EVENT_TAG.findall(tail))
+
+
 class HardProcessSource:
     """Hard events by index, from Pythia's own processes or a Les Houches file."""
 
     def __init__(self, card: Card):
         self.card = card
+        self.lhe_events = None
+        if card.hard_process.lhe is not None:
+            # Pythia's reader takes a malformed event for the end of the file; knowing the
+            # real length tells the two apart, and a too-short file is caught up front.
+            self.lhe_events = count_lhe_events(card.hard_process.lhe)
+            if card.run.events > self.lhe_events:
+                raise CardError(card.path, "run.events", f"the Les Houches file "
+                                f"{card.hard_process.lhe} has {self.lhe_events} events, the "
+                                f"run asks for {card.run.events}")
         self.pythia = new_pythia()
         configure(self.pythia, self._settings(card), card.path)
         initialize(self.pythia, card.path, "hard_process", "hard process")
@@ -152,8 +181,9 @@ class HardProcessSource:
             self._lhe_position += 1
             if not ok and self.pythia.infoPython().atEndOfFile():
                 raise HardProcessError(
-                    f"{self.card.hard_process.lhe}: the file has only {index} events, "
-                    f"the run asks for {self.card.run.events}")
+                    f"{self.card.hard_process.lhe}: hard event {index} (<event> block "
+                    f"{index + 1} of {self.lhe_events}) cannot be read; Pythia's reader stops "
+                    "there, so the file is malformed at or after that event")
             return freeze(self.pythia.process, self.pythia.infoPython(), index) if ok else None
         for attempt in range(self.card.run.max_attempts):
             self.pythia.rndm.init(derive_seed(self.card.run.seed, "hard", index, attempt))

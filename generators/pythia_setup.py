@@ -22,8 +22,14 @@ from resim.card import Card, CardError, PythiaSetting
 
 _libc = ctypes.CDLL(None)
 
-#: Applied to every instance: no banner, no event listings, no progress counters.
-QUIET = ("Print:quiet = on", "Next:numberCount = 0", "Random:setSeed = on")
+#: Applied to every instance: no init listings, no event listings, no progress counters.
+#: (Not ``Print:quiet``, which also silences the error messages we report.)
+QUIET = (
+    "Init:showProcesses = off", "Init:showMultipartonInteractions = off",
+    "Init:showChangedSettings = off", "Init:showChangedParticleData = off",
+    "Next:numberCount = 0", "Next:numberShowInfo = 0", "Next:numberShowProcess = 0",
+    "Next:numberShowEvent = 0", "Next:numberShowLHA = 0", "Random:setSeed = on",
+)
 
 
 def pythia_version() -> str:
@@ -61,13 +67,30 @@ def captured_stdout() -> Iterator[list[str]]:
         out.append(tmp.read().decode(errors="replace"))
 
 
+def _clean(line: str) -> str:
+    return line.strip().replace("PYTHIA ", "").replace("Error: ", "").rstrip(":").strip()
+
+
 def pythia_message(text: str) -> str:
-    """The first thing Pythia complained about, on one line."""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    for line in lines:
-        if "Error" in line or "Abort" in line:
-            return line.replace("PYTHIA ", "").replace("Error: ", "").rstrip(":").strip()
-    return lines[-1] if lines else "no message"
+    """What Pythia complained about, on one line: its summary of a rejected setting, or
+    the first error and the final abort of a failed initialisation."""
+    lines = [line for line in text.splitlines() if "PYTHIA" in line]
+    summary = [line for line in lines if "PYTHIA Error:" in line]
+    if summary:
+        return _clean(summary[0])
+    errors = [_clean(line) for line in lines if "Error" in line or "Abort" in line]
+    return "; ".join(dict.fromkeys(errors[:1] + errors[-1:])) or "Pythia gave no reason"
+
+
+def allowed_range(pythia: pythia8mc.Pythia, name: str) -> str:
+    """' (allowed: 0.1 ... 10.0)' for a numeric setting with limits, else ''."""
+    for lookup in (pythia.settings.getParmMap, pythia.settings.getModeMap):
+        entry = lookup(name).get(name.lower())
+        if entry is not None and (entry.hasMin or entry.hasMax):
+            lo = entry.valMin if entry.hasMin else "-inf"
+            hi = entry.valMax if entry.hasMax else "inf"
+            return f" (allowed: {lo} ... {hi})"
+    return ""
 
 
 def configure(pythia: pythia8mc.Pythia, settings: Iterable[PythiaSetting], card: Path) -> None:
@@ -76,7 +99,8 @@ def configure(pythia: pythia8mc.Pythia, settings: Iterable[PythiaSetting], card:
         with captured_stdout() as out:
             ok = pythia.readString(s.line)
         if not ok:
-            raise CardError(card, s.key, f"Pythia rejects '{s.line}': {pythia_message(out[0])}")
+            raise CardError(card, s.key, f"Pythia rejects '{s.line}': "
+                            f"{pythia_message(out[0])}{allowed_range(pythia, s.name)}")
 
 
 def initialize(pythia: pythia8mc.Pythia, card: Path, key: str, what: str) -> None:

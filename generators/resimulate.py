@@ -48,7 +48,7 @@ class Downstream:
         self.pythia = new_pythia()
         configure(self.pythia, (*common_settings(card), _FRAME, *settings), card.path)
         self.pythia.setLHAupPtr(self.feeder)
-        self.swap = PartonLevelSwap() if swap else None
+        self.swap = PartonLevelSwap(self.pythia) if swap else None
         if self.swap is not None:
             self.pythia.setUserHooksPtr(self.swap)
             self.feeder.swap = self.swap

@@ -76,8 +76,25 @@ def as_text(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _quartile_rows(ax, values: np.ndarray, which: np.ndarray, names: tuple[str, ...],
+                   xlabel: str) -> None:
+    """One row per variation: median and interquartile range, nominal's median as a line."""
+    for i, name in enumerate(names):
+        v = values[which == i]
+        if len(v) == 0:
+            continue
+        q1, med, q3 = np.percentile(v, [25, 50, 75])
+        ax.errorbar(med, i, xerr=[[med - q1], [q3 - med]], fmt="o", capsize=4, color="C0")
+        if name == "nominal":
+            ax.axvline(med, ls="--", color="grey", lw=1)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_ylim(len(names) - 0.5, -0.5)
+    ax.set_xlabel(xlabel)
+
+
 def plot(ds: JetDataset, path: Path) -> None:
-    """Jet mass per label and constituent multiplicity per variation, as a PNG/PDF."""
+    """A one-page picture of a data set: jet mass per label, and for every variation the
+    constituent multiplicity and jet mass (median and quartiles)."""
     try:
         import matplotlib
 
@@ -89,22 +106,19 @@ def plot(ds: JetDataset, path: Path) -> None:
     plt.style.use(mplhep.style.ROOT)
     var, lab = ds.column("jets", "variation"), ds.column("jets", "label")
     mass, ncon = ds.column("jets", "mass"), ds.column("jets", "n_constituents")
-    pt = ds.column("jets", "pt")
-    fig, axes = plt.subplots(1, 3, figsize=(21, 6.5))
-    bins = np.linspace(0, max(250.0, float(np.percentile(mass, 99)) if len(mass) else 1), 51)
+    fig, axes = plt.subplots(1, 3, figsize=(21, 6.5), width_ratios=[1.2, 1, 1])
+    top = float(np.percentile(mass, 99)) if len(mass) else 1.0
+    bins = np.linspace(0, max(250.0, top), 51)
     for i, name in enumerate(ds.labels):
-        axes[0].hist(mass[lab == i], bins=bins, histtype="step", lw=2, label=name, density=True)
+        axes[0].hist(mass[lab == i], bins=bins, histtype="step", lw=2, label=name,
+                     density=True)
     axes[0].set(xlabel="jet mass [GeV]", ylabel="normalised")
-    nb = np.arange(0, max(int(ncon.max()) if len(ncon) else 1, 1) + 5, 5)
-    for i, name in enumerate(ds.variations):
-        axes[1].hist(ncon[var == i], bins=nb, histtype="step", lw=2, label=name, density=True)
-    axes[1].set(xlabel="constituents per jet", ylabel="normalised")
-    for i, name in enumerate(ds.variations):
-        axes[2].hist(pt[var == i], bins=40, histtype="step", lw=2, label=name, density=True)
-    axes[2].set(xlabel="jet $p_T$ [GeV]", ylabel="normalised")
-    for ax in axes:
-        ax.legend(fontsize="small")
-    fig.suptitle(f"{ds.path.name}: {len(ds)} jets", fontsize="medium")
+    axes[0].legend(fontsize="small")
+    _quartile_rows(axes[1], ncon, var, ds.variations, "constituents per jet")
+    _quartile_rows(axes[2], mass, var, ds.variations, "jet mass [GeV]")
+    axes[1].set_title("median, 25-75 %", fontsize="small")
+    fig.suptitle(f"{ds.path.name}: {len(ds)} jets in {len(ds.column('groups', 'group'))} "
+                 "groups", fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -39,7 +39,7 @@ def qcd_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def generate_card(tmp_path: Path):
-    """Generate a card into this test's temporary directory: ``generate_card("top_small", events=5)``."""
+    """Generate a card into this test's tmp_path: ``generate_card("top_small", events=5)``."""
 
     def run(card: str | Path, **overrides) -> Path:
         return make_dataset(tmp_path, card, **overrides)

@@ -1,0 +1,129 @@
+"""The output contract: resim.open, resim inspect, the file's metadata, and the run's
+bookkeeping of which hard events are done."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import awkward as ak
+import numpy as np
+import pytest
+import vector
+from click.testing import CliRunner
+
+import resim
+from resim.cli import main
+from resim.dataset import DatasetError
+from resim.parallel import split_ranges
+from resim.store import Segment, missing_ranges
+
+
+def test_open_gives_lazy_awkward_jet_records(top_dataset):
+    ds = resim.open(top_dataset)
+    n = len(ds)
+    assert n == ds.summary["n_jets"] > 100
+    jets = ds[10:20]
+    assert len(jets) == 10
+    for field in ("pt", "eta", "phi", "mass", "n_constituents", "group", "event", "variation",
+                  "realization", "label", "constituents", "seed"):
+        assert field in jets.fields
+    assert set(jets.constituents.fields) >= {"px", "py", "pz", "E", "pid", "charge", "vx", "vy",
+                                             "vz"}
+    assert set(ak.to_list(ds[:].variation)) == {"nominal", "seed", "fsr_up", "fsr_down"}
+    assert set(ak.to_list(jets.label)) == {"top"}
+    # Slices agree with the whole, and an int gives one record.
+    whole = ds[:]
+    assert ak.to_list(whole[10:20].pt) == ak.to_list(jets.pt)
+    assert ds[-1].pt == whole[-1].pt and ds[3].event == whole[3].event
+    assert ak.all(ak.num(whole.constituents) == whole.n_constituents)
+    with pytest.raises(IndexError):
+        ds[n]
+    with pytest.raises(ValueError, match="contiguous"):
+        ds[::2]
+
+
+def test_jets_are_the_sum_of_their_constituents_sorted_by_pt(top_dataset):
+    jets = resim.open(top_dataset)[:]
+    c = jets.constituents
+    total = vector.zip({"px": ak.sum(c.px, axis=1), "py": ak.sum(c.py, axis=1),
+                        "pz": ak.sum(c.pz, axis=1), "E": ak.sum(c.E, axis=1)})
+    assert np.allclose(ak.to_numpy(total.pt), ak.to_numpy(jets.pt), rtol=1e-4)
+    assert np.allclose(ak.to_numpy(total.mass), ak.to_numpy(jets.mass), rtol=1e-2, atol=0.5)
+    pt = np.hypot(c.px, c.py)
+    assert ak.all(pt[:, :-1] >= pt[:, 1:])
+    # Visible final-state particles only: no neutrinos; charges of real particles.
+    pid = np.abs(ak.to_numpy(ak.flatten(c.pid)))
+    assert not np.isin(pid, [12, 14, 16]).any()
+    charge = ak.to_numpy(ak.flatten(c.charge))
+    assert set(np.unique(charge)) <= {-2, -1, 0, 1, 2}
+    assert np.all(charge[pid == 22] == 0) and np.all(np.abs(charge[pid == 211]) == 1)
+    # Some particles come from displaced decays (B, D, K0S, Lambda): vertices are kept.
+    r = np.hypot(ak.to_numpy(ak.flatten(c.vx)), ak.to_numpy(ak.flatten(c.vy)))
+    assert (r > 0.1).mean() > 0.01
+
+
+def test_dataset_survives_pickling_for_dataloader_workers(top_dataset):
+    ds = resim.open(top_dataset)
+    first = ds[:5]
+    clone = pickle.loads(pickle.dumps(ds))
+    assert ak.to_list(clone[:5].pt) == ak.to_list(first.pt)
+
+
+def test_inspect_text_and_json(top_dataset, tmp_path):
+    result = CliRunner().invoke(main, ["inspect", str(top_dataset), "--json"])
+    assert result.exit_code == 0, result.output
+    d = json.loads(result.output)
+    for key in ("n_groups", "n_jets", "variations", "labels", "n_failed"):
+        assert key in d
+    assert sum(d["variations"].values()) == d["n_jets"]
+    assert d["labels"] == {"top": d["n_groups"]}
+    plot = tmp_path / "summary.png"
+    result = CliRunner().invoke(main, ["inspect", str(top_dataset), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert "groups" in result.output and "fsr_up" in result.output
+    assert plot.stat().st_size > 10_000
+
+
+def test_file_records_how_it_was_made(top_dataset):
+    ds = resim.open(top_dataset)
+    a = ds.attrs
+    assert "[variations.fsr_up]" in ds.card
+    assert a["seed"] == 11 and a["n_events"] == 100
+    for key in ("resim_version", "pythia_version", "fastjet_version", "hdf5_version", "created"):
+        assert a[key]
+    assert a["pythia_version"].startswith("8.31")
+
+
+def test_existing_output_is_not_overwritten_without_asking(generate_card, tmp_path):
+    out = generate_card("smoke", events=2)
+    runner = CliRunner()
+    result = runner.invoke(main, ["generate", "--card", "smoke", "--events", "2",
+                                  "--output", str(out)])
+    assert result.exit_code == 2
+    assert "exists; pass --resume" in result.stderr and "--overwrite" in result.stderr
+    result = runner.invoke(main, ["generate", "--card", "smoke", "--events", "2", "--quiet",
+                                  "--output", str(out), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "resim: " in result.output and "groups" in result.output
+
+
+def test_reading_an_unfinished_run_says_what_to_do(tmp_path):
+    (tmp_path / "run.h5.parts").mkdir()
+    with pytest.raises(DatasetError, match=r"has not finished.*--resume"):
+        resim.open(tmp_path / "run.h5")
+    with pytest.raises(DatasetError, match="no such file"):
+        resim.open(tmp_path / "other.h5")
+    result = CliRunner().invoke(main, ["inspect", str(tmp_path / "other.h5")])
+    assert result.exit_code == 2
+
+
+def test_missing_ranges_and_rank_shares():
+    seg = [Segment(path=None, first=0, done=30), Segment(path=None, first=50, done=60)]
+    assert missing_ranges(seg, 100) == [(30, 50), (60, 100)]
+    assert missing_ranges([], 10) == [(0, 10)]
+    shares = split_ranges([(30, 50), (60, 100)], 3)
+    flat = [e for share in shares for a, b in share for e in range(a, b)]
+    assert flat == [*range(30, 50), *range(60, 100)]
+    assert [sum(b - a for a, b in s) for s in shares] == [20, 20, 20]
+    assert split_ranges([(0, 2)], 3) == [[], [(0, 1)], [(1, 2)]]
