@@ -22,41 +22,50 @@ class ParticleTable:
         self._charge = np.empty(0, np.int8)
         self._visible = np.empty(0, bool)
 
+    def _add(self, new: np.ndarray) -> None:
+        ids = np.concatenate([self._ids, new])
+        order = np.argsort(ids)
+        charge = np.concatenate([self._charge, [round(self._data.charge(int(i))) for i in new]])
+        visible = np.concatenate([self._visible, [self._data.isVisible(int(i)) for i in new]])
+        self._ids, self._charge, self._visible = ids[order], charge[order], visible[order]
+
+    def _find(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        at = np.minimum(np.searchsorted(self._ids, pid), max(len(self._ids) - 1, 0))
+        known = self._ids[at] == pid if len(self._ids) else np.zeros(len(pid), bool)
+        return at, known
+
     def lookup(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(charge, visible) for each entry of ``pid``."""
-        new = np.setdiff1d(np.unique(pid), self._ids)
-        if len(new):
-            ids = np.concatenate([self._ids, new])
-            order = np.argsort(ids)
-            charge = np.concatenate([self._charge, [round(self._data.charge(int(i))) for i in new]])
-            visible = np.concatenate([self._visible, [self._data.isVisible(int(i)) for i in new]])
-            self._ids, self._charge, self._visible = ids[order], charge[order], visible[order]
-        at = np.searchsorted(self._ids, pid)
-        return self._charge[at].astype(np.int8), self._visible[at]
+        at, known = self._find(pid)
+        if not known.all():  # rare after the first events: a species not seen before
+            self._add(np.unique(pid[~known]))
+            at, _ = self._find(pid)
+        return self._charge[at], self._visible[at]
 
 
 def visible_final_state(events: ak.Array, table: ParticleTable, pt_min: float = 0.0) -> ak.Array:
     """Per event, a packed list of ``{px, py, pz, E, pid, charge, vx, vy, vz}`` records."""
     prt = events.prt
-    final = prt.status > 0
-    counts = ak.to_numpy(ak.sum(final, axis=1))
-    flat = ak.to_numpy(ak.flatten(final))
+    entries = ak.to_numpy(ak.num(prt))
 
     def column(array: ak.Array) -> np.ndarray:
-        return ak.to_numpy(ak.flatten(array))[flat]
+        # A flat numpy view of one column of every event; a missing vertex is the origin.
+        flat = ak.to_numpy(ak.flatten(array), allow_missing=True)
+        return np.ma.filled(flat, 0.0) if np.ma.isMaskedArray(flat) else flat
 
-    pid = column(prt.id)
-    px, py = column(prt.p.px), column(prt.p.py)
+    final = np.flatnonzero(column(prt.status) > 0)
+    pid = column(prt.id)[final]
     charge, keep = table.lookup(pid)
     if pt_min > 0:
-        keep &= np.hypot(px, py) >= pt_min
-    row = np.repeat(np.arange(len(counts)), counts)[keep]
+        keep &= np.hypot(column(prt.p.px)[final], column(prt.p.py)[final]) >= pt_min
+    take = final[keep]  # flat entries of the kept particles: each column is gathered once
     vertex = prt.vProd
     columns = {
-        "px": px[keep], "py": py[keep], "pz": column(prt.p.pz)[keep],
-        "E": column(prt.p.e)[keep], "pid": pid[keep].astype(np.int32), "charge": charge[keep],
-        "vx": np.nan_to_num(column(ak.fill_none(vertex.px, 0.0)))[keep],
-        "vy": np.nan_to_num(column(ak.fill_none(vertex.py, 0.0)))[keep],
-        "vz": np.nan_to_num(column(ak.fill_none(vertex.pz, 0.0)))[keep],
+        "px": column(prt.p.px)[take], "py": column(prt.p.py)[take],
+        "pz": column(prt.p.pz)[take], "E": column(prt.p.e)[take],
+        "pid": pid[keep].astype(np.int32), "charge": charge[keep],
+        "vx": column(vertex.px)[take], "vy": column(vertex.py)[take],
+        "vz": column(vertex.pz)[take],
     }
-    return ak.unflatten(ak.zip(columns), np.bincount(row, minlength=len(counts)))
+    counts = np.diff(np.searchsorted(take, np.concatenate([[0], np.cumsum(entries)])))
+    return ak.unflatten(ak.zip(columns), counts)

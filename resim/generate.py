@@ -32,7 +32,7 @@ from .generators.hard_process import HardProcessSource
 from .generators.pythia_setup import pythia_version, stdout_to
 from .generators.resimulate import Resimulator, job_table
 from .jets import make_jets
-from .layout import TABLES, as_table, empty_tables
+from .layout import TABLES, as_table, concatenate_tables, empty_tables
 from .parallel import Comm, SerialComm, split_ranges
 from .progress import Progress
 from .store import (
@@ -51,6 +51,10 @@ from .truth import TruthObjects
 #: Realizations per block when the card does not say: enough to amortise the columnar
 #: work, few enough that a block is a few seconds and a few hundred MB at most.
 REALIZATIONS_PER_BLOCK = 256
+
+#: Finished blocks are committed to disk together at most this often: a commit costs tens
+#: of milliseconds however small, and a crash loses at most this much work.
+COMMIT_SECONDS = 10.0
 
 _PROGRESS_TAG, _DONE_TAG = 71, 72
 
@@ -80,13 +84,17 @@ class RunSummary:
     bytes: int
     variations: dict[str, int] = field(default_factory=dict)
     labels: dict[str, int] = field(default_factory=dict)
+    #: Of ``seconds``: setting up (and checking) the Pythia instances.
+    setup_seconds: float = 0.0
+    #: This rank's time per step (hard process, re-simulation, final state, jets, writing).
+    timings: dict[str, float] = field(default_factory=dict)
 
     def line(self) -> str:
         per = ", ".join(f"{k} {v}" for k, v in self.variations.items())
         return (f"resim: {self.groups} groups, {self.jets} jets ({per}) from {self.events} "
                 f"hard events; {self.failed} failed attempts, {self.lost} realizations lost, "
-                f"{self.hard_failed} hard events failed; {self.seconds:.1f} s; "
-                f"{self.bytes / 1e6:.1f} MB -> {self.output}")
+                f"{self.hard_failed} hard events failed; {self.seconds:.1f} s "
+                f"({self.setup_seconds:.1f} s set-up); {self.bytes / 1e6:.1f} MB -> {self.output}")
 
 
 class Pipeline:
@@ -97,21 +105,34 @@ class Pipeline:
         self.source = HardProcessSource(card)
         self.resimulator = Resimulator(card, self.source.beams())
         self.particles = ParticleTable(self.source.pythia.particleData)
+        #: Seconds spent in each step so far (for benchmarks and the curious).
+        self.timings: dict[str, float] = dict.fromkeys(
+            ("hard process", "re-simulation", "final state", "jets"), 0.0)
+
+    def _clock(self, step: str, start: float) -> float:
+        now = time.perf_counter()
+        self.timings[step] += now - start
+        return now
 
     def block(self, first: int, last: int) -> tuple[dict[str, dict[str, np.ndarray]], BlockStats]:
         """Output tables for hard events [first, last)."""
         card = self.card
+        t = time.perf_counter()
         hard = [self.source.event(i) for i in range(first, last)]
         good = [h for h in hard if h is not None]
+        t = self._clock("hard process", t)
         real = self.resimulator.realize(good)
+        t = self._clock("re-simulation", t)
         truth = TruthObjects.of(good, card.objects)
         tables = empty_tables()
         if real.jobs:
             particles = ak.concatenate([
                 visible_final_state(events, self.particles, card.jets.constituent_pt_min)
                 for events in real.events])
+            t = self._clock("final state", t)
             jets = make_jets(particles, job_table(real.jobs), truth, card.jets,
                              card.objects.contained)
+            t = self._clock("jets", t)
             tables["jets"] = as_table("jets", jets.jets)
             tables["constituents"] = as_table("constituents", jets.constituents)
             tables["groups"] = as_table("groups", jets.groups)
@@ -244,6 +265,7 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
     rank, size = comm.Get_rank(), comm.Get_size()
     start = time.monotonic()
     pipeline = Pipeline(card)  # checks every setting with Pythia before anything is written
+    setup = time.monotonic() - start
 
     state = None
     if rank == 0:
@@ -274,9 +296,9 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
         summary = RunSummary(
             output=output, events=s["n_events"], groups=s["n_groups"], jets=s["n_jets"],
             failed=s["n_failed"], lost=s["n_lost"], hard_failed=s["n_hard_failed"],
-            seconds=time.monotonic() - start,
+            seconds=time.monotonic() - start, setup_seconds=setup,
             bytes=sum(p.stat().st_size for p in [output, *parts.glob("*.h5")]),
-            variations=s["variations"], labels=s["labels"])
+            variations=s["variations"], labels=s["labels"], timings=pipeline.timings)
     return comm.bcast(summary)
 
 
@@ -288,18 +310,26 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
     pending = []
     for a, b in share:
         writer = SegmentWriter(parts, a)
+        buffered: list[dict[str, dict[str, np.ndarray]]] = []
+        last_commit = time.monotonic()
         for first in range(a, b, step):
             last = min(first + step, b)
             tables, stats = pipeline.block(first, last)
-            writer.commit(tables, done=last)
+            buffered.append(tables)
+            if last == b or time.monotonic() - last_commit >= COMMIT_SECONDS:
+                t = time.perf_counter()
+                writer.commit(concatenate_tables(buffered), done=last)
+                pipeline.timings["writing"] = pipeline.timings.get("writing", 0.0) + (
+                    time.perf_counter() - t)
+                buffered, last_commit = [], time.monotonic()
+                if writer.nbytes > SEGMENT_BYTES and last < b:
+                    writer = SegmentWriter(parts, last)
             report = (stats.events, stats.realizations, stats.jets, stats.failed)
             if rank == 0:
                 bar.update(*report)
                 _collect_progress(comm, bar, block=False)
             else:
                 pending.append(comm.isend(report, dest=0, tag=_PROGRESS_TAG))
-            if writer.nbytes > SEGMENT_BYTES and last < b:
-                writer = SegmentWriter(parts, last)
     if size > 1:
         if rank == 0:
             _collect_progress(comm, bar, block=True)

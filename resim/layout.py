@@ -60,3 +60,12 @@ def as_table(name: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]
     if missing:
         raise KeyError(f"table {name} lacks columns {sorted(missing)}")
     return {c: np.asarray(columns[c]).astype(dt, copy=False) for c, dt in spec.items()}
+
+
+Tables = dict[str, dict[str, np.ndarray]]
+
+
+def concatenate_tables(parts: list[Tables]) -> Tables:
+    """Several blocks' tables as one, rows in order."""
+    return {t: {c: np.concatenate([p[t][c] for p in parts]) for c in cols}
+            for t, cols in TABLES.items()}
