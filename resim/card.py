@@ -150,6 +150,9 @@ class Run:
     batch_events: int | None = None
     #: Each realization is retried with a new derived seed this many times at most.
     max_attempts: int = 10
+    #: Finished blocks are committed to disk at most this often (seconds): a crash loses
+    #: at most this much work, and a commit costs tens of milliseconds however small.
+    commit_seconds: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -259,13 +262,14 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
 
 
 def _run(t: _Table) -> Run:
-    t.allow("events", "seed", "output", "batch_events", "max_attempts")
+    t.allow("events", "seed", "output", "batch_events", "max_attempts", "commit_seconds")
     return Run(
         events=t.integer("events", 100, minimum=1),
         seed=t.integer("seed", 1, minimum=0),
         output=Path(t.string("output", "resim.h5")),
         batch_events=t.integer("batch_events", None, minimum=1),
         max_attempts=t.integer("max_attempts", 10, minimum=1),
+        commit_seconds=t.number("commit_seconds", 10.0, minimum=0.0),
     )
 
 

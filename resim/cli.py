@@ -44,7 +44,7 @@ def generate(card_name: str, output: Path | None, events: int | None, seed: int 
     Under `mpiexec -n N` the hard events are split across N ranks; the output is the
     same whatever N is.
     """
-    from .generate import OutputError
+    from .generate import OutputError, WriteError
     from .generate import generate as run
     from .generators.hard_process import HardProcessError
     from .parallel import world
@@ -62,6 +62,8 @@ def generate(card_name: str, output: Path | None, events: int | None, seed: int 
         sys.exit(2)
     except HardProcessError as err:
         _abort(comm, f"rank {rank}: {err}")
+    except WriteError as err:
+        _abort(comm, str(err))
     except Exception:  # a rank that fails must not leave the others waiting forever
         _abort(comm, f"rank {rank} failed:\n{traceback.format_exc()}")
     if rank == 0:

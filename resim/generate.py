@@ -32,7 +32,7 @@ from .generators.hard_process import HardProcessSource
 from .generators.pythia_setup import pythia_version, stdout_to
 from .generators.resimulate import Resimulator, job_table
 from .jets import make_jets
-from .layout import TABLES, as_table, concatenate_tables, empty_tables
+from .layout import as_table, concatenate_tables, empty_tables
 from .parallel import Comm, SerialComm, split_ranges
 from .progress import Progress
 from .store import (
@@ -52,15 +52,15 @@ from .truth import TruthObjects
 #: work, few enough that a block is a few seconds and a few hundred MB at most.
 REALIZATIONS_PER_BLOCK = 256
 
-#: Finished blocks are committed to disk together at most this often: a commit costs tens
-#: of milliseconds however small, and a crash loses at most this much work.
-COMMIT_SECONDS = 10.0
-
 _PROGRESS_TAG, _DONE_TAG = 71, 72
 
 
 class OutputError(RuntimeError):
     """The output cannot be written as asked (exists, unwritable, or another card's)."""
+
+
+class WriteError(RuntimeError):
+    """Writing a block failed (disk full, file system gone); committed events are safe."""
 
 
 @dataclass
@@ -304,61 +304,86 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
 
 def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
                comm: Comm, bar: Progress) -> None:
-    """Make this rank's hard events, committing block by block; report progress to rank 0."""
-    rank, size = comm.Get_rank(), comm.Get_size()
+    """Make this rank's hard events, committing finished blocks together at most every
+    ``commit_seconds``; report progress to rank 0."""
+    rank = comm.Get_rank()
+    run = pipeline.card.run
     step = block_size(pipeline.card)
-    pending = []
+    reports = _ProgressReports(comm, bar)
     for a, b in share:
         writer = SegmentWriter(parts, a)
         buffered: list[dict[str, dict[str, np.ndarray]]] = []
-        last_commit = time.monotonic()
+        since = time.monotonic()
         for first in range(a, b, step):
             last = min(first + step, b)
             tables, stats = pipeline.block(first, last)
             buffered.append(tables)
-            if last == b or time.monotonic() - last_commit >= COMMIT_SECONDS:
+            if last == b or time.monotonic() - since >= run.commit_seconds:
                 t = time.perf_counter()
-                writer.commit(concatenate_tables(buffered), done=last)
+                try:
+                    writer.commit(concatenate_tables(buffered), done=last)
+                except OSError as err:
+                    seg = writer.segment
+                    raise WriteError(
+                        f"rank {rank}: cannot write hard events {seg.done}-{last - 1} to "
+                        f"{seg.path}: {err.strerror or err}; events up to {seg.done - 1} of "
+                        "this segment are committed and safe, fix the cause and rerun with "
+                        "--resume") from None
                 pipeline.timings["writing"] = pipeline.timings.get("writing", 0.0) + (
                     time.perf_counter() - t)
-                buffered, last_commit = [], time.monotonic()
+                buffered, since = [], time.monotonic()
                 if writer.nbytes > SEGMENT_BYTES and last < b:
                     writer = SegmentWriter(parts, last)
-            report = (stats.events, stats.realizations, stats.jets, stats.failed)
-            if rank == 0:
-                bar.update(*report)
-                _collect_progress(comm, bar, block=False)
-            else:
-                pending.append(comm.isend(report, dest=0, tag=_PROGRESS_TAG))
-    if size > 1:
-        if rank == 0:
-            _collect_progress(comm, bar, block=True)
+            reports.send(stats)
+    reports.finish()
+
+
+class _ProgressReports:
+    """Progress from every rank into rank 0's bar: small non-blocking MPI messages after
+    each block; rank 0 folds in whatever has arrived whenever it finishes a block of its
+    own, and waits for every rank's final message at the end."""
+
+    def __init__(self, comm: Comm, bar: Progress):
+        self.comm, self.bar = comm, bar
+        self.rank, self.size = comm.Get_rank(), comm.Get_size()
+        self.pending: list[Any] = []
+        self.finished_ranks = 0
+
+    def send(self, stats: BlockStats) -> None:
+        report = (stats.events, stats.realizations, stats.jets, stats.failed)
+        if self.rank == 0:
+            self.bar.update(*report)
+            self._collect(wait=False)
         else:
-            pending.append(comm.isend(None, dest=0, tag=_DONE_TAG))
-            for request in pending:
+            self.pending.append(self.comm.isend(report, dest=0, tag=_PROGRESS_TAG))
+
+    def finish(self) -> None:
+        if self.size == 1:
+            return
+        if self.rank == 0:
+            self._collect(wait=True)
+        else:
+            self.pending.append(self.comm.isend(None, dest=0, tag=_DONE_TAG))
+            for request in self.pending:
                 request.wait()
 
+    def _collect(self, wait: bool) -> None:
+        if self.size == 1:
+            return
+        from mpi4py import MPI
 
-def _collect_progress(comm: Comm, bar: Progress, block: bool) -> None:
-    """Rank 0: fold other ranks' progress reports into the bar (until all are done)."""
-    if comm.Get_size() == 1:
-        return
-    from mpi4py import MPI
-
-    done = getattr(bar, "_ranks_done", 0)
-    status = MPI.Status()
-    while True:
-        if not comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
-            if not block or done == comm.Get_size() - 1:
-                break
-            time.sleep(0.05)
-            continue
-        report = comm.recv(source=status.Get_source(), tag=status.Get_tag())
-        if status.Get_tag() == _DONE_TAG:
-            done += 1
-        else:
-            bar.update(*report)
-    bar._ranks_done = done
+        status = MPI.Status()
+        while self.finished_ranks < self.size - 1:
+            if not self.comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
+                if not wait:
+                    return
+                time.sleep(0.05)
+                continue
+            report = self.comm.recv(source=status.Get_source(), tag=status.Get_tag())
+            if status.Get_tag() == _DONE_TAG:
+                self.finished_ranks += 1
+            else:
+                self.bar.update(*report)
 
 
-__all__ = ["TABLES", "OutputError", "Pipeline", "RunSummary", "generate"]
+__all__ = ["OutputError", "Pipeline", "RunSummary", "WriteError", "generate"]

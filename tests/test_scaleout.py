@@ -1,0 +1,274 @@
+"""Scale-out: MPI ranks give the same data as one process; a run killed at any moment
+resumes to exactly the data of an uninterrupted run; faults stop every rank with a clear
+message and leave committed work valid."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import resim
+from resim.cli import main
+from resim.layout import TABLES
+from resim.store import parts_dir, segments, validate
+
+CARDS = Path(__file__).parent / "cards"
+RESUME = CARDS / "resume.toml"
+BIN = Path(sys.executable).parent
+MPIEXEC = BIN / "mpiexec"
+needs_mpi = pytest.mark.skipif(not MPIEXEC.exists(),
+                               reason="no mpiexec in this environment (pip install mpich)")
+
+
+def command(*args: str, ranks: int | None = None) -> list[str]:
+    resim_cmd = [str(BIN / "resim"), "generate", *args, "--quiet"]
+    return resim_cmd if ranks is None else [str(MPIEXEC), "-n", str(ranks), *resim_cmd]
+
+
+def run(*args: str, ranks: int | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(command(*args, ranks=ranks), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def assert_same_data(a: Path, b: Path) -> None:
+    da, db = resim.open(a), resim.open(b)
+    for table, columns in TABLES.items():
+        for name in columns:
+            assert np.array_equal(da.column(table, name), db.column(table, name)), (table, name)
+
+
+def committed_events(output: Path) -> int:
+    parts = parts_dir(output)
+    if not parts.is_dir():
+        return 0
+    total = 0
+    for journal in parts.glob("events-*.json"):
+        try:
+            data = json.loads(journal.read_text())
+        except (json.JSONDecodeError, OSError):  # being replaced right now
+            continue
+        total += data["done"] - data["first"]
+    return total
+
+
+def wait_for(predicate, timeout: float = 120.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError("condition not reached")
+        time.sleep(0.02)
+
+
+def descendants(pid: int) -> list[int]:
+    """Process ids of every descendant of ``pid`` (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def rank_pid(mpiexec_pid: int, rank: int) -> int:
+    for pid in descendants(mpiexec_pid):
+        try:
+            env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"PMI_RANK={rank}".encode() in env and b"PMI_SIZE" in b" ".join(env):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"resim" in cmdline and b"generate" in cmdline:
+                return pid
+    raise LookupError(f"rank {rank} not found")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """The resume card run once, uninterrupted, in this process."""
+    out = tmp_path_factory.mktemp("reference") / "ref.h5"
+    result = CliRunner().invoke(main, ["generate", "--card", str(RESUME), "--output",
+                                       str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_one_two_and_three_ranks_make_identical_data(tmp_path, reference):
+    for n in (2, 3):
+        out = tmp_path / f"n{n}.h5"
+        result = run("--card", str(RESUME), "--output", str(out), ranks=n)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.count("resim: ") == 1  # one summary, from rank 0
+        assert_same_data(reference, out)
+        assert resim.open(out).attrs["n_ranks"] == n
+        assert len(segments(parts_dir(out))) == n
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_uninterrupted_data(tmp_path, reference):
+    out = tmp_path / "killed.h5"
+    proc = subprocess.Popen(command("--card", str(RESUME), "--output", str(out)))
+    wait_for(lambda: committed_events(out) >= 10)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    done = committed_events(out)
+    assert 10 <= done < 120 and not out.exists()
+
+    # Without --resume the half-made output is protected.
+    refused = run("--card", str(RESUME), "--output", str(out))
+    assert refused.returncode == 2 and "--resume" in refused.stderr
+
+    result = run("--card", str(RESUME), "--output", str(out), "--resume")
+    assert result.returncode == 0, result.stderr
+    assert_same_data(reference, out)
+    # What was committed before the kill was kept, not made again.
+    assert any(s.first == 0 and s.done >= done for s in segments(parts_dir(out)))
+
+    again = run("--card", str(RESUME), "--output", str(out), "--resume")
+    assert again.returncode == 0 and "groups" in again.stdout  # already complete
+
+
+@needs_mpi
+@pytest.mark.slow
+@pytest.mark.parametrize("victim", ["one rank", "all ranks"])
+def test_sigkill_under_mpi_then_resume_on_another_rank_count(tmp_path, reference, victim):
+    out = tmp_path / "mpi.h5"
+    proc = subprocess.Popen(command("--card", str(RESUME), "--output", str(out), ranks=2),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for(lambda: committed_events(out) >= 12)
+    if victim == "one rank":
+        os.kill(rank_pid(proc.pid, 1), signal.SIGKILL)
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=60)  # mpiexec must not hang when a rank dies
+    assert proc.returncode != 0 and not out.exists()
+
+    result = run("--card", str(RESUME), "--output", str(out), "--resume", ranks=3)
+    assert result.returncode == 0, result.stderr
+    assert_same_data(reference, out)
+
+
+def test_corrupt_or_unfinished_segments_are_regenerated(tmp_path, reference):
+    out = tmp_path / "c.h5"
+    card = ["--card", str(RESUME), "--output", str(out), "--quiet"]
+    assert CliRunner().invoke(main, ["generate", *card]).exit_code == 0
+    out.unlink()  # as if killed before the data set was written
+    seg = segments(parts_dir(out))[0]
+    # Damage one stored chunk of committed constituents: its checksum catches it.
+    with h5py.File(seg.path, "r") as f:
+        chunk = f["constituents/px"].id.get_chunk_info(0)
+    with open(seg.path, "r+b") as f:
+        f.seek(chunk.byte_offset + chunk.size // 2)
+        f.write(os.urandom(64))
+    assert not validate(seg)
+    result = CliRunner().invoke(main, ["generate", *card, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert_same_data(reference, out)
+
+
+def test_rows_written_after_the_last_commit_are_ignored(tmp_path, reference):
+    out = tmp_path / "t.h5"
+    card = ["--card", str(RESUME), "--output", str(out), "--quiet"]
+    assert CliRunner().invoke(main, ["generate", *card]).exit_code == 0
+    out.unlink()
+    seg = segments(parts_dir(out))[0]
+    # Roll the journal back, as if the run died after writing a block but before
+    # recording it: the extra rows must be dropped and their events made again.
+    ref = resim.open(reference)
+    journal = json.loads(seg.journal.read_text())
+    journal["done"] = 60
+    journal["rows"] = {t: int((ref.column(t, "event") < 60).sum())
+                       for t in ("jets", "groups", "events")}
+    early = ref.column("jets", "event") < 60
+    journal["rows"]["constituents"] = int(ref.column("jets", "n_constituents")[early].sum())
+    seg.journal.write_text(json.dumps(journal))
+    result = CliRunner().invoke(main, ["generate", *card, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert_same_data(reference, out)
+
+
+def test_a_full_disk_is_one_clear_error_and_the_run_resumes(tmp_path, reference, monkeypatch):
+    from resim import store
+
+    out = tmp_path / "full.h5"
+    card = ["--card", str(RESUME), "--output", str(out), "--quiet"]
+    real_commit = store.SegmentWriter.commit
+    calls = {"n": 0}
+
+    def commit(self, tables, done):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_commit(self, tables, done)
+
+    monkeypatch.setattr(store.SegmentWriter, "commit", commit)
+    result = CliRunner().invoke(main, ["generate", *card])
+    assert result.exit_code == 1
+    message = result.stderr.strip()
+    assert message.startswith("error: rank 0: cannot write hard events 8-9 to ")
+    assert "No space left on device" in message and "--resume" in message
+    assert "Traceback" not in message
+    monkeypatch.setattr(store.SegmentWriter, "commit", real_commit)
+    result = CliRunner().invoke(main, ["generate", *card, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert_same_data(reference, out)
+
+
+def test_resume_refuses_another_card_and_unwritable_output_is_refused(tmp_path, reference):
+    out = tmp_path / "x.h5"
+    args = ["generate", "--card", str(RESUME), "--output", str(out), "--quiet"]
+    assert CliRunner().invoke(main, args).exit_code == 0
+    result = CliRunner().invoke(main, [*args, "--resume", "--seed", "99"])
+    assert result.exit_code == 2 and "made from a different card, seed" in result.stderr
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    result = CliRunner().invoke(main, ["generate", "--card", str(RESUME), "--output",
+                                       str(blocker / "out.h5")])
+    assert result.exit_code == 2
+    assert "cannot write the output" in result.stderr and str(blocker) in result.stderr
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_a_failing_rank_stops_every_rank_with_a_message_naming_it(tmp_path):
+    from resim.generators.hard_process import HardProcessSource
+
+    from resim.card import load_card
+
+    from .generator.lhe import write_lhe
+
+    source = HardProcessSource(load_card(RESUME))
+    lhe = write_lhe(tmp_path / "tt.lhe", [source.event(i) for i in range(40)], corrupt=30)
+    text = RESUME.read_text().replace(
+        'settings = { "Top:gg2ttbar" = true, "Top:qqbar2ttbar" = true, '
+        '"PhaseSpace:pTHatMin" = 400.0 }', f'lhe = "{lhe.name}"').replace("events = 120",
+                                                                          "events = 40")
+    card = tmp_path / "lhe.toml"
+    card.write_text(text)
+    out = tmp_path / "lhe.h5"
+    result = run("--card", str(card), "--output", str(out), ranks=2, timeout=120)
+    assert result.returncode != 0
+    assert "rank 1:" in result.stderr and "hard event 30" in result.stderr
+    assert not out.exists()
+    kept = segments(parts_dir(out))
+    assert kept and all(validate(s) for s in kept if s.done > s.first)
