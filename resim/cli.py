@@ -103,6 +103,24 @@ def inspect(path: Path, as_json: bool, plot: Path | None) -> None:
 
 
 @main.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("target", type=click.Path(path_type=Path))
+def merge(source: Path, target: Path) -> None:
+    """Copy a data set into one self-contained HDF5 file (no .parts directory needed)."""
+    from .dataset import DatasetError, JetDataset
+    from .store import merge as copy
+
+    try:
+        JetDataset(source).close()
+    except (DatasetError, OSError) as err:
+        _fail(str(err))
+    if target.exists():
+        _fail(f"{target} exists; remove it first")
+    copy(source, target)
+    click.echo(f"{source} -> {target} ({target.stat().st_size / 1e6:.1f} MB, self-contained)")
+
+
+@main.command()
 @click.argument("name", required=False)
 def cards(name: str | None) -> None:
     """List the shipped cards, or print one (to copy and edit)."""

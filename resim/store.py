@@ -11,7 +11,7 @@ on resume) and a list of which hard events they cover.
 When every event is committed, :func:`build_dataset` writes ``OUTPUT`` itself: an HDF5
 file whose tables are virtual data sets concatenating the segments in hard-event order,
 so the data a reader sees do not depend on how many ranks made them. Nothing is copied;
-``resim merge`` makes a self-contained copy when one is wanted.
+:func:`merge` (``resim merge``) makes a self-contained copy when one is wanted.
 """
 
 from __future__ import annotations
@@ -194,3 +194,22 @@ def build_dataset(output: Path, segs: list[Segment], n_events: int,
         for key, value in attrs.items():
             f.attrs[key] = value
     os.replace(tmp, output)
+
+
+def merge(source: Path, target: Path, rows_per_read: int = 1 << 20) -> None:
+    """Copy a data set (virtual tables over segments) into one self-contained file."""
+    tmp = target.with_name(target.name + ".tmp")
+    with h5py.File(source, "r") as src, h5py.File(tmp, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
+        for table, columns in TABLES.items():
+            group = dst.create_group(table)
+            for name, dtype in columns.items():
+                column = src[table][name]
+                n = column.shape[0]
+                # Resizable, like the segments, so chunks may exceed a short table.
+                out = group.create_dataset(name, shape=(n,), maxshape=(None,), dtype=dtype,
+                                           chunks=(CHUNK_ROWS[table],), **COMPRESSION)
+                for a in range(0, n, rows_per_read):
+                    out[a:a + rows_per_read] = column[a:a + rows_per_read]
+    os.replace(tmp, target)

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 import resim
 from resim.cli import main
 from resim.dataset import DatasetError
+from resim.layout import TABLES
 from resim.parallel import split_ranges
 from resim.store import Segment, missing_ranges
 
@@ -127,3 +128,17 @@ def test_missing_ranges_and_rank_shares():
     assert flat == [*range(30, 50), *range(60, 100)]
     assert [sum(b - a for a, b in s) for s in shares] == [20, 20, 20]
     assert split_ranges([(0, 2)], 3) == [[], [(0, 1)], [(1, 2)]]
+
+
+def test_merge_makes_a_self_contained_copy(top_dataset, tmp_path):
+    target = tmp_path / "merged.h5"
+    result = CliRunner().invoke(main, ["merge", str(top_dataset), str(target)])
+    assert result.exit_code == 0, result.output
+    a, b = resim.open(top_dataset), resim.open(target)
+    assert not b._h5["jets/pt"].is_virtual and a._h5["jets/pt"].is_virtual
+    for table, columns in TABLES.items():
+        for name in columns:
+            assert np.array_equal(a.column(table, name), b.column(table, name)), (table, name)
+    assert b.card == a.card and b.summary == a.summary
+    result = CliRunner().invoke(main, ["merge", str(top_dataset), str(target)])
+    assert result.exit_code == 2 and "exists" in result.stderr
