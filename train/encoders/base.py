@@ -1,0 +1,72 @@
+"""What every jet encoder is, and the small helpers the registries share.
+
+An encoder maps a padded batch of jets to one vector per jet::
+
+    x     float32 (N, P, F)  per-particle features, x[..., 0] = Δη, x[..., 1] = Δφ to the jet axis
+    v     float32 (N, P, 4)  (px, py, pz, E) in GeV
+    mask  bool    (N, P)     True for real particles
+
+    encoder(x, v, mask) -> (N, encoder.embed_dim)
+
+Outputs are invariant under permutations of the particles and blind to padding: rows with
+mask False never influence a result, wherever they sit.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from torch import Tensor, nn
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """A fresh activation module by name (``relu``, ``elu``, ``gelu``, ``silu``)."""
+    try:
+        return ACTIVATIONS[name]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}") from None
+
+
+class Encoder(nn.Module):
+    """Base class of the jet encoders: ``forward(x, v, mask) -> (N, embed_dim)``."""
+
+    n_features: int
+    embed_dim: int
+
+    def forward(self, x: Tensor, v: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+
+def lookup(registry: Mapping[str, Callable[..., Any]], name: str, kind: str) -> Callable[..., Any]:
+    """``registry[name]``, or an error listing the known names of this ``kind``."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(sorted(registry))}") from None
+
+
+def check_settings(factory: Callable[..., Any], cfg: Mapping[str, Any], what: str,
+                   positional: int = 1) -> None:
+    """Reject settings ``factory`` does not take, naming the bad key and the valid ones.
+
+    The first ``positional`` parameters are supplied by the builder, not by configs;
+    keywords a registry entry fixes with ``functools.partial`` cannot be overridden.
+    """
+    fixed = set(factory.keywords) if isinstance(factory, partial) else set()
+    params = list(inspect.signature(factory).parameters)[positional:]
+    valid = [p for p in params if p not in fixed]
+    for key in cfg:
+        if key in fixed:
+            raise ValueError(f"{what}: setting {key!r} is fixed to {factory.keywords[key]!r}")
+        if key not in valid:
+            raise ValueError(f"{what}: unknown setting {key!r}; valid: {', '.join(valid)}")

@@ -1,0 +1,38 @@
+"""What a self-supervised method is: an encoder plus whatever a training step needs.
+
+The training loop only ever does::
+
+    loss, logs = method(batch)        # batch: dict of tensors from the loader
+    loss.backward(); optimizer.step()
+    method.after_step()               # e.g. an EMA target update (JEPA); no-op by default
+
+so a new objective is one new file with a ``Method`` subclass and one line in
+``resim.train.methods.METHODS``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from torch import Tensor, nn
+
+from ..encoders.base import Encoder
+
+
+class Method(nn.Module, ABC):
+    """Base class of the SSL methods. ``self.encoder`` is what fine-tuning keeps."""
+
+    def __init__(self, encoder: Encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def represent(self, batch: dict[str, Tensor]) -> Tensor:
+        """The encoder's jet vectors (N, embed_dim) for ``batch``."""
+        return self.encoder(batch["x"], batch["v"], batch["mask"])
+
+    @abstractmethod
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        """The loss of one batch, and named numbers worth logging."""
+
+    def after_step(self) -> None:
+        """Called after each optimiser step; nothing to do unless a method overrides it."""
