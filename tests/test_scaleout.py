@@ -251,9 +251,8 @@ def test_resume_refuses_another_card_and_unwritable_output_is_refused(tmp_path, 
 @needs_mpi
 @pytest.mark.slow
 def test_a_failing_rank_stops_every_rank_with_a_message_naming_it(tmp_path):
-    from resim.generators.hard_process import HardProcessSource
-
     from resim.card import load_card
+    from resim.generators.hard_process import HardProcessSource
 
     from .generator.lhe import write_lhe
 

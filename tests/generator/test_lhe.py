@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from resim.generators.hard_process import HardProcessSource, count_lhe_events
 
 import resim
 from resim.card import CardError, load_card
 from resim.cli import main
 from resim.generate import Pipeline
+from resim.generators.hard_process import HardProcessSource, count_lhe_events
 from resim.layout import TABLES
 
 from .lhe import write_lhe

@@ -9,13 +9,13 @@ import awkward as ak
 import numpy as np
 import pytest
 import vector
-from resim.generators.final_state import ParticleTable, visible_final_state
-from resim.generators.hard_process import HardProcessSource, freeze
-from resim.generators.pythia_setup import configure, initialize, new_pythia
 from scipy.stats import gaussian_kde, ks_2samp
 
 import resim
 from resim.card import load_card
+from resim.generators.final_state import ParticleTable, visible_final_state
+from resim.generators.hard_process import HardProcessSource, freeze
+from resim.generators.pythia_setup import configure, initialize, new_pythia
 from resim.jets import make_jets
 from resim.truth import TruthObjects
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from resim.generators.hard_process import HardProcessSource
-from resim.generators.seeds import PYTHIA_MAX_SEED, derive_seed
 
 import resim
 from resim.card import load_card
 from resim.generate import Pipeline
+from resim.generators.hard_process import HardProcessSource
+from resim.generators.seeds import PYTHIA_MAX_SEED, derive_seed
 from resim.layout import TABLES
 
 CARDS = Path(__file__).parents[1] / "cards"
