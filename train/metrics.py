@@ -441,10 +441,13 @@ def shift_metrics(per_variation: Mapping[str, tuple[np.ndarray, np.ndarray]],
     edges = _edges(bins, (), (0.0, 1.0))
     settings = {"signal": signal, "pairs": pairs, "working_points": working_points}
 
-    metrics = {name: classification_metrics(probs, labels, names, **settings)
-               for name, (probs, labels) in per_variation.items()}
-    scores = {name: class_output_scores(probs, labels, names, signal)
-              for name, (probs, labels) in per_variation.items()}
+    metrics, scores = {}, {}
+    for name, (probs, labels) in per_variation.items():
+        try:
+            metrics[name] = classification_metrics(probs, labels, names, **settings)
+            scores[name] = class_output_scores(probs, labels, names, signal)
+        except ValueError as err:
+            raise ValueError(f"variation {name!r}: {err}") from None
     ref_metrics, ref_scores = metrics[reference], scores[reference]
     variations: dict[str, Any] = {}
     for name in per_variation:
@@ -567,8 +570,12 @@ def plot_output_distributions(per_variation: Mapping[str, tuple[np.ndarray, np.n
     n_classes = 2 if first_probs.ndim == 1 else first_probs.shape[1]
     names = [str(i) for i in range(n_classes)] if class_names is None else list(class_names)
     edges = _edges(bins, (), (0.0, 1.0))
-    scores = {v: class_output_scores(p, lab, names, signal)
-              for v, (p, lab) in per_variation.items()}
+    scores = {}
+    for v, (p, lab) in per_variation.items():
+        try:
+            scores[v] = class_output_scores(p, lab, names, signal)
+        except ValueError as err:
+            raise ValueError(f"variation {v!r}: {err}") from None
     if n_classes == 2:
         s = names[-1] if signal is None else signal
         b = names[0] if s == names[1] else names[1]

@@ -321,9 +321,13 @@ def test_shift_metrics_multiclass_uses_own_class_probability():
     np.testing.assert_array_equal(scores["1"], p[labels == 1, 1])
 
 
-def test_shift_metrics_needs_the_reference():
+def test_shift_metrics_errors_name_the_variation():
     with pytest.raises(KeyError, match="'nominal' not among the variations"):
         shift_metrics({"seed": shifted_samples()["fsr_up"]})
+    nominal = shifted_samples()["nominal"]
+    three_columns = (np.full((2, 3), 1 / 3), np.array([0, 1]))
+    with pytest.raises(ValueError, match="variation 'vincia': probs has shape"):
+        shift_metrics({"nominal": nominal, "vincia": three_columns})
 
 
 # -- plots --------------------------------------------------------------------------------
