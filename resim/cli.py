@@ -150,5 +150,67 @@ def check(card_name: str) -> None:
                f"{card.realizations_per_event} realizations per hard event)")
 
 
+# ----------------------------------------------------------------- benchmark converters
+
+
+@main.group()
+def convert() -> None:
+    """Convert standard benchmarks (JetClass, Top Tagging) into resim data sets.
+
+    The output is a self-contained resim data set (each jet its own group, variation
+    `nominal`) that `resim inspect`, `resim finetune` and `resim evaluate` read like any
+    other. See docs/benchmarks.md.
+    """
+
+
+_SPLIT = click.option("--split", type=click.Choice(["train", "val", "test"]),
+                      help="The upstream split this file belongs to (stored as an attribute).")
+_OUTPUT = click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+                       help="The resim data set to write (.h5).")
+_OVERWRITE = click.option("--overwrite", is_flag=True, help="Replace an existing output.")
+_QUIET = click.option("--quiet", is_flag=True, help="No progress bar.")
+
+
+def _converted(run, *args, **kwargs) -> None:
+    from .convert import ConvertError
+
+    try:
+        summary = run(*args, **kwargs)
+    except ConvertError as err:
+        _fail(str(err))
+    counts = ", ".join(f"{k} {v}" for k, v in summary["labels"].items() if v)
+    click.echo(f"{kwargs['output']}: {summary['n_jets']} jets ({counts})")
+
+
+@convert.command("jetclass")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_OUTPUT
+@_SPLIT
+@_OVERWRITE
+@_QUIET
+def convert_jetclass(files: tuple[Path, ...], output: Path, split: str | None,
+                     overwrite: bool, quiet: bool) -> None:
+    """JetClass ROOT files (tree `tree`; part_*, label_* branches) -> one resim data set."""
+    from .convert import convert_jetclass as run
+
+    _converted(run, list(files), output=output, split=split, overwrite=overwrite,
+               progress=not quiet)
+
+
+@convert.command("toptagging")
+@click.argument("file", type=click.Path(path_type=Path))
+@_OUTPUT
+@_SPLIT
+@_OVERWRITE
+@_QUIET
+def convert_toptagging(file: Path, output: Path, split: str | None, overwrite: bool,
+                       quiet: bool) -> None:
+    """A Top Tagging reference file (pandas HDF5, key `table`) -> a resim data set."""
+    from .convert import convert_toptagging as run
+
+    _converted(run, file, output=output, split=split, overwrite=overwrite,
+               progress=not quiet)
+
+
 if __name__ == "__main__":
     main()

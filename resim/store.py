@@ -11,7 +11,8 @@ on resume) and a list of which hard events they cover.
 When every event is committed, :func:`build_dataset` writes ``OUTPUT`` itself: an HDF5
 file whose tables are virtual data sets concatenating the segments in hard-event order,
 so the data a reader sees do not depend on how many ranks made them. Nothing is copied;
-:func:`merge` (``resim merge``) makes a self-contained copy when one is wanted.
+:func:`merge` (``resim merge``) makes a self-contained copy when one is wanted;
+:class:`DatasetWriter` writes such a file block by block (also for ``resim convert``).
 """
 
 from __future__ import annotations
@@ -196,20 +197,76 @@ def build_dataset(output: Path, segs: list[Segment], n_events: int,
     os.replace(tmp, output)
 
 
+class DatasetWriter:
+    """A new self-contained data set, written in appended blocks (``resim merge``, ``resim
+    convert``).
+
+    Rows go to ``TARGET.tmp`` with the layout's chunking and compression; :meth:`finish`
+    sets the attributes and renames the file to ``TARGET``, so no reader ever sees a
+    half-written data set. Leaving the ``with`` block without :meth:`finish` (an error,
+    an interrupt) removes the temporary file.
+    """
+
+    def __init__(self, target: Path):
+        self.target = Path(target)
+        self.tmp = self.target.with_name(self.target.name + ".tmp")
+        self.rows = dict.fromkeys(TABLES, 0)
+        self._file: h5py.File | None = h5py.File(self.tmp, "w")
+        for table, columns in TABLES.items():
+            group = self._file.create_group(table)
+            for name, dtype in columns.items():
+                # Resizable, like the segments, so chunks may exceed a short table.
+                group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
+                                     chunks=(CHUNK_ROWS[table],), **COMPRESSION)
+
+    def append(self, tables: dict[str, dict[str, np.ndarray]]) -> None:
+        """Append rows to some or all tables; each table's block must have every column."""
+        assert self._file is not None, "append after finish"
+        for table, columns in tables.items():
+            if set(columns) != set(TABLES[table]):
+                raise KeyError(f"table {table}: columns {sorted(columns)} are not the "
+                               f"layout's {sorted(TABLES[table])}")
+            n = {len(v) for v in columns.values()}
+            if len(n) != 1:
+                raise ValueError(f"table {table}: columns of unequal length {sorted(n)}")
+            n0, n1 = self.rows[table], self.rows[table] + n.pop()
+            for name, values in columns.items():
+                ds = self._file[table][name]
+                ds.resize((n1,))
+                ds[n0:n1] = values
+            self.rows[table] = n1
+
+    def finish(self, attrs: dict[str, Any]) -> None:
+        """Write the attributes (``format`` and ``format_version`` unless given) and
+        move the file into place."""
+        assert self._file is not None, "finish twice"
+        self._file.attrs["format"] = FORMAT
+        self._file.attrs["format_version"] = FORMAT_VERSION
+        for key, value in attrs.items():
+            self._file.attrs[key] = value
+        self._file.close()
+        self._file = None
+        os.replace(self.tmp, self.target)
+
+    def abort(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+
 def merge(source: Path, target: Path, rows_per_read: int = 1 << 20) -> None:
     """Copy a data set (virtual tables over segments) into one self-contained file."""
-    tmp = target.with_name(target.name + ".tmp")
-    with h5py.File(source, "r") as src, h5py.File(tmp, "w") as dst:
-        for key, value in src.attrs.items():
-            dst.attrs[key] = value
+    with h5py.File(source, "r") as src, DatasetWriter(target) as out:
         for table, columns in TABLES.items():
-            group = dst.create_group(table)
-            for name, dtype in columns.items():
-                column = src[table][name]
-                n = column.shape[0]
-                # Resizable, like the segments, so chunks may exceed a short table.
-                out = group.create_dataset(name, shape=(n,), maxshape=(None,), dtype=dtype,
-                                           chunks=(CHUNK_ROWS[table],), **COMPRESSION)
-                for a in range(0, n, rows_per_read):
-                    out[a:a + rows_per_read] = column[a:a + rows_per_read]
-    os.replace(tmp, target)
+            n = src[table][next(iter(columns))].shape[0]
+            for a in range(0, n, rows_per_read):
+                out.append({table: {name: src[table][name][a:a + rows_per_read]
+                                    for name in columns}})
+        out.finish(dict(src.attrs))
