@@ -213,7 +213,7 @@ def test_jetclass_cli_inspect_and_bad_files(jetclass_files, tmp_path):
     d = json.loads(result.stdout)
     assert d["n_jets"] == 50 and d["variations"] == {"nominal": 50}
     assert d["labels"]["QCD"] + d["labels"]["Hbb"] + d["labels"]["Tbqq"] == 50
-    assert d["group_sizes"] == {"1": 50}
+    assert d["group_sizes"] == {"1": 50} and d["card"] == f"jetclass {files[0]} and 1 more"
     # An existing output is not replaced without --overwrite.
     result = run(main, ["convert", "jetclass", str(files[0]), "-o", str(out)])
     assert result.exit_code == 2 and "exists" in result.stderr

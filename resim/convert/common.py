@@ -142,11 +142,18 @@ def write_benchmark(output: Path, blocks: Iterable[JetBlock], *, labels: Sequenc
     return summary
 
 
+def _source_line(source: str, files: Sequence[str]) -> str:
+    more = f" and {len(files) - 1} more" if len(files) > 1 else ""
+    return f"{source} {files[0]}{more}" if files else source
+
+
 def _attrs(summary: dict[str, Any], labels: Sequence[str],
            versions: dict[str, str]) -> dict[str, Any]:
     n = summary["n_jets"]
     return {
-        "card": "", "card_path": "", "summary": json.dumps(summary),
+        # No card made these jets; where the card's path is shown, show the source.
+        "card": "", "card_path": _source_line(summary["source"], summary["files"]),
+        "summary": json.dumps(summary),
         "source_format": summary["source"], "source_files": json.dumps(summary["files"]),
         "split": summary["split"] or "",
         "variations": ["nominal"], "labels": list(labels),

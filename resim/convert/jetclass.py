@@ -104,7 +104,8 @@ def _open_tree(path: Path) -> tuple[Any, bool]:
     except KeyError as err:
         raise ConvertError(f"{path}: no TTree {TREE!r} (not a JetClass file)") from err
     except (OSError, ValueError) as err:
-        raise ConvertError(f"{path}: not a readable ROOT file ({err})") from err
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ConvertError(f"{path}: not a readable ROOT file ({reason})") from err
     branches = set(tree.keys())
     missing = [b for b in REQUIRED if b not in branches]
     if missing:
