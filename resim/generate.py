@@ -33,7 +33,7 @@ from .generators.pythia_setup import pythia_version, stdout_to
 from .generators.resimulate import Resimulator, job_table
 from .jets import make_jets
 from .layout import as_table, concatenate_tables, empty_tables
-from .parallel import Comm, SerialComm, split_ranges
+from .parallel import Comm, SerialComm, split_ranges, wait_for_all
 from .progress import Progress
 from .store import (
     SEGMENT_BYTES,
@@ -217,35 +217,40 @@ def _plan(comm: Comm, parts: Path,
     return kept, split_ranges(missing_ranges(kept, n_events), size)
 
 
-def _counts(card: Card, segs: list[Segment]) -> dict[str, Any]:
+def _tally(card: Card, segs: list[Segment]) -> dict[str, Any]:
+    """Counts over some segments (each rank tallies its own; rank 0 adds them up)."""
     var = np.zeros(len(card.variations), np.int64)
     lab = np.zeros(len(card.labels), np.int64)
-    totals = dict.fromkeys(("n_failed", "n_lost"), 0)
-    hard_failed = 0
+    tally = dict.fromkeys(("n_failed", "n_lost", "n_hard_failed"), 0)
     for s in segs:
         with h5py.File(s.path, "r") as f:
             var += np.bincount(f["jets/variation"][:s.rows["jets"]], minlength=len(var))
             lab += np.bincount(f["groups/label"][:s.rows["groups"]], minlength=len(lab))
-            for k in totals:
-                totals[k] += int(f["events"][k][:s.rows["events"]].sum())
-            hard_failed += int((~f["events/hard_ok"][:s.rows["events"]]).sum())
+            for k in ("n_failed", "n_lost"):
+                tally[k] += int(f["events"][k][:s.rows["events"]].sum())
+            tally["n_hard_failed"] += int((~f["events/hard_ok"][:s.rows["events"]]).sum())
+    return {**tally, "n_groups": sum(s.rows["groups"] for s in segs),
+            "n_jets": sum(s.rows["jets"] for s in segs), "variations": var, "labels": lab}
+
+
+def _counts(card: Card, tallies: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's numbers (the data set's attributes and summary) from every rank's tally."""
+    total = {k: sum(t[k] for t in tallies) for k in tallies[0]}
     return {
         "n_events": card.run.events,
-        "n_groups": sum(s.rows["groups"] for s in segs),
-        "n_jets": sum(s.rows["jets"] for s in segs),
-        "n_failed": totals["n_failed"], "n_lost": totals["n_lost"],
-        "n_hard_failed": hard_failed,
-        "variations": dict(zip(card.variation_names, var.tolist(), strict=True)),
-        "labels": dict(zip(card.labels, lab.tolist(), strict=True)),
+        **{k: int(v) for k, v in total.items() if k.startswith("n_")},
+        "variations": dict(zip(card.variation_names, total["variations"].tolist(),
+                               strict=True)),
+        "labels": dict(zip(card.labels, total["labels"].tolist(), strict=True)),
     }
 
 
-def _attrs(card: Card, counts: dict[str, Any], n_ranks: int) -> dict[str, Any]:
+def _attrs(card: Card, counts: dict[str, Any], ranks: list[dict[str, Any]]) -> dict[str, Any]:
     summary = {**card.summary(), **counts}
     return {
         "card": card.text, "card_path": str(card.path), "summary": json.dumps(summary),
         "variations": list(card.variation_names), "labels": list(card.labels),
-        "seed": card.run.seed, "n_ranks": n_ranks,
+        "seed": card.run.seed, "n_ranks": len(ranks), "rank_timings": json.dumps(ranks),
         **{k: v for k, v in counts.items() if k.startswith("n_")},
         "resim_version": __version__, "pythia_version": pythia_version(),
         "fastjet_version": fastjet.__version__, "awkward_version": ak.__version__,
@@ -282,13 +287,27 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
         kept, shares = _plan(comm, parts, card.run.events)
         bar = Progress(card.run.events, enabled=progress and rank == 0)
         bar.resume_from(sum(s.done - s.first for s in kept))
+        began = time.monotonic()
         with stdout_to(parts / f"pythia-rank{rank}.log"):
-            _run_share(pipeline, shares[rank], parts, comm, bar)
+            made, realizations = _run_share(pipeline, shares[rank], parts, comm, bar)
+        timing = {"rank": rank, "setup_seconds": round(setup, 3),
+                  "work_seconds": round(time.monotonic() - began, 3),
+                  "events": sum(b - a for a, b in shares[rank]),
+                  "realizations": realizations}
         bar.close()
-        comm.barrier()
+        # No rank reads another's files: each tallies what it made (and its share of what
+        # earlier runs kept), rank 0 gets the journals and tallies by message and writes
+        # only the virtual data set's metadata.
+        mine = made + kept[rank::size]
+        tally = _tally(card, mine)
+        wait_for_all(comm)
+        reports = comm.gather((mine, tally, timing))
         if rank == 0:
-            segs = segments(parts)
-            build_dataset(output, segs, card.run.events, _attrs(card, _counts(card, segs), size))
+            segs = [s for m, _, _ in reports for s in m]
+            attrs = _attrs(card, _counts(card, [c for _, c, _ in reports]),
+                           [r for _, _, r in reports])
+            build_dataset(output, segs, card.run.events, attrs)
+    wait_for_all(comm)
     summary = None
     if rank == 0:
         with h5py.File(output, "r") as f:
@@ -303,15 +322,19 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
 
 
 def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
-               comm: Comm, bar: Progress) -> None:
+               comm: Comm, bar: Progress) -> tuple[list[Segment], int]:
     """Make this rank's hard events, committing finished blocks together at most every
-    ``commit_seconds``; report progress to rank 0."""
+    ``commit_seconds``; report progress to rank 0. Returns the segments written and the
+    number of realizations made."""
     rank = comm.Get_rank()
+    made: list[Segment] = []
+    realizations = 0
     run = pipeline.card.run
     step = block_size(pipeline.card)
     reports = _ProgressReports(comm, bar)
     for a, b in share:
         writer = SegmentWriter(parts, a)
+        made.append(writer.segment)
         buffered: list[dict[str, dict[str, np.ndarray]]] = []
         since = time.monotonic()
         for first in range(a, b, step):
@@ -334,8 +357,11 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
                 buffered, since = [], time.monotonic()
                 if writer.nbytes > SEGMENT_BYTES and last < b:
                     writer = SegmentWriter(parts, last)
+                    made.append(writer.segment)
+            realizations += stats.realizations
             reports.send(stats)
     reports.finish()
+    return made, realizations
 
 
 class _ProgressReports:

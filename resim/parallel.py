@@ -8,6 +8,7 @@ split changes which rank makes an event, never what the event contains.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Protocol
 
 #: Environment variables an MPI launcher sets (MPICH/Hydra, Open MPI, Slurm PMI).
@@ -20,6 +21,7 @@ class Comm(Protocol):
     def barrier(self) -> None: ...
     def bcast(self, obj: Any, root: int = 0) -> Any: ...
     def allgather(self, obj: Any) -> list[Any]: ...
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None: ...
     def Abort(self, errorcode: int = 1) -> None: ...
 
 
@@ -41,6 +43,9 @@ class SerialComm:
     def allgather(self, obj: Any) -> list[Any]:
         return [obj]
 
+    def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
+        return [obj]
+
     def Abort(self, errorcode: int = 1) -> None:
         raise SystemExit(errorcode)
 
@@ -59,6 +64,23 @@ def world() -> Comm:
         raise RuntimeError("launched by mpiexec but mpi4py is not installed: "
                            "pip install 'resim[mpi]'") from err
     return MPI.COMM_WORLD
+
+
+def wait_for_all(comm: Comm, poll: float = 0.01) -> None:
+    """A barrier that sleeps while it waits.
+
+    MPICH's blocking calls spin: a rank that finishes its share early would burn a core
+    in ``barrier()`` while slower ranks still work, and take CPU from them when ranks
+    share cores (``mpiexec -n 3`` on two) or from the rest of a shared node. Waiting in
+    a non-blocking barrier with short sleeps costs nothing measurable.
+    """
+    ibarrier = getattr(comm, "Ibarrier", None)
+    if ibarrier is None:
+        comm.barrier()
+        return
+    request = ibarrier()
+    while not request.Test():
+        time.sleep(poll)
 
 
 def split_ranges(ranges: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:

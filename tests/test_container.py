@@ -95,7 +95,8 @@ def test_the_image_runs_the_generator_under_mpi(generate_card):
     # The same card made here by one process: same counts, and the same bytes.
     here = generate_card("smoke")
     native = json.loads(subprocess.run([sys.executable, "-c", DIGEST, str(here)], check=True,
-                                       capture_output=True, text=True).stdout)
+                                       capture_output=True, text=True,
+                                       cwd=here.parent).stdout)  # not the checkout's resim/
     ds = resim.open(here)
     assert inspected["n_groups"] == len(ds.column("groups", "group")) > 30
     assert inspected["n_jets"] == len(ds)

@@ -1,0 +1,162 @@
+"""MPI scaling: realizations per second of ``resim generate`` at 1 and 2 ranks, on the same
+card and hard events, measured side by side in one run, and the parallel efficiency
+rate(2) / (2 rate(1)).
+
+    python benchmarks/mpi_scaling.py [--events 600] [--rounds 3] [--max-load 0.5]
+
+Each run is ``mpiexec -n N resim generate --card benchmarks/cards/mpi.toml`` in a
+subprocess. Two rates per rank count:
+
+- **steady state**: realizations / the slowest rank's generating time (the data set's
+  ``rank_timings`` attribute: from the end of the rank's set-up to the end of its last
+  commit). Every rank initialises its Pythia instances at the same time, so this set-up
+  is a fixed cost that more ranks do not shrink and more events amortise; it is left out.
+  This is the efficiency the target (>= 0.90) is for.
+- **wall clock**: realizations / seconds of the whole command, Python start-up, Pythia
+  set-up and the final data-set step included (printed too, with the split).
+
+The machine is shared: before each run the benchmark waits (up to ``--wait`` s) until
+other processes use less than ``--max-load`` cores (sampled from /proc/stat), and for every
+run it prints the CPU other processes took during it (all CPU time on the machine minus
+the run's own). Rounds alternate the order (1 then 2 ranks, then 2 then 1) and medians are
+reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+
+from resim.card import load_card
+
+CARD = Path(__file__).parent / "cards" / "mpi.toml"
+BIN = Path(sys.executable).parent
+
+
+def _cpu_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(fields[:8]) - idle) / tick, sum(fields[:8]) / tick
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def others_load(seconds: float = 2.0) -> float:
+    """Cores busy right now (no run of ours is going on), averaged over ``seconds``."""
+    b0, _ = _cpu_busy()
+    time.sleep(seconds)
+    b1, _ = _cpu_busy()
+    return (b1 - b0) / seconds
+
+
+def wait_for_quiet(max_load: float, patience: float) -> float:
+    end = time.monotonic() + patience
+    while True:
+        load = others_load()
+        if load < max_load or time.monotonic() > end:
+            if load >= max_load:
+                print(f"  (machine still busy: {load:.2f} cores used by others; "
+                      "measuring anyway)")
+            return load
+        time.sleep(10)
+
+
+@dataclass
+class Run:
+    ranks: int
+    realizations: int
+    wall: float
+    setup: float  # slowest rank's Pythia set-up
+    work: float  # slowest rank's generating time
+    foreign: float  # cores used by other processes during the run, on average
+
+    @property
+    def steady_rate(self) -> float:
+        return self.realizations / self.work
+
+    @property
+    def wall_rate(self) -> float:
+        return self.realizations / self.wall
+
+
+def run_once(ranks: int, card: Path, events: int, directory: Path) -> Run:
+    out = directory / f"n{ranks}-{time.monotonic_ns()}.h5"
+    mpiexec = shutil.which("mpiexec", path=str(BIN)) or "mpiexec"
+    cmd = [mpiexec, "-n", str(ranks), str(BIN / "resim"), "generate", "--card", str(card),
+           "--events", str(events), "--output", str(out), "--quiet"]
+    busy0, cpu0 = _cpu_busy()[0], _children_cpu()
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    busy1, cpu1 = _cpu_busy()[0], _children_cpu()
+    with h5py.File(out, "r") as f:
+        timings = json.loads(f.attrs["rank_timings"])
+    assert len(timings) == ranks, timings
+    shutil.rmtree(out.with_name(out.name + ".parts"))
+    out.unlink()
+    return Run(ranks=ranks, realizations=sum(t["realizations"] for t in timings), wall=wall,
+               setup=max(t["setup_seconds"] for t in timings),
+               work=max(t["work_seconds"] for t in timings),
+               foreign=max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--card", type=Path, default=CARD)
+    parser.add_argument("--events", type=int, default=600)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-load", type=float, default=0.5,
+                        help="wait until other processes use fewer cores than this")
+    parser.add_argument("--wait", type=float, default=600.0,
+                        help="seconds to wait for a quiet machine before each run")
+    args = parser.parse_args()
+    card = load_card(args.card)
+    per_event = card.realizations_per_event
+    print(f"card {args.card.name}: {args.events} hard events x {per_event} realizations "
+          f"(simple shower); {os.cpu_count()} cores; load average "
+          f"{os.getloadavg()[0]:.2f} at start")
+    runs: dict[int, list[Run]] = {1: [], 2: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for ranks in ((1, 2) if r % 2 == 0 else (2, 1)):
+                before = wait_for_quiet(args.max_load, args.wait)
+                run = run_once(ranks, args.card, args.events, Path(tmp))
+                runs[ranks].append(run)
+                print(f"  round {r + 1}, {ranks} rank{'s' if ranks > 1 else ' '}: "
+                      f"wall {run.wall:6.1f} s = set-up {run.setup:4.1f} + generating "
+                      f"{run.work:5.1f} + rest {run.wall - run.setup - run.work:4.1f}; "
+                      f"others used {before:.2f} cores before, {run.foreign:.2f} during")
+    med = {n: {"steady": statistics.median(x.steady_rate for x in rs),
+               "wall": statistics.median(x.wall_rate for x in rs),
+               "foreign": statistics.median(x.foreign for x in rs)}
+           for n, rs in runs.items()}
+    for kind, what in (("steady", "steady state (slowest rank's generating time)"),
+                       ("wall", "wall clock (whole command, set-up included)")):
+        r1, r2 = med[1][kind], med[2][kind]
+        print(f"{what}:\n  1 rank  {r1:7.1f} realizations/s\n  2 ranks {r2:7.1f} "
+              f"realizations/s\n  efficiency rate2 / (2 rate1) = {r2 / (2 * r1):.3f}"
+              + ("   (target >= 0.90)" if kind == "steady" else ""))
+    print(f"median CPU used by other processes during the runs: "
+          f"{med[1]['foreign']:.2f} cores (1 rank), {med[2]['foreign']:.2f} cores (2 ranks); "
+          f"load average {os.getloadavg()[0]:.2f} at the end (includes these runs)")
+
+
+if __name__ == "__main__":
+    main()
