@@ -111,16 +111,28 @@ class ParticleTransformer(Encoder):
         index = flat_index(mask)
         return to_padded(self.embedding(to_flat(x, index)), index, mask.shape)
 
-    def attention_bias(self, v: Tensor, mask: Tensor, dtype: torch.dtype) -> Tensor:
-        """Bias added to every particle-attention logit: pair embedding + padding mask."""
+    def attention_bias(self, v: Tensor, mask: Tensor, dtype: torch.dtype,
+                       pair_mask: Tensor | None = None) -> Tensor:
+        """Bias added to every particle-attention logit: pair embedding + padding mask.
+
+        Pair features are computed among the particles of ``pair_mask`` only (default
+        ``mask``); pairs involving any other particle get no pair bias, so their 4-vectors
+        are never read (masked-particle modelling hides particles this way).
+        """
         pad = padding_bias(mask, dtype)
         if self.pair_embedding is None:
             return pad
-        return self.pair_embedding(v, mask).to(dtype) + pad
+        pairs = mask if pair_mask is None else pair_mask & mask
+        return self.pair_embedding(v, pairs).to(dtype) + pad
 
-    def encode(self, h: Tensor, v: Tensor, mask: Tensor) -> Tensor:
-        """Run the particle-attention blocks on embeddings ``h`` (N, P, D); zero at padding."""
-        return self._blocks_by_length(h, self.attention_bias(v, mask, h.dtype), mask, pool=False)
+    def encode(self, h: Tensor, v: Tensor, mask: Tensor,
+               pair_mask: Tensor | None = None) -> Tensor:
+        """Run the particle-attention blocks on embeddings ``h`` (N, P, D); zero at padding.
+
+        ``pair_mask`` (default ``mask``): the particles whose 4-vectors enter pair features.
+        """
+        bias = self.attention_bias(v, mask, h.dtype, pair_mask)
+        return self._blocks_by_length(h, bias, mask, pool=False)
 
     def _blocks_by_length(self, h: Tensor, bias: Tensor, mask: Tensor, pool: bool) -> Tensor:
         """The particle-attention blocks (and class attention if ``pool``), run on groups of

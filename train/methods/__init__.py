@@ -6,6 +6,8 @@ name          method
 ``rs3l``      RS3L / SimCLR: NT-Xent on a projection head (latent 8, temperature 0.1)
 ``simclr``    alias of ``rs3l``
 ``vicreg``    VICReg: invariance + variance + covariance on an expander (3 x 8192)
+``mpm``       masked particle modelling: regress hidden particles' features (MPMv2)
+``jepa``      HEP-JEPA: predict EMA-target embeddings of particle blocks from the context
 ============  ===========================================================================
 
 Adding a method: a new file with a ``Method`` subclass, and one line in ``METHODS``.
@@ -17,6 +19,8 @@ from typing import Any
 
 from ..encoders.base import Encoder, check_settings, lookup
 from .base import Method
+from .jepa import JEPA
+from .mpm import MPM
 from .rs3l import RS3L
 from .vicreg import VICReg
 
@@ -24,6 +28,8 @@ METHODS: dict[str, type[Method]] = {
     "rs3l": RS3L,
     "simclr": RS3L,
     "vicreg": VICReg,
+    "mpm": MPM,
+    "jepa": JEPA,
 }
 
 
@@ -34,4 +40,4 @@ def build_method(name: str, encoder: Encoder, **cfg: Any) -> Method:
     return factory(encoder, **cfg)
 
 
-__all__ = ["METHODS", "RS3L", "Method", "VICReg", "build_method"]
+__all__ = ["JEPA", "METHODS", "MPM", "RS3L", "Method", "VICReg", "build_method"]
