@@ -1,0 +1,612 @@
+"""Training configs: one TOML file says how to pre-train or fine-tune an encoder.
+
+A config is read with :mod:`tomllib` into frozen dataclasses and checked before anything is
+built. Every problem is a :class:`ConfigError` naming the file and the key path, e.g.
+``rs3l_part.toml: optimizer.lr: must be > 0, got -0.001`` — unknown keys, wrong types,
+values out of range, unknown encoder or method names and settings those do not take.
+
+Sections (all optional except as noted; ``docs/training.md`` has the full reference)::
+
+    [encoder]    name = "part" | "transformer" | "particlenet"; every other key is a
+                 keyword of the encoder (sizes, heads, k, ...). Required by ``resim train``.
+    [method]     name = "rs3l" | "vicreg" | ...; other keys are the method's keywords.
+                 Required by ``resim train``.
+    [finetune]   head, head_hidden, head_dropout, backbone ("floating" | "fixed"), fraction.
+    [data]       max_particles, batch_size, splits, classes, max_jets, variations,
+                 [data.views] (count, mode, variations, source).
+    [optimizer]  name ("adam" | "adamw"), lr, weight_decay, betas, grad_clip,
+                 [optimizer.schedule] (name "step" | "cosine" | "constant", ...).
+    [run]        epochs, seed, checkpoint_every, log_every, device, num_workers, threads,
+                 validate, sync_batchnorm.
+    [augment]    names = ["rotate", "smear", ...] (JetCLR augmentations applied to each
+                 view, with ``data.views.source = "augment"`` or ``"both"``), and one
+                 sub-table of settings per name (``[augment.smear] strength = 0.05``).
+
+Command-line overrides are ``key.path=value`` strings (``--set optimizer.lr=3e-4``); the
+value is read as a TOML value, or taken as a plain string when it is not one
+(``--set encoder.name=transformer``). They are applied to the parsed TOML before the
+checks, so an override is checked exactly like the file, and errors name it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+HEADS = ("linear", "mlp")
+BACKBONES = ("floating", "fixed")
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("step", "cosine", "constant")
+DEVICES = ("auto", "cpu", "cuda")
+VIEW_SOURCES = ("resim", "augment", "both")
+VIEW_MODES = ("any", "nominal_plus")
+
+
+class ConfigError(ValueError):
+    """A config problem, reported as ``<config file>: <key path>: <what is wrong>``."""
+
+    def __init__(self, source: str | Path, key: str, message: str):
+        self.source, self.key, self.message = str(source), key, message
+        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+
+
+# --------------------------------------------------------------------------- the schema
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Which encoder, and the keywords it is built with (``build_encoder(name, F, **settings)``)."""
+
+    name: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Which pre-training objective, and its keywords (``build_method(name, enc, **settings)``)."""
+
+    name: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ViewsConfig:
+    """How the views of one group are chosen for pre-training (the loader's ``ViewPolicy``).
+
+    ``count`` views per group; ``mode`` how they are drawn (``"any"``: any ``count`` distinct
+    realizations; ``"nominal_plus"``: the nominal one plus others); ``variations`` restricts
+    the draw to named variations (empty: all), which makes RS3L's seed-only or FSR-only
+    ablations a config change; ``source`` says whether positives are re-simulated
+    (``"resim"``), hand-made augmentations of one jet (``"augment"``), or both.
+    """
+
+    count: int = 2
+    mode: str = "any"
+    variations: tuple[str, ...] = ()
+    source: str = "resim"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What the loaders read and how they batch it.
+
+    ``batch_size`` counts jets per process and step (for pre-training: groups x views).
+    ``splits`` are the train/val/test fractions of hard events. ``classes`` maps a class name
+    to the label names it merges (empty: every label its own class). ``variations`` are
+    the variations fine-tuning and evaluation read (empty: the loader's default, nominal).
+    ``max_jets`` caps how many jets are read per data set file (None: all).
+    """
+
+    max_particles: int = 64
+    batch_size: int = 200
+    splits: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    classes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    variations: tuple[str, ...] = ()
+    max_jets: int | None = None
+    views: ViewsConfig = field(default_factory=ViewsConfig)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """The learning-rate schedule, applied per optimiser step.
+
+    ``step``: multiply by ``gamma`` every ``step_epochs`` epochs (RS3L: x0.5 every 50).
+    ``cosine``: linear warm-up over ``warmup_epochs`` (may be fractional), then cosine
+    decay to ``min_lr_ratio`` x lr at the last step. ``constant``: neither.
+    ``warmup_epochs`` applies to all three.
+    """
+
+    name: str = "step"
+    step_epochs: int = 50
+    gamma: float = 0.5
+    warmup_epochs: float = 0.0
+    min_lr_ratio: float = 0.0
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Adam or AdamW; ``grad_clip`` > 0 clips the global gradient norm."""
+
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 0.0
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Epochs, seeds, checkpoints, logging, device.
+
+    ``checkpoint_every`` writes ``last.pt`` every that many optimiser steps as well as at
+    each epoch end (0: epoch ends only). ``log_every``: steps per ``metrics.csv`` row.
+    ``device``: ``"auto"`` takes CUDA (with bf16 autocast) when present, else CPU.
+    ``threads``: torch's intra-op CPU threads (0: torch's default, one per core). On a
+    machine shared with other jobs, fewer threads than cores can be many times faster.
+    """
+
+    epochs: int = 100
+    seed: int = 0
+    checkpoint_every: int = 0
+    log_every: int = 10
+    device: str = "auto"
+    num_workers: int = 0
+    threads: int = 0
+    validate: bool = True
+    sync_batchnorm: bool = False
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """The classifier put on the encoder for fine-tuning (RS3L's options).
+
+    ``backbone``: ``"floating"`` trains the encoder too, ``"fixed"`` freezes it (and keeps
+    its BatchNorm statistics and dropout in evaluation mode). ``fraction`` of the training
+    split's groups carry labels (1 %, 10 %, 100 % studies).
+    """
+
+    head: str = "linear"
+    head_hidden: tuple[int, ...] = (128,)
+    head_dropout: float = 0.1
+    backbone: str = "floating"
+    fraction: float = 1.0
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """JetCLR-style augmentations (``resim.train.augment``) applied to every view, in order."""
+
+    names: tuple[str, ...] = ()
+    settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole training config, with where it came from (for errors and checkpoints)."""
+
+    source: str
+    text: str = ""
+    overrides: tuple[str, ...] = ()
+    encoder: EncoderConfig | None = None
+    method: MethodConfig | None = None
+    finetune: FinetuneConfig | None = None
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The effective settings, JSON-ready (tuples as lists, no file text)."""
+        out = _plain(dataclasses.asdict(self))
+        for key in ("source", "text", "overrides"):
+            out.pop(key)
+        return out
+
+    def with_overrides(self, overrides: Sequence[str]) -> Config:
+        """This config re-read with more ``key.path=value`` overrides (checked as the file)."""
+        if not overrides:
+            return self
+        return parse_config(self.text, self.source, (*self.overrides, *overrides))
+
+    def require(self, *sections: str) -> None:
+        """Raise if a section a command needs is missing (``[encoder]``, ``[method]``)."""
+        for name in sections:
+            if getattr(self, name) is None:
+                raise ConfigError(self.source, name, "missing section")
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file path, or the name of a shipped config (``rs3l_part``)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = resources.files("resim.train").joinpath("configs", f"{path.stem}.toml")
+    if path.suffix in ("", ".toml") and path.parent == Path(".") and shipped.is_file():
+        return Path(str(shipped))
+    raise ConfigError(name, "", "no such config file, and no shipped config of that name "
+                      f"(shipped: {', '.join(shipped_configs())})")
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs in ``train/configs`` (``resim configs`` lists them)."""
+    folder = resources.files("resim.train").joinpath("configs")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
+def load_config(name: str | Path, overrides: Sequence[str] = ()) -> Config:
+    """Read and check a config file (or shipped config name), with command-line overrides."""
+    path = resolve_config_path(name)
+    return parse_config(path.read_text(), str(path), tuple(overrides))
+
+
+def parse_config(text: str, source: str = "<config>", overrides: Sequence[str] = ()) -> Config:
+    """Check ``text`` (TOML) with ``overrides`` applied; ``source`` names it in errors."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(source, "", f"not valid TOML: {err}") from None
+    for item in overrides:
+        apply_override(raw, item, source)
+    try:
+        return _parse(raw, text, source, tuple(overrides))
+    except ConfigError as err:
+        # Name the override when the bad value came from the command line.
+        for item in reversed(overrides):
+            key = item.partition("=")[0].strip()
+            if err.key == key or err.key.startswith(key + "."):
+                raise ConfigError(f"{source} (--set {item})", err.key, err.message) from None
+        raise
+
+
+def _parse(raw: dict[str, Any], text: str, source: str, overrides: tuple[str, ...]) -> Config:
+    top = _Table(source, raw, "")
+    top.allow("encoder", "method", "finetune", "data", "optimizer", "run", "augment")
+    data = _data(top.table("data"))
+    augment = _augment(top.table("augment"))
+    if augment.names and data.views.source == "resim":
+        raise ConfigError(source, "data.views.source", "[augment] lists augmentations but "
+                          "views.source is 'resim'; set it to 'both' (augmented "
+                          "re-simulated views) or 'augment' (augmented copies of one jet)")
+    if not augment.names and data.views.source != "resim":
+        raise ConfigError(source, "augment.names",
+                          f"data.views.source = {data.views.source!r} needs augmentations")
+    return Config(
+        source=source, text=text, overrides=overrides,
+        encoder=_encoder(top.table("encoder")) if "encoder" in raw else None,
+        method=_method(top.table("method")) if "method" in raw else None,
+        finetune=_finetune(top.table("finetune")) if "finetune" in raw else None,
+        data=data,
+        optimizer=_optimizer(top.table("optimizer")),
+        run=_run(top.table("run")),
+        augment=augment,
+    )
+
+
+def apply_override(raw: dict[str, Any], item: str, source: str) -> None:
+    """Set ``raw[a][b][c] = value`` for the override ``"a.b.c=value"`` (in place)."""
+    key, sep, text = item.partition("=")
+    path = [k.strip() for k in key.split(".")]
+    if not sep or not all(path):
+        raise ConfigError(source, f"--set {item}", "overrides look like key.path=value")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    table = raw
+    for depth, name in enumerate(path[:-1]):
+        table = table.setdefault(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(source, f"--set {item}",
+                              f"{'.'.join(path[:depth + 1])} is not a table")
+    table[path[-1]] = value
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _encoder(t: _Table) -> EncoderConfig:
+    from .encoders import ENCODERS
+
+    name = t.choice("name", None, sorted(ENCODERS), required=True)
+    settings = {k: _frozen(t.raw[k]) for k in t if k != "name"}
+    _check_settings(ENCODERS[name], settings, t, f"encoder {name!r}")
+    return EncoderConfig(name, settings)
+
+
+def _method(t: _Table) -> MethodConfig:
+    from .methods import METHODS
+
+    name = t.choice("name", None, sorted(METHODS), required=True)
+    settings = {k: _frozen(t.raw[k]) for k in t if k != "name"}
+    _check_settings(METHODS[name], settings, t, f"method {name!r}")
+    return MethodConfig(name, settings)
+
+
+def _finetune(t: _Table) -> FinetuneConfig:
+    t.allow("head", "head_hidden", "head_dropout", "backbone", "fraction")
+    d = FinetuneConfig()
+    return FinetuneConfig(
+        head=t.choice("head", d.head, HEADS),
+        head_hidden=t.integers("head_hidden", d.head_hidden, minimum=1),
+        head_dropout=t.number("head_dropout", d.head_dropout, minimum=0.0, below=1.0),
+        backbone=t.choice("backbone", d.backbone, BACKBONES),
+        fraction=t.number("fraction", d.fraction, above=0.0, at_most=1.0),
+    )
+
+
+def _data(t: _Table) -> DataConfig:
+    t.allow("max_particles", "batch_size", "splits", "classes", "variations", "max_jets",
+            "views")
+    d = DataConfig()
+    splits = t.numbers("splits", d.splits, length=3, minimum=0.0)
+    if abs(sum(splits) - 1.0) > 1e-6:
+        raise ConfigError(t.source, t.key("splits"),
+                          f"train, val, test fractions must add up to 1, got {list(splits)}")
+    if splits[0] <= 0:
+        raise ConfigError(t.source, t.key("splits"), "the train fraction must be > 0")
+    classes_table = t.table("classes")
+    classes = {}
+    for name in classes_table:
+        labels = classes_table.strings(name, (), required=True)
+        if not labels:
+            raise ConfigError(t.source, classes_table.key(name), "list at least one label name")
+        classes[name] = labels
+    if classes and len(classes) < 2:
+        raise ConfigError(t.source, t.key("classes"), "a classifier needs at least two classes")
+    max_jets = t.integer("max_jets", None, minimum=1)
+    views = t.table("views")
+    views.allow("count", "mode", "variations", "source")
+    dv = ViewsConfig()
+    return DataConfig(
+        max_particles=t.integer("max_particles", d.max_particles, minimum=1),
+        batch_size=t.integer("batch_size", d.batch_size, minimum=2),
+        splits=splits,
+        classes=classes,
+        variations=t.strings("variations", d.variations),
+        max_jets=max_jets,
+        views=ViewsConfig(
+            count=views.integer("count", dv.count, minimum=2),
+            mode=views.choice("mode", dv.mode, VIEW_MODES),
+            variations=views.strings("variations", dv.variations),
+            source=views.choice("source", dv.source, VIEW_SOURCES),
+        ),
+    )
+
+
+def _optimizer(t: _Table) -> OptimizerConfig:
+    t.allow("name", "lr", "weight_decay", "betas", "grad_clip", "schedule")
+    d = OptimizerConfig()
+    s = t.table("schedule")
+    s.allow("name", "step_epochs", "gamma", "warmup_epochs", "min_lr_ratio")
+    ds = ScheduleConfig()
+    betas = t.numbers("betas", d.betas, length=2, minimum=0.0)
+    if not all(b < 1 for b in betas):
+        raise ConfigError(t.source, t.key("betas"), f"must be < 1, got {list(betas)}")
+    return OptimizerConfig(
+        name=t.choice("name", d.name, OPTIMIZERS),
+        lr=t.number("lr", d.lr, above=0.0),
+        weight_decay=t.number("weight_decay", d.weight_decay, minimum=0.0),
+        betas=betas,
+        grad_clip=t.number("grad_clip", d.grad_clip, minimum=0.0),
+        schedule=ScheduleConfig(
+            name=s.choice("name", ds.name, SCHEDULES),
+            step_epochs=s.integer("step_epochs", ds.step_epochs, minimum=1),
+            gamma=s.number("gamma", ds.gamma, above=0.0, at_most=1.0),
+            warmup_epochs=s.number("warmup_epochs", ds.warmup_epochs, minimum=0.0),
+            min_lr_ratio=s.number("min_lr_ratio", ds.min_lr_ratio, minimum=0.0, at_most=1.0),
+        ),
+    )
+
+
+def _augment(t: _Table) -> AugmentConfig:
+    from .augment import AUGMENTATIONS, build_augmentation
+
+    names = t.strings("names", ())
+    for name in t:
+        if name != "names" and name not in AUGMENTATIONS:
+            raise ConfigError(t.source, t.key(name), f"unknown key (allowed here: names, "
+                              f"{', '.join(AUGMENTATIONS)})")
+    settings = {name: _frozen(t.table(name).raw) for name in t if name != "names"}
+    try:
+        build_augmentation(list(names), **settings)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(t.source, t.prefix.rstrip("."), str(err)) from None
+    return AugmentConfig(names, settings)
+
+
+def _run(t: _Table) -> RunConfig:
+    t.allow("epochs", "seed", "checkpoint_every", "log_every", "device", "num_workers",
+            "threads", "validate", "sync_batchnorm")
+    d = RunConfig()
+    return RunConfig(
+        epochs=t.integer("epochs", d.epochs, minimum=1),
+        seed=t.integer("seed", d.seed, minimum=0),
+        checkpoint_every=t.integer("checkpoint_every", d.checkpoint_every, minimum=0),
+        log_every=t.integer("log_every", d.log_every, minimum=1),
+        device=t.choice("device", d.device, DEVICES),
+        num_workers=t.integer("num_workers", d.num_workers, minimum=0),
+        threads=t.integer("threads", d.threads, minimum=0),
+        validate=t.boolean("validate", d.validate),
+        sync_batchnorm=t.boolean("sync_batchnorm", d.sync_batchnorm),
+    )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _frozen(value: Any) -> Any:
+    """TOML lists as tuples (recursively), so settings can sit in frozen dataclasses."""
+    if isinstance(value, list):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _frozen(v) for k, v in value.items()}
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """The inverse of :func:`_frozen`, for JSON."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], t: _Table,
+                    what: str) -> None:
+    """Unknown settings (the registries' check) and values of the wrong type, by key path.
+
+    Types are judged against the keyword's default: an int default takes integers, a
+    float default numbers, a tuple default lists, a str default strings.
+    """
+    from .encoders.base import check_settings
+
+    for key in settings:
+        try:
+            check_settings(factory, {key: settings[key]}, what)
+        except ValueError as err:
+            raise ConfigError(t.source, t.key(key), str(err)) from None
+    params = inspect.signature(factory).parameters
+    fixed = factory.keywords if isinstance(factory, partial) else {}
+    for key, value in settings.items():
+        default = fixed.get(key, params[key].default)
+        if not _same_kind(value, default):
+            raise ConfigError(t.source, t.key(key),
+                              f"{what}: must be {_kind_name(default)}, got {value!r}")
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    if default is inspect.Parameter.empty or default is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, int | float)
+    if isinstance(default, tuple | list):
+        return isinstance(value, tuple)
+    return isinstance(value, type(default))
+
+
+def _kind_name(default: Any) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    return {int: "an integer", float: "a number", str: "a string"}.get(
+        type(default), "a list" if isinstance(default, tuple | list) else type(default).__name__)
+
+
+class _Table:
+    """A TOML table with its key path, for checks that name where a problem is."""
+
+    def __init__(self, source: str, raw: Any, prefix: str):
+        self.source, self.raw, self.prefix = source, raw, prefix
+        if not isinstance(raw, dict):
+            raise ConfigError(source, prefix.rstrip("."),
+                              f"must be a table, got {type(raw).__name__}")
+
+    def key(self, name: str) -> str:
+        quoted = name if re.match(r"^[A-Za-z0-9_-]+$", name) else f'"{name}"'
+        return f"{self.prefix}{quoted}"
+
+    def __iter__(self):
+        return iter(list(self.raw))
+
+    def allow(self, *names: str) -> None:
+        for name in self.raw:
+            if name not in names:
+                raise ConfigError(self.source, self.key(name),
+                                  f"unknown key (allowed here: {', '.join(names)})")
+
+    def table(self, name: str) -> _Table:
+        return _Table(self.source, self.raw.get(name, {}), self.key(name) + ".")
+
+    def _get(self, name: str, default: Any, kinds: tuple[type, ...], what: str,
+             required: bool = False) -> Any:
+        if name not in self.raw:
+            if required:
+                raise ConfigError(self.source, self.key(name), "missing")
+            return default
+        value = self.raw[name]
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise ConfigError(self.source, self.key(name), f"must be {what}, got {value!r}")
+        return value
+
+    def integer(self, name: str, default: int | None, minimum: int | None = None) -> Any:
+        value = self._get(name, default, (int,), "an integer")
+        if value is not None and minimum is not None and value < minimum:
+            raise ConfigError(self.source, self.key(name),
+                              f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    def number(self, name: str, default: float, minimum: float | None = None,
+               above: float | None = None, at_most: float | None = None,
+               below: float | None = None) -> float:
+        value = float(self._get(name, default, (int, float), "a number"))
+        _check_range(self, name, value, minimum, above, at_most, below)
+        return value
+
+    def numbers(self, name: str, default: tuple[float, ...], length: int,
+                minimum: float | None = None) -> tuple[float, ...]:
+        value = self._get(name, default, (list, tuple), f"a list of {length} numbers")
+        if len(value) != length or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            raise ConfigError(self.source, self.key(name),
+                              f"must be a list of {length} numbers, got {_plain(value)!r}")
+        for v in value:
+            _check_range(self, name, float(v), minimum, None, None, None)
+        return tuple(float(v) for v in value)
+
+    def integers(self, name: str, default: tuple[int, ...], minimum: int) -> tuple[int, ...]:
+        value = self._get(name, default, (list, tuple), "a list of integers")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
+                   for v in value):
+            raise ConfigError(self.source, self.key(name),
+                              f"must be a list of integers >= {minimum}, got {_plain(value)!r}")
+        return tuple(value)
+
+    def string(self, name: str, default: str | None, required: bool = False) -> Any:
+        return self._get(name, default, (str,), "a string", required)
+
+    def strings(self, name: str, default: tuple[str, ...],
+                required: bool = False) -> tuple[str, ...]:
+        value = self._get(name, default, (list, tuple), "a list of strings", required)
+        if not all(isinstance(v, str) for v in value):
+            raise ConfigError(self.source, self.key(name),
+                              f"must be a list of strings, got {_plain(value)!r}")
+        return tuple(value)
+
+    def choice(self, name: str, default: str | None, allowed: Sequence[str],
+               required: bool = False) -> Any:
+        value = self.string(name, default, required)
+        if value is not None and value not in allowed:
+            raise ConfigError(self.source, self.key(name),
+                              f"must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        return self._get(name, default, (bool,), "true or false")
+
+
+def _check_range(t: _Table, name: str, value: float, minimum: float | None,
+                 above: float | None, at_most: float | None, below: float | None) -> None:
+    if minimum is not None and value < minimum:
+        raise ConfigError(t.source, t.key(name), f"must be >= {minimum}, got {value}")
+    if above is not None and not value > above:
+        raise ConfigError(t.source, t.key(name), f"must be > {above}, got {value}")
+    if at_most is not None and value > at_most:
+        raise ConfigError(t.source, t.key(name), f"must be <= {at_most}, got {value}")
+    if below is not None and not value < below:
+        raise ConfigError(t.source, t.key(name), f"must be < {below}, got {value}")
