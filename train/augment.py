@@ -41,7 +41,7 @@ Physics kept (tested in ``tests/train/test_augment.py``):
   approximation.
 * ``translate``: for massless particles a common η shift is a longitudinal boost and a φ
   shift a rotation about the beam: jet pT and mass change only through constituent
-  masses (~1e-4 relative for pions). Note that ``features()`` measures Δη, Δφ from the
+  masses (below 1e-3 relative for pions). Note that ``features()`` measures Δη, Δφ from the
   jet axis, which moves with the particles: translations mostly show up in the energy
   features (log E), unlike in JetCLR, whose network saw η, φ in a fixed frame.
 * ``smear``: each particle's momentum moves by about ``strength`` GeV (JetCLR's

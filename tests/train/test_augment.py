@@ -288,3 +288,18 @@ def test_build_augmentation_errors_name_the_bad_key():
     with pytest.raises(ValueError, match=r"must be a list"):
         build_augmentation("rotate")
     assert set(augment.AUGMENTATIONS) == {"rotate", "translate", "smear", "split", "soft"}
+
+
+def test_shipped_augmentation_config(jets):
+    from resim.train.config import load_config
+
+    config = load_config("simclr_aug_part")
+    assert config.data.views.source == "augment"
+    assert config.method.name == "simclr" and config.encoder.name == "part"
+    assert config.method.settings["temperature"] == 0.1
+    assert config.augment.names == ("rotate", "translate", "smear", "split")
+    chain = build_augmentation(list(config.augment.names), **config.augment.settings)
+    out = chain(jets, np.random.default_rng(0))
+    assert_well_formed(out)
+    (pt0, m0), (pt1, m1) = jet_pt_mass(jets), jet_pt_mass(out)
+    assert np.abs(pt1 / pt0 - 1).max() < 5e-3 and np.median(np.abs(m1 / m0 - 1)) < 0.02

@@ -231,3 +231,17 @@ def test_forward_logs_representation_and_errors():
         build_method("jepa", part, momentum=0.99)
     with pytest.raises(ValueError, match="total_steps must be >= 1"):
         build_method("jepa", part, total_steps=0)
+
+
+@pytest.mark.parametrize("encoder", ["part", "transformer"])
+def test_shipped_config_builds(encoder):
+    from resim.train.config import load_config
+    from resim.train.features import N_FEATURES as N_INPUTS
+
+    config = load_config(f"jepa_{encoder}")
+    enc = build_encoder(config.encoder.name, N_INPUTS, **config.encoder.settings)
+    method = build_method(config.method.name, enc, **config.method.settings)
+    assert isinstance(method, JEPA) and config.encoder.name == encoder
+    assert (method.n_targets, method.target_fraction, method.blocks) == (4, 0.15,
+                                                                         "neighbourhood")
+    assert method.momentum() == pytest.approx(0.996)

@@ -223,3 +223,16 @@ def test_settings_errors():
         build_method("mpm", part, mask_fraction=1.0, kind_classification=False)
     with pytest.raises(ValueError, match="unknown regression_loss 'l2'"):
         build_method("mpm", part, regression_loss="l2", kind_classification=False)
+
+
+@pytest.mark.parametrize("encoder", ["part", "transformer"])
+def test_shipped_config_builds(encoder):
+    from resim.train.config import load_config
+
+    config = load_config(f"mpm_{encoder}")
+    enc = build_encoder(config.encoder.name, N_FEATURES, **config.encoder.settings)
+    method = build_method(config.method.name, enc, **config.method.settings)
+    assert isinstance(method, MPM) and config.encoder.name == encoder
+    assert method.mask_fraction == 0.3 and method.kind_columns
+    # Enough ordinal tokens for the most particles a jet can hide.
+    assert method.order_embedding.num_embeddings >= 0.3 * config.data.max_particles
