@@ -4,13 +4,24 @@
 particles that leave no trace are dropped before clustering. Charge is looked up per
 PDG id from Pythia's particle table, since ``nextBatch`` does not carry it. Production
 vertices (mm) are zero where Pythia set none (the particle comes from the primary vertex).
+
+The particles come back as :class:`FinalState`: flat numpy columns plus per-event offsets.
+They are read straight from the buffers of the awkward array ``nextBatch`` builds (each
+column gathered once, with one index array), because going through awkward's high-level
+operations — flattening each field, filling the optional vertices, zipping, unflattening
+and concatenating batches — cost several times more than the gathering itself.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import awkward as ak
 import numpy as np
 import pythia8mc
+
+#: Columns of a :class:`FinalState`, in output order.
+COLUMNS = ("px", "py", "pz", "E", "pid", "charge", "vx", "vy", "vz")
 
 
 class ParticleTable:
@@ -43,29 +54,122 @@ class ParticleTable:
         return self._charge[at], self._visible[at]
 
 
-def visible_final_state(events: ak.Array, table: ParticleTable, pt_min: float = 0.0) -> ak.Array:
-    """Per event, a packed list of ``{px, py, pz, E, pid, charge, vx, vy, vz}`` records."""
-    prt = events.prt
-    entries = ak.to_numpy(ak.num(prt))
+@dataclass
+class FinalState:
+    """Particles of many events, flat: event ``i`` owns rows ``offsets[i]:offsets[i+1]``
+    of every column (``COLUMNS``)."""
 
-    def column(array: ak.Array) -> np.ndarray:
-        # A flat numpy view of one column of every event; a missing vertex is the origin.
-        flat = ak.to_numpy(ak.flatten(array), allow_missing=True)
-        return np.ma.filled(flat, 0.0) if np.ma.isMaskedArray(flat) else flat
+    columns: dict[str, np.ndarray]
+    offsets: np.ndarray  # int64, one more than the number of events
 
-    final = np.flatnonzero(column(prt.status) > 0)
-    pid = column(prt.id)[final]
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    @classmethod
+    def concatenate(cls, parts: list[FinalState]) -> FinalState:
+        if len(parts) == 1:
+            return parts[0]
+        sizes = np.cumsum([0] + [p.offsets[-1] for p in parts[:-1]])
+        offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, sizes,
+                                                                               strict=True)])
+        return cls({c: np.concatenate([p.columns[c] for p in parts]) for c in COLUMNS},
+                   offsets.astype(np.int64))
+
+    def momenta(self) -> ak.Array:
+        """Per event, the (px, py, pz, E) records — a packed jagged array over the columns
+        (no copy), as FastJet's multi-event interface takes it."""
+        record = ak.contents.RecordArray(
+            [ak.contents.NumpyArray(self.columns[c]) for c in ("px", "py", "pz", "E")],
+            ["px", "py", "pz", "E"])
+        return ak.Array(ak.contents.ListOffsetArray(ak.index.Index64(self.offsets), record))
+
+    def to_awkward(self) -> ak.Array:
+        """Per event, a list of particle records (for inspection and tests)."""
+        return ak.unflatten(ak.zip(dict(self.columns)), self.counts)
+
+
+def _numpy(layout: ak.contents.Content) -> np.ndarray:
+    if isinstance(layout, ak.contents.NumpyArray):
+        return np.asarray(layout.data)
+    return ak.to_numpy(ak.Array(layout))  # not what nextBatch builds, but correct
+
+
+def _event_ranges(events: ak.Array) -> tuple[ak.contents.RecordArray, np.ndarray, np.ndarray]:
+    """The particle records of ``events`` and each non-missing event's [start, stop) in them.
+
+    ``nextBatch(n, "none")`` gives an option array (None for an event Pythia failed to
+    make); missing events are left out here, so event i of the result is the i-th event
+    that exists.
+    """
+    layout = ak.to_layout(events)
+    rows = None
+    if isinstance(layout, ak.contents.IndexedOptionArray | ak.contents.IndexedArray):
+        index = np.asarray(layout.index.data)
+        rows, layout = index[index >= 0], layout.content
+    elif layout.is_option:  # masked forms: let awkward drop the missing entries
+        layout = ak.to_layout(ak.drop_none(ak.Array(layout), axis=0))
+    prt = layout.content("prt")
+    if isinstance(prt, ak.contents.ListOffsetArray):
+        offsets = np.asarray(prt.offsets.data)
+        starts, stops = offsets[:-1], offsets[1:]
+    else:
+        starts, stops = np.asarray(prt.starts.data), np.asarray(prt.stops.data)
+    starts, stops = starts[: layout.length], stops[: layout.length]
+    if rows is not None:
+        starts, stops = starts[rows], stops[rows]
+    return prt.content, starts.astype(np.int64), stops.astype(np.int64)
+
+
+def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenation of ``arange(start, stop)`` for every range, and the range of each."""
+    lengths = stops - starts
+    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
+    owner = np.repeat(np.arange(len(lengths)), lengths)
+    return np.arange(lengths.sum(), dtype=np.int64) + shift, owner
+
+
+def visible_final_state(events: ak.Array, table: ParticleTable,
+                        pt_min: float = 0.0) -> FinalState:
+    """Visible final-state particles of every (non-missing) event of a ``nextBatch`` array."""
+    prt, starts, stops = _event_ranges(events)
+    entries, owner = _ranges(starts, stops)
+    is_final = _numpy(prt.content("status"))[entries] > 0
+    final, owner = entries[is_final], owner[is_final]
+    pid = _numpy(prt.content("id"))[final]
     charge, keep = table.lookup(pid)
+    momentum = prt.content("p")
+    px, py = _numpy(momentum.content("px")), _numpy(momentum.content("py"))
     if pt_min > 0:
-        keep &= np.hypot(column(prt.p.px)[final], column(prt.p.py)[final]) >= pt_min
-    take = final[keep]  # flat entries of the kept particles: each column is gathered once
-    vertex = prt.vProd
+        keep &= np.hypot(px[final], py[final]) >= pt_min
+    take = final[keep]  # the kept particles' entries: every column is gathered once
     columns = {
-        "px": column(prt.p.px)[take], "py": column(prt.p.py)[take],
-        "pz": column(prt.p.pz)[take], "E": column(prt.p.e)[take],
-        "pid": pid[keep].astype(np.int32), "charge": charge[keep],
-        "vx": column(vertex.px)[take], "vy": column(vertex.py)[take],
-        "vz": column(vertex.pz)[take],
+        "px": px[take], "py": py[take], "pz": _numpy(momentum.content("pz"))[take],
+        "E": _numpy(momentum.content("e"))[take], "pid": pid[keep].astype(np.int32),
+        "charge": charge[keep],
     }
-    counts = np.diff(np.searchsorted(take, np.concatenate([[0], np.cumsum(entries)])))
-    return ak.unflatten(ak.zip(columns), counts)
+    columns.update(_vertices(prt.content("vProd"), take))
+    counts = np.bincount(owner[keep], minlength=len(starts))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    return FinalState({c: columns[c] for c in COLUMNS}, offsets)
+
+
+def _vertices(vertex: ak.contents.Content, take: np.ndarray) -> dict[str, np.ndarray]:
+    """Production vertex (x, y, z) of entries ``take``; the origin where Pythia set none."""
+    names = {"vx": "px", "vy": "py", "vz": "pz"}
+    if isinstance(vertex, ak.contents.IndexedOptionArray):
+        index = np.asarray(vertex.index.data)[take]
+        has = index >= 0
+        out = {}
+        for name, field in names.items():
+            column = np.zeros(len(take))
+            column[has] = _numpy(vertex.content.content(field))[index[has]]
+            out[name] = column
+        return out
+    if vertex.is_option:
+        flat = ak.Array(vertex)[take]
+        return {n: ak.to_numpy(ak.fill_none(flat[f], 0.0)) for n, f in names.items()}
+    return {n: _numpy(vertex.content(f))[take] for n, f in names.items()}

@@ -71,16 +71,6 @@ class HardEvent:
         if not self.rows:
             self.rows.extend(self.particles.tolist())
 
-    def descendants(self, i: int) -> np.ndarray:
-        """Row indices of everything that comes from row ``i`` (through decays)."""
-        mothers = self.particles["mother1"] - 1  # to 0-based; -1 means none
-        out, frontier = [], {i}
-        while frontier:
-            kids = [k for k in np.flatnonzero(np.isin(mothers, list(frontier))) if k not in out]
-            out.extend(kids)
-            frontier = set(kids)
-        return np.array(sorted(out), dtype=np.int64)
-
 
 def freeze(process: pythia8mc.Event, info: pythia8mc.Info, index: int) -> HardEvent:
     """Snapshot a Pythia ``process`` record (entries 3…) as a Les Houches event."""

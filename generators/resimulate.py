@@ -80,8 +80,10 @@ class Downstream:
 class Realizations:
     """Realizations of a set of hard events: Pythia events and the job that made each."""
 
-    events: list[ak.Array] = field(default_factory=list)  # nextBatch output, no None
-    jobs: list[Job] = field(default_factory=list)  # in the same order as the events
+    #: nextBatch output as Pythia gave it: None for a failed event (readers skip those,
+    #: see ``final_state``), so the successful events, in order, are ``jobs``.
+    events: list[ak.Array] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
     failed: dict[int, int] = field(default_factory=dict)  # hard event → failed attempts
     lost: dict[int, int] = field(default_factory=dict)  # hard event → realizations lost
 
@@ -89,7 +91,7 @@ class Realizations:
         """Keep the successful entries of a batch; return the jobs that failed."""
         ok = ~ak.to_numpy(ak.is_none(batch, axis=0))
         if ok.any():
-            self.events.append(ak.drop_none(batch[ok], axis=0))
+            self.events.append(batch)
             self.jobs.extend(job for job, good in zip(jobs, ok, strict=True) if good)
         bad = [job for job, good in zip(jobs, ok, strict=True) if not good]
         for job in bad:

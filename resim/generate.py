@@ -27,7 +27,7 @@ import numpy as np
 
 from . import __version__
 from .card import Card
-from .generators.final_state import ParticleTable, visible_final_state
+from .generators.final_state import FinalState, ParticleTable, visible_final_state
 from .generators.hard_process import HardProcessSource
 from .generators.pythia_setup import pythia_version, stdout_to
 from .generators.resimulate import Resimulator, job_table
@@ -107,7 +107,7 @@ class Pipeline:
         self.particles = ParticleTable(self.source.pythia.particleData)
         #: Seconds spent in each step so far (for benchmarks and the curious).
         self.timings: dict[str, float] = dict.fromkeys(
-            ("hard process", "re-simulation", "final state", "jets"), 0.0)
+            ("hard process", "re-simulation", "truth", "final state", "jets"), 0.0)
 
     def _clock(self, step: str, start: float) -> float:
         now = time.perf_counter()
@@ -124,9 +124,10 @@ class Pipeline:
         real = self.resimulator.realize(good)
         t = self._clock("re-simulation", t)
         truth = TruthObjects.of(good, card.objects)
+        t = self._clock("truth", t)
         tables = empty_tables()
         if real.jobs:
-            particles = ak.concatenate([
+            particles = FinalState.concatenate([
                 visible_final_state(events, self.particles, card.jets.constituent_pt_min)
                 for events in real.events])
             t = self._clock("final state", t)

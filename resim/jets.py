@@ -1,10 +1,12 @@
 """Jets of realizations: cluster, select, match to truth objects, collect constituents.
 
 All realizations of a block are clustered in one call of FastJet's multi-event awkward
-interface. A selected jet (card ``[jets]`` pT window and |η|) belongs to the group of the
-truth object it matches: each object takes its nearest jet within the matching radius;
-a jet claimed by two objects goes to the nearer one. With ``[objects] contained = true``
-every coloured parton from the object's decay must also lie within the radius.
+interface, straight from the flat particle columns (no copy); the constituents of the
+chosen jets are gathered with numpy from FastJet's constituent indices. A selected jet
+(card ``[jets]`` pT window and |η|) belongs to the group of the truth object it matches:
+each object takes its nearest jet within the matching radius; a jet claimed by two
+objects goes to the nearer one. With ``[objects] contained = true`` every coloured parton
+from the object's decay must also lie within the radius.
 
 The result is plain numpy columns, jets ordered by (group, variation, realization) so
 that all jets of a group are contiguous, constituents ordered by decreasing pT.
@@ -20,6 +22,7 @@ import numpy as np
 import vector
 
 from resim.card import Jets
+from resim.generators.final_state import FinalState
 from resim.truth import TruthObjects
 
 _ALGORITHMS = {
@@ -60,15 +63,13 @@ def _first_of_each(keys: tuple[np.ndarray, ...]) -> np.ndarray:
     return first
 
 
-def make_jets(particles: ak.Array, jobs: dict[str, np.ndarray], truth: TruthObjects,
-              spec: Jets, contained: bool, labels: np.ndarray | None = None) -> JetBlock:
-    """Cluster ``particles`` (one list per realization, in ``jobs`` order) into grouped jets."""
-    cs = fastjet.ClusterSequence(ak.to_packed(particles[["px", "py", "pz", "E"]]),
-                                 jet_definition(spec))
+def make_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthObjects,
+              spec: Jets, contained: bool) -> JetBlock:
+    """Cluster ``particles`` (one event per realization, in ``jobs`` order) into grouped jets."""
+    cs = fastjet.ClusterSequence(particles.momenta(), jet_definition(spec))
     jets = cs.inclusive_jets(min_pt=spec.pt_min)
     n_per_row = ak.to_numpy(ak.num(jets))
     row = np.repeat(np.arange(len(n_per_row)), n_per_row)
-    local = ak.to_numpy(ak.flatten(ak.local_index(jets)))
     p4 = vector.array({c: ak.to_numpy(ak.flatten(jets[c])) for c in ("px", "py", "pz", "E")})
     selected = np.flatnonzero((p4.pt < spec.pt_max) & (np.abs(p4.eta) < spec.abs_eta_max))
 
@@ -102,7 +103,7 @@ def make_jets(particles: ak.Array, jobs: dict[str, np.ndarray], truth: TruthObje
     out = np.lexsort((jobs["realization"][m_row], jobs["variation"][m_row], group))
     m_jet, m_obj, m_row, group = m_jet[out], m_obj[out], m_row[out], group[out]
 
-    constituents, n_const = _constituents(particles, cs, spec.pt_min, m_row, local[m_jet])
+    constituents, n_const = _constituents(particles, cs, spec.pt_min, m_row, m_jet)
     jp4 = p4[m_jet]
     jet_cols = {
         "pt": jp4.pt, "eta": jp4.eta, "phi": jp4.phi, "mass": jp4.mass,
@@ -137,13 +138,20 @@ def _contained(m_jet: np.ndarray, m_obj: np.ndarray, p4: vector.MomentumNumpy4D,
     return m_jet[ok], m_obj[ok]
 
 
-def _constituents(particles: ak.Array, cs: fastjet.ClusterSequence, pt_min: float,
+def _constituents(particles: FinalState, cs: fastjet.ClusterSequence, pt_min: float,
                   rows: np.ndarray, jets: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Constituents of the chosen jets, flattened, by decreasing pT within each jet."""
-    index = cs.constituent_index(min_pt=pt_min)[rows, jets]
-    chosen = particles[rows][index]
-    n = ak.to_numpy(ak.num(chosen)).astype(np.int32)
-    cols = {f: ak.to_numpy(ak.flatten(chosen[f])) for f in chosen.fields}
-    jet_of = np.repeat(np.arange(len(n)), n)
+    """Constituents of the chosen jets (``jets``: positions among all clustered jets of the
+    block, ``rows``: their realizations), flattened, by decreasing pT within each jet."""
+    # FastJet's answer is jagged twice (realization → jet → particle index within the
+    # realization); the chosen jets' index lists are ranges of its flat content.
+    index = cs.constituent_index(min_pt=pt_min).layout
+    per_jet = np.asarray(index.content.offsets.data)[index.offsets.data[0]:]
+    local = np.asarray(index.content.content.data)
+    start, stop = per_jet[jets], per_jet[jets + 1]
+    n = (stop - start).astype(np.int32)
+    jet_of = np.repeat(np.arange(len(jets)), n)
+    at = np.arange(n.sum()) + np.repeat(start - (np.cumsum(n) - n), n)
+    take = local[at] + particles.offsets[rows][jet_of]
+    cols = {f: c[take] for f, c in particles.columns.items()}
     by_pt = np.lexsort((-np.hypot(cols["px"], cols["py"]), jet_of))
     return {f: c[by_pt] for f, c in cols.items()}, n

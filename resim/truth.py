@@ -15,7 +15,7 @@ import numpy as np
 import vector
 
 from resim.card import Objects
-from resim.generators.hard_process import INCOMING, OUTGOING, HardEvent
+from resim.generators.hard_process import INCOMING, LHA_DTYPE, OUTGOING, HardEvent
 
 MAX_OBJECTS = 16
 _COLOURED = np.array([1, 2, 3, 4, 5, 6, 21])
@@ -45,32 +45,51 @@ class TruthObjects:
 
     @classmethod
     def of(cls, hard_events: list[HardEvent], spec: Objects) -> TruthObjects:
-        rows: list[tuple] = []
-        daughters: list[tuple] = []
-        wanted = np.array(spec.pdg)
-        for hard in hard_events:
-            parts = hard.particles
-            picks = np.flatnonzero(np.isin(np.abs(parts["id"]), wanted)
-                                   & (parts["status"] != INCOMING))
-            if len(picks) > MAX_OBJECTS:
-                raise ValueError(f"hard event {hard.index} has {len(picks)} objects, "
-                                 f"more than {MAX_OBJECTS}")
-            for k, i in enumerate(picks):
-                p = parts[i]
-                rows.append((hard.index, k, p["id"], spec.label_of(int(p["id"])),
-                             p["px"], p["py"], p["pz"], p["e"]))
-                d = parts[hard.descendants(i)]
-                d = d[(d["status"] == OUTGOING) & np.isin(np.abs(d["id"]), _COLOURED)]
-                dv = vector.array({"px": d["px"], "py": d["py"], "pz": d["pz"], "E": d["e"]})
-                daughters += [(len(rows) - 1, eta, phi) for eta, phi in zip(dv.eta, dv.phi,
-                                                                            strict=True)]
-        cols = list(zip(*rows, strict=True)) if rows else [()] * 8
-        dcols = list(zip(*daughters, strict=True)) if daughters else [()] * 3
+        """The objects of ``hard_events``, found with array operations over all their
+        particles at once (a block has tens to hundreds of hard events)."""
+        parts = (np.concatenate([h.particles for h in hard_events]) if hard_events
+                 else np.empty(0, LHA_DTYPE))
+        sizes = np.array([len(h.particles) for h in hard_events], np.int64)
+        first = np.cumsum(sizes) - sizes  # row of each event's first particle
+        position = np.repeat(np.arange(len(sizes)), sizes)  # event position of each row
+        is_object = np.isin(np.abs(parts["id"]), spec.pdg) & (parts["status"] != INCOMING)
+        rows = np.flatnonzero(is_object)
+        at = position[rows]
+        k = np.arange(len(rows)) - np.searchsorted(at, at, "left")  # k-th object of its event
+        if len(k) and k.max() >= MAX_OBJECTS:
+            worst = hard_events[at[np.argmax(k)]]
+            raise ValueError(f"hard event {worst.index} has {np.sum(at == at[np.argmax(k)])} "
+                             f"objects, more than {MAX_OBJECTS}")
+        objects = parts[rows]
+        label_of = {abs(p): spec.label_of(p) for p in np.unique(np.abs(objects["id"])).tolist()}
+
+        # Coloured final partons descending from each object (through any number of
+        # decays, following first mothers): walk every row's ancestry upwards at once.
+        mother = np.where(parts["mother1"] > 0, first[position] + parts["mother1"] - 1, -1)
+        pairs = []  # (object row, descendant row)
+        row, up = np.arange(len(parts)), mother
+        for _ in range(int(sizes.max(initial=0))):  # no chain is longer than its event
+            alive = up >= 0
+            if not alive.any():
+                break
+            row, up = row[alive], up[alive]
+            hit = is_object[up]
+            pairs.append(np.stack([up[hit], row[hit]]))
+            up = mother[up]
+        pair = np.unique(np.concatenate([np.empty((2, 0), np.int64), *pairs], axis=1), axis=1)
+        owner, daughter = pair
+        d = parts[daughter]
+        keep = (d["status"] == OUTGOING) & np.isin(np.abs(d["id"]), _COLOURED)
+        d = d[keep]
+        dv = vector.array({"px": d["px"], "py": d["py"], "pz": d["pz"], "E": d["e"]})
         return cls(
-            event=np.array(cols[0], np.int64), index=np.array(cols[1], np.int8),
-            pid=np.array(cols[2], np.int32), label=np.array(cols[3], np.int8),
-            p4=vector.array({"px": np.array(cols[4], float), "py": np.array(cols[5], float),
-                             "pz": np.array(cols[6], float), "E": np.array(cols[7], float)}),
-            daughter_object=np.array(dcols[0], np.int64),
-            daughter_eta=np.array(dcols[1], float), daughter_phi=np.array(dcols[2], float),
+            event=np.array([h.index for h in hard_events], np.int64)[at],
+            index=k.astype(np.int8), pid=objects["id"].astype(np.int32),
+            label=np.array([label_of[abs(p)] for p in objects["id"].tolist()], np.int8),
+            p4=vector.array({"px": objects["px"].astype(float),
+                             "py": objects["py"].astype(float),
+                             "pz": objects["pz"].astype(float),
+                             "E": objects["e"].astype(float)}),
+            daughter_object=np.searchsorted(rows, owner[keep]).astype(np.int64),
+            daughter_eta=np.asarray(dv.eta, float), daughter_phi=np.asarray(dv.phi, float),
         )

@@ -13,7 +13,7 @@ from scipy.stats import gaussian_kde, ks_2samp
 
 import resim
 from resim.card import load_card
-from resim.generators.final_state import ParticleTable, visible_final_state
+from resim.generators.final_state import FinalState, ParticleTable, visible_final_state
 from resim.generators.hard_process import HardProcessSource, freeze
 from resim.generators.pythia_setup import configure, initialize, new_pythia
 from resim.jets import make_jets
@@ -107,7 +107,7 @@ def plain_pythia_jets(card_path: Path, events: int, seed: int) -> ak.Array:
         if len(batch):
             batches.append(batch)
             hard.append(freeze(pythia.process, pythia.infoPython(), len(hard)))
-    particles = ak.concatenate([visible_final_state(b, table) for b in batches])
+    particles = FinalState.concatenate([visible_final_state(b, table) for b in batches])
     jobs = {"event": np.arange(len(hard)), "variation": np.zeros(len(hard), np.int8),
             "realization": np.zeros(len(hard), np.int16), "seed": np.zeros(len(hard), np.int32)}
     truth = TruthObjects.of(hard, card.objects)
