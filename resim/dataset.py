@@ -20,7 +20,7 @@ import h5py
 import numpy as np
 
 from .layout import FORMAT, TABLES
-from .store import parts_dir
+from .store import open_data_set, parts_dir
 
 JET_FIELDS = tuple(TABLES["jets"])
 CONSTITUENT_FIELDS = tuple(TABLES["constituents"])
@@ -53,7 +53,7 @@ class JetDataset:
     @property
     def _h5(self) -> h5py.File:
         if self._file is None:
-            self._file = h5py.File(self.path, "r")
+            self._file = open_data_set(self.path)  # enough open files for every segment
         return self._file
 
     def __getstate__(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from .generators.pythia_setup import pythia_version, stdout_to
 from .generators.resimulate import Resimulator, job_table
 from .jets import make_jets
 from .layout import as_table, concatenate_tables, empty_tables
-from .parallel import Comm, SerialComm, split_ranges, wait_for_all
+from .parallel import Comm, SerialComm, launch_problem, split_ranges, wait_for_all
 from .progress import Progress
 from .store import (
     SEGMENT_BYTES,
@@ -57,6 +57,10 @@ _PROGRESS_TAG, _DONE_TAG = 71, 72
 
 class OutputError(RuntimeError):
     """The output cannot be written as asked (exists, unwritable, or another card's)."""
+
+
+class LaunchError(OutputError):
+    """The ranks were started so that each would write the whole output (docs/cluster.md)."""
 
 
 class WriteError(RuntimeError):
@@ -269,6 +273,9 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
     """Run the card. Raises CardError (bad card) or OutputError before any output is made."""
     comm = comm or SerialComm()
     rank, size = comm.Get_rank(), comm.Get_size()
+    problem = launch_problem(comm)
+    if problem:
+        raise LaunchError(problem)
     start = time.monotonic()
     pipeline = Pipeline(card)  # checks every setting with Pythia before anything is written
     setup = time.monotonic() - start
@@ -413,4 +420,4 @@ class _ProgressReports:
                 self.bar.update(*report)
 
 
-__all__ = ["OutputError", "Pipeline", "RunSummary", "WriteError", "generate"]
+__all__ = ["LaunchError", "OutputError", "Pipeline", "RunSummary", "WriteError", "generate"]

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 #: Environment variables an MPI launcher sets (MPICH/Hydra, Open MPI, Slurm PMI).
 _LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+#: Those of them that say how many ranks the launcher started.
+_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
 
 
 class Comm(Protocol):
@@ -81,6 +83,34 @@ def wait_for_all(comm: Comm, poll: float = 0.01) -> None:
     request = ibarrier()
     while not request.Test():
         time.sleep(poll)
+
+
+def launch_problem(comm: Comm) -> str | None:
+    """Why these processes would overwrite each other's output, or None.
+
+    Two ways to start N processes that each believe they are the only rank: ``srun``
+    without MPI set up (a cluster whose default is ``--mpi=none``: no PMI in the
+    environment), and a launcher of one MPI starting processes whose mpi4py loaded
+    another (each then initialises alone, as a world of one).
+    """
+    if not launched_by_mpi():
+        tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS") or 1)
+        if tasks > 1:
+            return (f"srun started {tasks} tasks without MPI (no PMI in their environment), "
+                    "so each would make the whole run into the same output: use "
+                    "`srun --mpi=pmi2 resim generate ...` or `mpiexec -n N resim generate ...`")
+        return None
+    for var in _SIZE_VARS:
+        expected = os.environ.get(var, "")
+        if expected.isdigit() and int(expected) != comm.Get_size():
+            from mpi4py import MPI
+
+            library = MPI.Get_library_version().splitlines()[0].strip()
+            return (f"the launcher started {expected} ranks ({var}) but MPI sees "
+                    f"{comm.Get_size()}: mpiexec and mpi4py use different MPI libraries "
+                    f"(mpi4py loaded {library}); use the mpiexec of the same installation "
+                    "or point MPI4PY_LIBMPI at the launcher's library (docs/cluster.md)")
+    return None
 
 
 def split_ranges(ranges: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
