@@ -25,8 +25,11 @@ class Progress:
         self._start_done = 0
         self._bar = None
         if enabled and self.stream.isatty():
-            self._bar = click.progressbar(length=total, label=label, show_eta=True,
-                                          show_pos=True, file=self.stream,
+            # The bar's text is ours: click would show its ETA only after a second and count
+            # events of a resumed run as if made at this run's speed.
+            self._bar = click.progressbar(length=total, label=label, show_eta=False,
+                                          show_pos=False, show_percent=False,
+                                          file=self.stream,
                                           item_show_func=lambda _: self._status())
             self._bar.__enter__()
 
@@ -39,8 +42,18 @@ class Progress:
     def _rate(self) -> float:
         return self.realizations / max(time.monotonic() - self._start, 1e-9)
 
+    def _eta(self) -> float | None:
+        """Seconds left at this run's pace (events made before a resume not counted)."""
+        new = self.done - self._start_done
+        return (time.monotonic() - self._start) / new * (self.total - self.done) if new else None
+
+    def _counts(self) -> str:
+        eta = self._eta()
+        return (f"{self._rate():.0f} realizations/s, {self.jets} jets, {self.failed} failed, "
+                f"ETA {'?' if eta is None else _duration(eta)}")
+
     def _status(self) -> str:
-        return f"{self._rate():.0f} realizations/s, {self.jets} jets, {self.failed} failed"
+        return f"{self.done}/{self.total} events, {self._counts()}"
 
     def update(self, events: int, realizations: int, jets: int, failed: int) -> None:
         self.done += events
@@ -55,11 +68,9 @@ class Progress:
         now = time.monotonic()
         if now - self._last_line >= self.every or self.done >= self.total:
             self._last_line = now
-            new = self.done - self._start_done
-            eta = (now - self._start) / new * (self.total - self.done) if new else 0.0
             click.echo(f"{self.label}: {self.done}/{self.total} events "
-                       f"({100 * self.done / max(self.total, 1):.0f}%), {self._status()}, "
-                       f"ETA {_duration(eta)}", file=self.stream)
+                       f"({100 * self.done / max(self.total, 1):.0f}%), {self._counts()}",
+                       file=self.stream)
 
     def close(self) -> None:
         if self._bar is not None:
