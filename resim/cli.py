@@ -212,5 +212,12 @@ def convert_toptagging(file: Path, output: Path, split: str | None, overwrite: b
                progress=not quiet)
 
 
+# Training: `resim train`, `resim finetune`, `resim evaluate`, `resim configs`.
+from .train.commands import COMMANDS as _TRAINING  # noqa: E402  (imports no torch)
+
+for _command in _TRAINING:
+    main.add_command(_command)
+
+
 if __name__ == "__main__":
     main()

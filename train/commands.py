@@ -1,0 +1,246 @@
+"""The training commands of the ``resim`` command line: train, finetune, evaluate, configs.
+
+They are registered on ``resim``'s click group in ``resim/cli.py``. Imports of torch and
+the trainer happen inside the commands, so ``resim generate`` does not pay for them.
+A user mistake (bad config, missing file, output holding another run) is one line on
+stderr and exit code 2; under ``torchrun`` only rank 0 prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+_DATA = click.option("--data", "data", multiple=True, type=click.Path(path_type=Path),
+                     metavar="PATH", help="A resim data set; repeat for several (e.g. top + QCD).")
+_OUTPUT = click.option("--output", required=True, type=click.Path(path_type=Path),
+                       metavar="DIR", help="Run directory (last.pt, metrics.csv, tb/).")
+_EPOCHS = click.option("--epochs", type=int, help="Epochs (overrides run.epochs).")
+_MAX_JETS = click.option("--max-jets", type=int,
+                         help="Use at most N jets per split (overrides data.max_jets).")
+_SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                    help="Override a config key, e.g. --set optimizer.lr=3e-4; repeatable.")
+_RESUME = click.option("--resume", is_flag=True,
+                       help="Continue the run in DIR from its last checkpoint.")
+_OVERWRITE = click.option("--overwrite", is_flag=True,
+                          help="Replace the run in DIR.")
+_QUIET = click.option("--quiet", is_flag=True, help="No progress bar or epoch lines.")
+
+
+def _main_rank() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _fail(message: str) -> None:
+    if _main_rank():
+        click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+def _run(action: Callable[[], Any]) -> Any:
+    """Run ``action``; config and run problems become one-line errors (exit code 2)."""
+    from .config import ConfigError
+    from .loop import RunError
+
+    try:
+        return action()
+    except (ConfigError, RunError) as err:
+        _fail(str(err))
+    finally:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _overrides(epochs: int | None, max_jets: int | None, given: Sequence[str]) -> list[str]:
+    out = list(given)
+    if epochs is not None:
+        out.append(f"run.epochs={epochs}")
+    if max_jets is not None:
+        out.append(f"data.max_jets={max_jets}")
+    return out
+
+
+def _load(name: str | None) -> Any:
+    from .config import load_config
+
+    return None if name is None else load_config(name)
+
+
+def _report(output: Path, result: Any) -> None:
+    if not _main_rank():
+        return
+    pos = result.position
+    parts = [f"{output / 'last.pt'}: {pos.epoch} epochs, {pos.step} steps"]
+    if result.train_loss is not None:
+        parts.append(f"train loss {result.train_loss:.4g}")
+    if result.val_loss is not None:
+        parts.append(f"val loss {result.val_loss:.4g}")
+    if result.jets_per_s:
+        parts.append(f"{result.jets_per_s:.0f} jets/s")
+    if result.seconds:
+        parts.append(f"{result.seconds:.0f} s")
+    click.echo(", ".join(parts))
+
+
+@click.command()
+@click.option("--config", "config_name", metavar="CONFIG",
+              help="Config file, or the name of a shipped config (see `resim configs`).")
+@_DATA
+@_OUTPUT
+@_EPOCHS
+@_MAX_JETS
+@_SET
+@_RESUME
+@_OVERWRITE
+@_QUIET
+def train(config_name: str | None, data: tuple[Path, ...], output: Path, epochs: int | None,
+          max_jets: int | None, overrides: tuple[str, ...], resume: bool, overwrite: bool,
+          quiet: bool) -> None:
+    """Pre-train a jet encoder on resim data (RS3L, VICReg: see `resim configs`).
+
+    Under `torchrun --nproc-per-node N --no-python resim train ...` the batches are split
+    over N processes (DDP). `--resume` continues DIR's run (its config and data are stored
+    in DIR/last.pt; `--epochs` may extend it).
+    """
+
+    def run() -> Any:
+        from .pretrain import pretrain
+
+        if config_name is None and not resume:
+            _fail("give --config CONFIG (a file or a shipped config; see `resim configs`)")
+        return pretrain(_load(config_name), list(data), output, resume=resume,
+                        overwrite=overwrite, overrides=_overrides(epochs, max_jets, overrides),
+                        progress=not quiet)
+
+    _report(output, _run(run))
+
+
+@click.command()
+@click.option("--checkpoint", type=click.Path(path_type=Path), metavar="CKPT",
+              help="Pre-training checkpoint (DIR/last.pt of resim train). Without it, the "
+                   "config's [encoder] is trained from scratch.")
+@_DATA
+@_OUTPUT
+@click.option("--config", "config_name", metavar="CONFIG",
+              help="Fine-tuning config, file or shipped name  [default: finetune].")
+@click.option("--fraction", type=float, help="Labelled fraction of the training jets.")
+@click.option("--frozen", is_flag=True, help='Freeze the encoder (RS3L\'s "fixed" backbone).')
+@click.option("--head", type=click.Choice(["linear", "mlp"]), help="Classification head.")
+@click.option("--classes", "classes", multiple=True, metavar="NAME=LABEL[,LABEL...]",
+              help="A class and the data labels it merges, e.g. --classes qcd=q,g "
+                   "--classes top=top (default: every label its own class).")
+@_EPOCHS
+@_MAX_JETS
+@_SET
+@_RESUME
+@_OVERWRITE
+@_QUIET
+def finetune(checkpoint: Path | None, data: tuple[Path, ...], output: Path,
+             config_name: str | None, fraction: float | None, frozen: bool, head: str | None,
+             classes: tuple[str, ...], epochs: int | None, max_jets: int | None,
+             overrides: tuple[str, ...], resume: bool, overwrite: bool, quiet: bool) -> None:
+    """Fine-tune a classifier on labelled jets, on a pre-trained (or a fresh) encoder."""
+
+    def run() -> Any:
+        from .finetune import classes_override
+        from .finetune import finetune as run_finetune
+
+        extra = _overrides(epochs, max_jets, overrides)
+        if fraction is not None:
+            extra.append(f"finetune.fraction={fraction}")
+        if frozen:
+            extra.append('finetune.backbone="fixed"')
+        if head is not None:
+            extra.append(f'finetune.head="{head}"')
+        if classes:
+            extra.append(classes_override(_parse_classes(classes)))
+        name = config_name or (None if resume else "finetune")
+        return run_finetune(_load(name), list(data), output, checkpoint, resume=resume,
+                            overwrite=overwrite, overrides=extra, progress=not quiet)
+
+    _report(output, _run(run))
+
+
+def _parse_classes(items: Sequence[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, labels = item.partition("=")
+        members = [label.strip() for label in labels.split(",") if label.strip()]
+        if not sep or not name.strip() or not members:
+            _fail(f"--classes {item}: expected NAME=LABEL[,LABEL...], e.g. qcd=q,g")
+        if name.strip() in out:
+            _fail(f"--classes {item}: class {name.strip()!r} given twice")
+        out[name.strip()] = members
+    if len(out) < 2:
+        _fail("--classes: give at least two classes")
+    return out
+
+
+@click.command()
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), metavar="CKPT",
+              help="Fine-tuning checkpoint (DIR/last.pt of resim finetune).")
+@_DATA
+@click.option("--output", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="Where metrics.json, roc.png and scores.npz go.")
+@click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test",
+              show_default=True, help="Which split of the data to evaluate on.")
+@click.option("--variations", "variations", multiple=True, metavar="NAME",
+              help="Variations to evaluate on (repeatable, or 'all'); default: the ones "
+                   "fine-tuned on (nominal unless the config says otherwise).")
+@click.option("--signal", metavar="CLASS",
+              help="Signal class for the top-level numbers (default: the last class of a "
+                   "binary problem; the mean over class pairs otherwise).")
+@_MAX_JETS
+@click.option("--overwrite", is_flag=True, help="Replace an earlier evaluation in DIR.")
+def evaluate(checkpoint: Path, data: tuple[Path, ...], output: Path, split: str,
+             variations: tuple[str, ...], signal: str | None, max_jets: int | None,
+             overwrite: bool) -> None:
+    """Evaluate a fine-tuned classifier: accuracy, AUC, background rejection, ROC plot."""
+
+    def run() -> Any:
+        from .evaluate import evaluate as run_evaluate
+
+        if not data:
+            _fail("give at least one data file (--data)")
+        chosen: str | list[str] | None = None
+        if variations:
+            chosen = "all" if list(variations) == ["all"] else list(variations)
+        return run_evaluate(checkpoint, list(data), output, split=split, variations=chosen,
+                            signal=signal, max_jets=max_jets, overwrite=overwrite)
+
+    m = _run(run)
+
+    def number(value: float | None, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    click.echo(f"{m['n_jets']} jets ({m['definition']}): accuracy {number(m['accuracy'], 3)}, "
+               f"AUC {number(m['auc'], 4)}, 1/eps_B at eps_S = 0.3: "
+               f"{number(m['rejection_at_0.3'], 1)}, at 0.5: {number(m['rejection_at_0.5'], 1)}"
+               f" -> {output / 'metrics.json'}, {output / 'roc.png'}")
+
+
+@click.command()
+@click.argument("name", required=False)
+def configs(name: str | None) -> None:
+    """List the shipped training configs, or print one (to copy and edit)."""
+    from .config import ConfigError, resolve_config_path, shipped_configs
+
+    if name is None:
+        for config in shipped_configs():
+            first = resolve_config_path(config).read_text().splitlines()[0].lstrip("# ")
+            click.echo(f"{config:<22} {first}")
+        return
+    try:
+        click.echo(resolve_config_path(name).read_text(), nl=False)
+    except ConfigError as err:
+        _fail(str(err))
+
+
+COMMANDS = (train, finetune, evaluate, configs)

@@ -1,0 +1,240 @@
+"""Fine-tuning (``resim finetune``): a classifier on a pre-trained or a fresh encoder.
+
+RS3L's options (Harris et al., arXiv 2403.07066): the pre-trained backbone either
+"fixed" (frozen weights, BatchNorm statistics and dropout in evaluation mode) or
+"floating" (trained along with the head), a linear or an MLP head, cross-entropy on the
+class labels, Adam at 1e-4 with 1000 jets per batch, and a labelled fraction of the
+training jets. Without a pre-training checkpoint the encoder is built from the config's
+``[encoder]`` section with random weights: the fully supervised baseline.
+
+The checkpoint (``DIR/last.pt``) holds ``kind = "finetune"``, the encoder's name and
+settings, the head, and the class mapping (class name -> label names), so
+``resim evaluate`` can rebuild the classifier and read any data with those labels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+
+from .config import Config, FinetuneConfig
+from .data import JetData, LabelledJets
+from .encoders import Encoder
+from .features import FEATURES, N_FEATURES
+from .heads import linear_classifier, mlp_classifier
+from .loop import (
+    CHECKPOINT,
+    FitResult,
+    Loader,
+    Position,
+    RunError,
+    Runtime,
+    fit,
+    load_checkpoint,
+    resumed_config,
+    seed_everything,
+    setup_runtime,
+)
+from .pretrain import (
+    Paths,
+    build_encoder_from,
+    encoder_from_checkpoint,
+    fractions,
+    open_data,
+    stored_paths,
+)
+
+
+class Classifier(nn.Module):
+    """An encoder and a classification head; ``model(batch) -> (cross-entropy, logs)``."""
+
+    def __init__(self, encoder: Encoder, n_classes: int, head: str = "linear",
+                 hidden: Sequence[int] = (128,), dropout: float = 0.1, frozen: bool = False):
+        super().__init__()
+        self.encoder = encoder
+        self.frozen = frozen
+        if head == "linear":
+            self.head = linear_classifier(encoder.embed_dim, n_classes)
+        else:
+            self.head = mlp_classifier(encoder.embed_dim, n_classes, tuple(hidden),
+                                       dropout=dropout)
+        if frozen:
+            encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> Classifier:
+        super().train(mode)
+        if self.frozen:  # a fixed backbone is used as it was pre-trained
+            self.encoder.eval()
+        return self
+
+    def logits(self, batch: dict[str, Tensor]) -> Tensor:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            h = self.encoder(batch["x"], batch["v"], batch["mask"])
+        return self.head(h)
+
+    def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
+        logits = self.logits(batch).float()
+        loss = functional.cross_entropy(logits, batch["label"])
+        accuracy = (logits.argmax(dim=1) == batch["label"]).float().mean()
+        return loss, {"accuracy": float(accuracy)}
+
+    @torch.no_grad()
+    def probabilities(self, batch: dict[str, Tensor]) -> Tensor:
+        """Class probabilities (N, C), in whatever mode the model is in."""
+        return torch.softmax(self.logits(batch).float(), dim=1)
+
+
+def build_classifier(encoder: Encoder, n_classes: int, cfg: FinetuneConfig) -> Classifier:
+    return Classifier(encoder, n_classes, cfg.head, cfg.head_hidden, cfg.head_dropout,
+                      frozen=cfg.backbone == "fixed")
+
+
+def variations_arg(names: Sequence[str]) -> str | list[str]:
+    """``data.variations`` as ``LabelledJets`` takes it: nominal by default, ``["all"]``: all."""
+    if not names:
+        return "nominal"
+    return "all" if list(names) == ["all"] else list(names)
+
+
+def labelled_jets(config: Config, data: JetData, split: str, rt: Runtime | None, *,
+                  fraction: float = 1.0, shuffle: bool = False,
+                  variations: str | Sequence[str] | None = None,
+                  batch_size: int | None = None) -> LabelledJets:
+    """One jet per row of ``split`` (``data.variations`` unless ``variations`` is given)."""
+    d = config.data
+    try:
+        return LabelledJets(
+            data, split=split, variations=variations or variations_arg(d.variations),
+            fraction=fraction, batch_size=batch_size or d.batch_size,
+            max_particles=d.max_particles, max_jets=d.max_jets, shuffle=shuffle,
+            drop_last=False,  # small labelled fractions may hold less than one batch
+            seed=config.run.seed, fractions=fractions(config),
+            rank=rt.rank if rt else 0, world_size=rt.world_size if rt else 1)
+    except ValueError as err:
+        raise RunError(f"{split} split: {err}") from None
+
+
+def class_mapping(config: Config, data_labels: Sequence[str]) -> dict[str, list[str]]:
+    """``data.classes``, or every label of the data its own class."""
+    if config.data.classes:
+        return {name: list(labels) for name, labels in config.data.classes.items()}
+    return {label: [label] for label in data_labels}
+
+
+def classes_override(classes: Mapping[str, Sequence[str]]) -> str:
+    """``--classes`` as a config override: ``data.classes={qcd=["q","g"], top=["top"]}``."""
+    items = ", ".join(f'{name} = [{", ".join(f"{label!r}" for label in labels)}]'
+                      for name, labels in classes.items())
+    return "data.classes={" + items.replace("'", '"') + "}"
+
+
+def finetune(
+    config: Config | None,
+    data: Paths | None,
+    output: str | Path,
+    checkpoint: str | Path | None = None,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+    rt: Runtime | None = None,
+    stop_after_steps: int | None = None,
+    on_step: Callable[[Position], None] | None = None,
+) -> FitResult:
+    """Fine-tune a classifier on the labelled jets of ``data``; checkpoints in ``output``.
+
+    ``checkpoint``: a pre-training checkpoint whose encoder is fine-tuned; without it the
+    config's ``[encoder]`` is trained from scratch. ``[finetune]`` (defaults if absent)
+    chooses head, backbone and labelled fraction.
+    """
+    output = Path(output)
+    spec: dict[str, Any]
+    if resume and (output / CHECKPOINT).is_file():
+        state = load_checkpoint(output / CHECKPOINT)
+        if state.get("kind") != "finetune":
+            raise RunError(f"{output / CHECKPOINT} is not a fine-tuning run")
+        config = resumed_config(state, config, overrides)
+        data = stored_paths(state, data)
+        spec, pretrained = state["encoder"], state["pretrained"]
+        encoder = encoder_from_spec(spec)  # weights come with the model state
+    else:
+        if config is None:
+            raise RunError("give a fine-tuning config (--config)")
+        config = config.with_overrides(overrides)
+        seed_everything(config.run.seed)
+        if checkpoint is not None:
+            source = load_checkpoint(checkpoint)
+            if source.get("kind") != "pretrain":
+                raise RunError(f"{checkpoint}: not a pre-training checkpoint (kind "
+                               f"{source.get('kind')!r}); fine-tune the output of resim train")
+            encoder, spec = encoder_from_checkpoint(source), source["encoder"]
+            pretrained = str(Path(checkpoint).resolve())
+        elif config.encoder is not None:
+            encoder = build_encoder_from(config)
+            spec = {"name": config.encoder.name, "settings": dict(config.encoder.settings),
+                    "n_features": N_FEATURES}
+            pretrained = None
+        else:
+            raise RunError("give --checkpoint (a pre-trained encoder), or a config with an "
+                           "[encoder] section to train one from scratch")
+    if not data:
+        raise RunError("give at least one data file (--data)")
+    rt = rt or setup_runtime(config.run.device, config.run.threads)
+    ft = config.finetune or FinetuneConfig()
+
+    probe = open_data(data)
+    classes = class_mapping(config, probe.labels)
+    jets = open_data(data, classes)
+    train = labelled_jets(config, jets, "train", rt, fraction=ft.fraction, shuffle=True)
+    val = None
+    if config.run.validate and config.data.splits[1] > 0:
+        try:
+            val = Loader(labelled_jets(config, jets, "val", rt), config.run.num_workers)
+        except RunError:
+            val = None
+    model = build_classifier(encoder, len(classes), ft)
+    extra = {
+        "kind": "finetune",
+        "encoder": spec,
+        "finetune": {"head": ft.head, "head_hidden": list(ft.head_hidden),
+                     "head_dropout": ft.head_dropout, "backbone": ft.backbone,
+                     "fraction": ft.fraction},
+        "classes": classes,
+        "pretrained": pretrained,
+        "features": list(FEATURES),
+        "data": {"paths": [str(Path(p).resolve()) for p in data], "labels": list(jets.labels),
+                 "variations": list(jets.variations), "n_train_jets": train.n_jets},
+    }
+    return fit(model, Loader(train, config.run.num_workers), val, config, output, rt,
+               resume=resume, overwrite=overwrite, extra=extra, progress=progress,
+               stop_after_steps=stop_after_steps, on_step=on_step)
+
+
+def encoder_from_spec(spec: Mapping[str, Any]) -> Encoder:
+    from .encoders import build_encoder
+
+    return build_encoder(spec["name"], N_FEATURES, **spec["settings"])
+
+
+def classifier_from_checkpoint(state: dict[str, Any]) -> Classifier:
+    """The trained classifier of a fine-tuning checkpoint, in evaluation mode."""
+    if state.get("kind") != "finetune":
+        raise RunError(f"not a fine-tuning checkpoint (kind {state.get('kind')!r}); "
+                       "evaluate the output of resim finetune")
+    if list(state.get("features", FEATURES)) != list(FEATURES):
+        raise RunError("the checkpoint was trained on other input features")
+    ft = state["finetune"]
+    cfg = FinetuneConfig(ft["head"], tuple(ft["head_hidden"]), ft["head_dropout"],
+                         ft["backbone"], ft["fraction"])
+    model = build_classifier(encoder_from_spec(state["encoder"]), len(state["classes"]), cfg)
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+__all__ = ["Classifier", "build_classifier", "classifier_from_checkpoint", "finetune"]

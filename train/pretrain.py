@@ -1,0 +1,183 @@
+"""Self-supervised pre-training (``resim train``): a config, data files, an output directory.
+
+Builds the encoder and the method from the config, the training and validation batches
+from the data (views of each group chosen by ``data.views``, splits by hard event), and
+runs :func:`resim.train.loop.fit`. The checkpoint (``DIR/last.pt``) holds, besides what
+the loop saves, ``kind = "pretrain"``, the encoder's name and settings (so fine-tuning
+can rebuild it; its weights are the ``encoder.*`` entries of ``model``), the method, the
+feature names and the data's labels and variations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Config, ConfigError
+from .data import JetData, PretrainBatches
+from .encoders import Encoder, build_encoder
+from .features import FEATURES, N_FEATURES
+from .loop import (
+    CHECKPOINT,
+    FitResult,
+    Loader,
+    Position,
+    RunError,
+    Runtime,
+    fit,
+    load_checkpoint,
+    resumed_config,
+    seed_everything,
+    setup_runtime,
+)
+from .methods import Method, build_method
+
+Paths = Sequence[str | Path]
+
+
+def build_encoder_from(config: Config) -> Encoder:
+    """The ``[encoder]`` of ``config`` (errors name the config file and section)."""
+    config.require("encoder")
+    try:
+        return build_encoder(config.encoder.name, N_FEATURES, **config.encoder.settings)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(config.source, "encoder", str(err)) from None
+
+
+def build_pretraining(config: Config) -> Method:
+    """Encoder + method of ``config``, initialised from ``run.seed``."""
+    config.require("encoder", "method")
+    seed_everything(config.run.seed)
+    encoder = build_encoder_from(config)
+    try:
+        return build_method(config.method.name, encoder, **config.method.settings)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(config.source, "method", str(err)) from None
+
+
+def augmentation(config: Config) -> Callable | None:
+    """The ``[augment]`` chain, or None."""
+    from .augment import build_augmentation
+
+    if not config.augment.names:
+        return None
+    return build_augmentation(list(config.augment.names), **config.augment.settings)
+
+
+def fractions(config: Config) -> dict[str, float]:
+    return dict(zip(("train", "val", "test"), config.data.splits, strict=True))
+
+
+def pretrain_batches(config: Config, data: JetData, split: str, rt: Runtime) -> PretrainBatches:
+    """The pre-training batches of ``split`` for this process (views by ``data.views``)."""
+    d, views = config.data, config.data.views
+    if d.batch_size % views.count:
+        raise ConfigError(config.source, "data.batch_size",
+                          f"must be a multiple of data.views.count = {views.count} "
+                          f"(batches hold whole groups), got {d.batch_size}")
+    try:
+        return PretrainBatches(
+            data, split=split, batch_groups=d.batch_size // views.count, views=views.count,
+            mode=views.mode, variations=views.variations or None,
+            source="augment" if views.source == "augment" else "resim",
+            augment=augmentation(config), max_particles=d.max_particles, max_jets=d.max_jets,
+            seed=config.run.seed, shuffle=split == "train", fractions=fractions(config),
+            rank=rt.rank, world_size=rt.world_size)
+    except ValueError as err:
+        raise RunError(f"{split} split: {err}") from None
+
+
+def open_data(paths: Paths, classes: dict[str, Sequence[str]] | None = None) -> JetData:
+    """The data files as one data set; unreadable files are a :class:`RunError`."""
+    from resim.dataset import DatasetError
+
+    try:
+        return JetData([str(p) for p in paths], classes or None)
+    except (DatasetError, OSError, ValueError) as err:
+        raise RunError(str(err)) from None
+
+
+def stored_paths(state: dict[str, Any], paths: Paths | None) -> list[str]:
+    """The data of a resumed run: the stored paths, which ``paths`` (if given) must match."""
+    stored = state["data"]["paths"]
+    if paths:
+        given = [str(Path(p).resolve()) for p in paths]
+        if given != stored:
+            raise RunError(f"--resume: the run was trained on {stored}, not {given}")
+    return stored
+
+
+def pretrain(
+    config: Config | None,
+    data: Paths | None,
+    output: str | Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    overrides: Sequence[str] = (),
+    progress: bool = True,
+    rt: Runtime | None = None,
+    stop_after_steps: int | None = None,
+    on_step: Callable[[Position], None] | None = None,
+) -> FitResult:
+    """Pre-train the encoder of ``config`` on the files ``data``; checkpoints in ``output``.
+
+    With ``resume`` the config and data come from ``output/last.pt`` (a ``config`` or
+    ``data`` given as well must match; ``overrides`` may extend ``run.epochs``).
+    """
+    output = Path(output)
+    if resume and (output / CHECKPOINT).is_file():
+        state = load_checkpoint(output / CHECKPOINT)
+        if state.get("kind") != "pretrain":
+            raise RunError(f"{output / CHECKPOINT} is not a pre-training run")
+        config = resumed_config(state, config, overrides)
+        data = stored_paths(state, data)
+    elif config is None:
+        raise RunError("give a config (--config)")
+    else:
+        config = config.with_overrides(overrides)
+    if not data:
+        raise RunError("give at least one data file (--data)")
+    config.require("encoder", "method")
+    rt = rt or setup_runtime(config.run.device, config.run.threads)
+
+    jets = open_data(data)
+    train = pretrain_batches(config, jets, "train", rt)
+    val = None
+    if config.run.validate and config.data.splits[1] > 0:
+        try:
+            val = Loader(pretrain_batches(config, jets, "val", rt), config.run.num_workers)
+        except RunError:  # a tiny data set may have no usable validation group
+            val = None
+    model = build_pretraining(config)
+    extra = {
+        "kind": "pretrain",
+        "encoder": {"name": config.encoder.name, "settings": dict(config.encoder.settings),
+                    "n_features": N_FEATURES},
+        "method": {"name": config.method.name, "settings": dict(config.method.settings)},
+        "features": list(FEATURES),
+        "data": {"paths": [str(Path(p).resolve()) for p in data], "labels": list(jets.labels),
+                 "variations": list(jets.variations), "n_jets": jets.n_jets,
+                 "skipped_groups": train.skipped_groups},
+    }
+    return fit(model, Loader(train, config.run.num_workers), val, config, output, rt,
+               resume=resume, overwrite=overwrite, extra=extra, progress=progress,
+               stop_after_steps=stop_after_steps, on_step=on_step)
+
+
+def encoder_from_checkpoint(state: dict[str, Any]) -> Encoder:
+    """The encoder of a pre-training or fine-tuning checkpoint, with its trained weights."""
+    spec = state["encoder"]
+    if spec.get("n_features", N_FEATURES) != N_FEATURES or \
+            list(state.get("features", FEATURES)) != list(FEATURES):
+        raise RunError("the checkpoint's encoder was trained on other input features "
+                       f"({state.get('features')}); this resim computes {list(FEATURES)}")
+    encoder = build_encoder(spec["name"], N_FEATURES, **spec["settings"])
+    prefix = "encoder."
+    weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
+    encoder.load_state_dict(weights)
+    return encoder
+
+
+__all__ = ["build_encoder_from", "build_pretraining", "encoder_from_checkpoint", "pretrain"]
