@@ -119,6 +119,9 @@ class HardProcessSource:
             # Pythia's reader takes a malformed event for the end of the file; knowing the
             # real length tells the two apart, and a too-short file is caught up front.
             self.lhe_events = count_lhe_events(card.hard_process.lhe)
+            if self.lhe_events == 0:
+                raise CardError(card.path, "hard_process.lhe", f"{card.hard_process.lhe} has "
+                                "no <event> blocks: not a Les Houches event file")
             if card.run.events > self.lhe_events:
                 raise CardError(card.path, "run.events", f"the Les Houches file "
                                 f"{card.hard_process.lhe} has {self.lhe_events} events, the "

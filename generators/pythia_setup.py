@@ -15,6 +15,7 @@ import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pythia8mc
 
@@ -93,14 +94,41 @@ def allowed_range(pythia: pythia8mc.Pythia, name: str) -> str:
     return ""
 
 
+def kind_problem(settings: pythia8mc.Settings, name: str, value: Any) -> str | None:
+    """Why ``value`` (as written in a card) does not fit the kind of Pythia setting ``name``,
+    or None. Pythia itself would truncate 1.5 to 1 for an integer setting, read a list as
+    its first entry and take 0.5 for "off", all without a word."""
+    vector = any(test(name) for test in (settings.isFVec, settings.isMVec, settings.isPVec,
+                                          settings.isWVec))
+    if value is None or vector:
+        return None
+    if isinstance(value, list):
+        return "takes a single value, not a list"
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if settings.isMode(name) and not (number and float(value).is_integer()):
+        return "takes an integer"
+    if settings.isParm(name) and not number:
+        return "takes a number"
+    words = ("on", "off", "true", "false", "yes", "no")  # Pythia reads any other as off
+    if settings.isFlag(name) and not (isinstance(value, bool) or value in (0, 1) or (
+            isinstance(value, str) and value.lower() in words)):
+        return "takes true or false (on/off)"
+    return None
+
+
 def configure(pythia: pythia8mc.Pythia, settings: Iterable[PythiaSetting], card: Path) -> None:
-    """``readString`` each setting; a rejected one raises a CardError naming its key."""
+    """``readString`` each setting; a rejected one, or a value of the wrong kind for its
+    setting, raises a CardError naming its key."""
     for s in settings:
         with captured_stdout() as out:
             ok = pythia.readString(s.line)
         if not ok:
             raise CardError(card, s.key, f"Pythia rejects '{s.line}': "
                             f"{pythia_message(out[0])}{allowed_range(pythia, s.name)}")
+        problem = kind_problem(pythia.settings, s.name, s.value)
+        if problem:
+            raise CardError(card, s.key, f"the Pythia setting {s.name} {problem}, "
+                            f"got {s.value!r}")
 
 
 def initialize(pythia: pythia8mc.Pythia, card: Path, key: str, what: str) -> None:

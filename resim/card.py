@@ -53,6 +53,10 @@ class PythiaSetting:
 
     key: str  # e.g. 'variations.fsr_up.settings."TimeShower:renormMultFac"'
     line: str  # e.g. 'TimeShower:renormMultFac = 0.25'
+    #: The value as written in the card (None for settings resim makes itself): Pythia
+    #: reads ``1.5`` for an integer setting as 1 and a list for a number as its first
+    #: entry without complaint, so the type is checked against the setting's kind.
+    value: Any = field(default=None, compare=False)
 
     @property
     def name(self) -> str:
@@ -484,7 +488,8 @@ class _Table:
                     isinstance(v, dict | list) for v in value)):
                 raise CardError(self.path, table.key(setting),
                                 f"a Pythia setting takes a number, string or on/off, got {value!r}")
-            out.append(PythiaSetting(table.key(setting), f"{setting} = {pythia_value(value)}"))
+            out.append(PythiaSetting(table.key(setting), f"{setting} = {pythia_value(value)}",
+                                     value))
         return tuple(out)
 
 

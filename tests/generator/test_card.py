@@ -74,6 +74,17 @@ BAD_CARDS = [
       'settings = { "TimeShower:alphaSvalue" = 0.12 }\n[variations.fsr_down]'),
      'variations.hadronization.settings."TimeShower:alphaSvalue"', "not a hadronization"),
     (("[decays.6]", "[decays.top]"), "decays.top", "keyed by PDG id"),
+    # Values Pythia would silently misread: 1.5 as 1, a list as its first entry, 0.5 as off.
+    (('"TimeShower:renormMultFac" = 0.25', '"TimeShower:renormMultFac" = [0.25, 0.5]'),
+     'variations.fsr_up.settings."TimeShower:renormMultFac"', "takes a single value"),
+    (('"TimeShower:renormMultFac" = 4.0', '"PartonShowers:model" = 1.5'),
+     'variations.fsr_down.settings."PartonShowers:model"', "takes an integer, got 1.5"),
+    (("[decays.6]", '[pythia]\nsettings = { "PartonLevel:MPI" = 0.5 }\n[decays.6]'),
+     'pythia.settings."PartonLevel:MPI"', "takes true or false"),
+    (("[decays.6]", '[pythia]\nsettings = { "PartonLevel:MPI" = "maybe" }\n[decays.6]'),
+     'pythia.settings."PartonLevel:MPI"', "takes true or false"),
+    (('"PhaseSpace:pTHatMin" = 450.0', '"PhaseSpace:pTHatMin" = "450 GeV"'),
+     'hard_process.settings."PhaseSpace:pTHatMin"', "takes a number, got '450 GeV'"),
 ]
 
 
@@ -92,6 +103,27 @@ def test_bad_card_is_one_line_naming_file_and_key_and_writes_nothing(tmp_path, c
     assert message.startswith(f"error: {card}: {key}: ")
     assert words in message
     assert list(tmp_path.iterdir()) == [card]
+
+
+def test_a_file_that_is_not_les_houches_is_a_card_error(tmp_path):
+    (tmp_path / "events.lhe").write_text("<html>not events</html>\n")
+    card = tmp_path / "bad.toml"
+    card.write_text(GOOD.replace('settings = { "Top:gg2ttbar"', 'lhe = "events.lhe"\n#', 1))
+    result = CliRunner().invoke(main, ["generate", "--card", str(card), "--output",
+                                       str(tmp_path / "o.h5")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (f"error: {card}: hard_process.lhe: {tmp_path}/events.lhe "
+                                     "has no <event> blocks: not a Les Houches event file")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "events.lhe"]
+
+
+def test_settings_of_the_right_kind_are_accepted(tmp_path):
+    card = tmp_path / "fine.toml"
+    card.write_text(GOOD.replace("[decays.6]", '[pythia]\nsettings = { "PartonLevel:MPI" = '
+                                 '"on", "Tune:pp" = 14.0, "MultipartonInteractions:pT0Ref" = 2, '
+                                 '"PDF:pSet" = 13 }\n[decays.6]'))
+    result = CliRunner().invoke(main, ["check", str(card)])
+    assert result.exit_code == 0, result.output
 
 
 def test_not_toml_and_missing_card(tmp_path):
