@@ -129,8 +129,11 @@ def setup_runtime(device: str = "auto", threads: int = 0) -> Runtime:
 
     ``device``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"`` or ``"cuda"``. DDP is
     used when ``WORLD_SIZE`` > 1 in the environment; the backend is nccl on CUDA and gloo
-    on CPU. Calling it again in an initialised process re-uses the group.
+    on CPU. Calling it again in an initialised process re-uses the group. ``threads`` > 0
+    sets torch's CPU threads.
     """
+    if threads > 0:
+        torch.set_num_threads(threads)
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if use_cuda and not torch.cuda.is_available():
         raise RunError("run.device = 'cuda' but no CUDA device is available")
@@ -420,6 +423,7 @@ class FitResult:
     val_loss: float | None = None
     jets_per_s: float | None = None
     seconds: float = 0.0
+    model: nn.Module | None = field(default=None, repr=False)  # the trained (unwrapped) model
 
 
 def _to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
@@ -535,7 +539,7 @@ def fit(
 
     if rt.main:
         (output / "config.toml").write_text(_config_copy(config))
-    result = FitResult(pos, finished=pos.epoch >= run.epochs)
+    result = FitResult(pos, finished=pos.epoch >= run.epochs, model=model)
     if result.finished:
         log.close()
         return result
