@@ -86,9 +86,14 @@ _BATCH_STREAM = 2
 #: Constituents between two wanted jets below which one read covers both (a few chunks'
 #: worth of bytes is cheaper to copy than an extra h5py call per column).
 _READ_GAP = 8192
-#: HDF5 chunk cache per column: holds the chunks of a shuffle window (see Streaming).
-_CACHE_BYTES = 32 << 20
+#: HDF5 chunk cache per column (and per segment file of a virtual data set): holds the
+#: chunks of a default shuffle window (see Streaming), ~6 MB per float column. Measured on
+#: a 12k-jet file: reading + padding ran 5x faster than with HDF5's default 1 MB.
+_CACHE_BYTES = 16 << 20
 _CACHE_SLOTS = 4099
+#: Files are closed (and reopened on the next read) after this many constituents were
+#: read, which bounds what the caches of many segment files can hold to a few hundred MB.
+_REOPEN_AFTER = 1 << 23
 
 
 # -- hashing, splits, subsets (pure) --------------------------------------------------------
@@ -273,6 +278,7 @@ class JetData:
         self._handles: list[dict[str, h5py.Dataset] | None] = [None] * len(self.paths)
         self._files: list[h5py.File | None] = [None] * len(self.paths)
         self._pid = os.getpid()
+        self._read_since_open = 0
 
     @staticmethod
     def _read_index(path: Path) -> dict[str, Any]:
@@ -366,6 +372,7 @@ class JetData:
             self._handles = [None] * len(self.paths)
             self._files = [None] * len(self.paths)
             self._pid = os.getpid()
+            self._read_since_open = 0
         if self._handles[f] is None:
             h5 = h5py.File(self.paths[f], "r", rdcc_nbytes=_CACHE_BYTES,
                            rdcc_nslots=_CACHE_SLOTS)
@@ -374,11 +381,13 @@ class JetData:
         return self._handles[f]
 
     def close(self) -> None:
+        """Close the files (and free their chunk caches); the next read reopens them."""
         for h5 in self._files:
             if h5 is not None and self._pid == os.getpid():
                 h5.close()
         self._handles = [None] * len(self.paths)
         self._files = [None] * len(self.paths)
+        self._read_since_open = 0
 
     def particles(self, rows: np.ndarray, max_particles: int) -> Particles:
         """The hardest ``max_particles`` constituents of jets ``rows`` (any order, repeats
@@ -405,6 +414,9 @@ class JetData:
             columns = self._columns(f)
             for c in CONSTITUENT_FIELDS:
                 parts[c].append(columns[c][a:b])
+        self._read_since_open += int(size.sum())
+        if self._read_since_open > _REOPEN_AFTER:
+            self.close()
         take = group_ranges(position[inverse], kept[inverse])[0]
         flat = {c: (np.concatenate(p) if p else np.zeros(0))[take] for c, p in parts.items()}
         return Particles.from_flat(flat, kept[inverse], max_particles)
