@@ -15,6 +15,10 @@ subprocess. Two rates per rank count:
 - **wall clock**: realizations / seconds of the whole command, Python start-up, Pythia
   set-up and the final data-set step included (printed too, with the split).
 
+It also prints the CPU time per realization at both rank counts (from each rank's
+process time while generating), which time-sharing with other processes does not change:
+equal values mean a second rank adds no work of its own.
+
 The machine is shared: before each run the benchmark waits (up to ``--wait`` s) until
 other processes use less than ``--max-load`` cores (sampled from /proc/stat), and for every
 run it prints the CPU other processes took during it (all CPU time on the machine minus
@@ -86,6 +90,12 @@ class Run:
     setup: float  # slowest rank's Pythia set-up
     work: float  # slowest rank's generating time
     foreign: float  # cores used by other processes during the run, on average
+    jets: int
+    cpu: float  # CPU seconds of all ranks while generating
+
+    @property
+    def cpu_per_realization(self) -> float:
+        return self.cpu / self.realizations
 
     @property
     def steady_rate(self) -> float:
@@ -108,13 +118,15 @@ def run_once(ranks: int, card: Path, events: int, directory: Path) -> Run:
     busy1, cpu1 = _cpu_busy()[0], _children_cpu()
     with h5py.File(out, "r") as f:
         timings = json.loads(f.attrs["rank_timings"])
+        jets = int(f.attrs["n_jets"])
     assert len(timings) == ranks, timings
     shutil.rmtree(out.with_name(out.name + ".parts"))
     out.unlink()
     return Run(ranks=ranks, realizations=sum(t["realizations"] for t in timings), wall=wall,
                setup=max(t["setup_seconds"] for t in timings),
                work=max(t["work_seconds"] for t in timings),
-               foreign=max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall)
+               foreign=max(0.0, (busy1 - busy0) - (cpu1 - cpu0)) / wall, jets=jets,
+               cpu=sum(t["cpu_seconds"] for t in timings))
 
 
 def main() -> None:
@@ -142,7 +154,8 @@ def main() -> None:
                 print(f"  round {r + 1}, {ranks} rank{'s' if ranks > 1 else ' '}: "
                       f"wall {run.wall:6.1f} s = set-up {run.setup:4.1f} + generating "
                       f"{run.work:5.1f} + rest {run.wall - run.setup - run.work:4.1f}; "
-                      f"others used {before:.2f} cores before, {run.foreign:.2f} during")
+                      f"others used {before:.2f} cores before, {run.foreign:.2f} during; "
+                      f"{1e3 * run.cpu_per_realization:.2f} CPU ms per realization")
     med = {n: {"steady": statistics.median(x.steady_rate for x in rs),
                "wall": statistics.median(x.wall_rate for x in rs),
                "foreign": statistics.median(x.foreign for x in rs)}
@@ -153,6 +166,14 @@ def main() -> None:
         print(f"{what}:\n  1 rank  {r1:7.1f} realizations/s\n  2 ranks {r2:7.1f} "
               f"realizations/s\n  efficiency rate2 / (2 rate1) = {r2 / (2 * r1):.3f}"
               + ("   (target >= 0.90)" if kind == "steady" else ""))
+    cpu = {n: statistics.median(x.cpu_per_realization for x in rs) for n, rs in runs.items()}
+    print(f"CPU time per realization while generating: {1e3 * cpu[1]:.2f} ms (1 rank), "
+          f"{1e3 * cpu[2]:.2f} ms (2 ranks): ratio {cpu[1] / cpu[2]:.3f} (1 = no extra work "
+          "per realization with more ranks; insensitive to other processes' load)")
+    last = runs[1][-1]
+    print(f"jets per realization (selection of the card): {last.jets / last.realizations:.3f}; "
+          f"one core makes {3600 * med[1]['steady'] * last.jets / last.realizations:.0f} "
+          "jets per hour in the steady state")
     print(f"median CPU used by other processes during the runs: "
           f"{med[1]['foreign']:.2f} cores (1 rank), {med[2]['foreign']:.2f} cores (2 ranks); "
           f"load average {os.getloadavg()[0]:.2f} at the end (includes these runs)")

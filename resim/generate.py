@@ -295,11 +295,12 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
         kept, shares = _plan(comm, parts, card.run.events)
         bar = Progress(card.run.events, enabled=progress and rank == 0)
         bar.resume_from(sum(s.done - s.first for s in kept))
-        began = time.monotonic()
+        began, began_cpu = time.monotonic(), time.process_time()
         with stdout_to(parts / f"pythia-rank{rank}.log"):
             made, realizations = _run_share(pipeline, shares[rank], parts, comm, bar)
         timing = {"rank": rank, "setup_seconds": round(setup, 3),
                   "work_seconds": round(time.monotonic() - began, 3),
+                  "cpu_seconds": round(time.process_time() - began_cpu, 3),
                   "events": sum(b - a for a, b in shares[rank]),
                   "realizations": realizations}
         bar.close()
