@@ -283,8 +283,10 @@ class DatasetWriter:
         self.abort()
 
 
-def open_data_set(path: Path) -> h5py.File:
+def open_data_set(path: Path, **h5py_options: Any) -> h5py.File:
     """Open a data set's file for reading, able to open every segment it maps at once.
+
+    ``h5py_options`` go to ``h5py.File`` (e.g. the trainer's chunk-cache sizes).
 
     A read spanning many segments opens all their files together, and HDF5 fills the
     rows of a source file it cannot open with zeros *without an error*: with ~1000
@@ -292,7 +294,7 @@ def open_data_set(path: Path) -> h5py.File:
     corrupted a full-column read. So the soft limit is raised as far as needed (up to the
     hard limit); past the hard limit the open fails with a message saying so.
     """
-    f = h5py.File(path, "r")
+    f = h5py.File(path, "r", **h5py_options)
     try:
         _allow_open_files(path, _segment_files(f))
     except OSError:

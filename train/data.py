@@ -66,7 +66,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from resim.dataset import CONSTITUENT_FIELDS, DatasetError, JetDataset
-from resim.store import parts_dir
+from resim.layout import FORMAT
+from resim.store import open_data_set, parts_dir
 
 from .features import Particles, features
 from .views import ViewPolicy, choose_views, group_ranges
@@ -215,13 +216,17 @@ def _open_checked(path: Path) -> JetDataset:
     """``resim.open(path)`` with errors that name the path and say what is wrong."""
     if not path.is_file() and not parts_dir(path).is_dir():
         raise FileNotFoundError(f"{path}: no such data set file")
-    try:
-        ds = JetDataset(path)
-    except DatasetError:
-        raise
-    except OSError as err:
-        raise DatasetError(f"{path}: not a resim data set (cannot read it as HDF5: {err})") \
-            from None
+    if path.is_file():
+        try:
+            with h5py.File(path, "r") as h5:
+                fmt = h5.attrs.get("format")
+        except OSError as err:
+            raise DatasetError(f"{path}: not a resim data set (cannot read it as HDF5: "
+                               f"{err})") from None
+        if fmt != FORMAT:
+            raise DatasetError(f"{path}: not a resim data set (no format={FORMAT!r} "
+                               "attribute)")
+    ds = JetDataset(path)  # also: a run that has not finished
     px = ds._h5["constituents/px"]
     if px.is_virtual:  # rows live in the segment files beside it: missing ones read as 0
         for source in {s.file_name for s in px.virtual_sources()}:
@@ -374,8 +379,10 @@ class JetData:
             self._pid = os.getpid()
             self._read_since_open = 0
         if self._handles[f] is None:
-            h5 = h5py.File(self.paths[f], "r", rdcc_nbytes=_CACHE_BYTES,
-                           rdcc_nslots=_CACHE_SLOTS)
+            # open_data_set raises the open-file limit to cover every segment (HDF5 reads
+            # zeros from segments it cannot open)
+            h5 = open_data_set(self.paths[f], rdcc_nbytes=_CACHE_BYTES,
+                               rdcc_nslots=_CACHE_SLOTS)
             self._files[f] = h5
             self._handles[f] = {c: h5["constituents"][c] for c in CONSTITUENT_FIELDS}
         return self._handles[f]

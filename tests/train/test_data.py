@@ -33,7 +33,8 @@ CARDS = Path(__file__).parent.parent / "cards"
 @pytest.fixture(scope="module")
 def reordered_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A few top events whose card lists other variations in another order (seed first,
-    two seed realizations, a re-hadronization): codes that must be remapped."""
+    two seed and two nominal realizations, a re-hadronization): codes that must be
+    remapped, and groups with several realizations of one variation."""
     from resim.card import load_card
     from resim.generate import generate
 
@@ -42,6 +43,7 @@ def reordered_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 [variations.seed]
 realizations = 2
 [variations.nominal]
+realizations = 2
 [variations.hadronization]
 stage = "hadronization"
 settings = { "StringZ:aLund" = 0.9 }
@@ -50,7 +52,7 @@ settings = { "StringZ:aLund" = 0.9 }
     card = directory / "reordered.toml"
     card.write_text(text)
     output = directory / "reordered.h5"
-    generate(load_card(card).with_overrides(events=12, output=output), progress=False)
+    generate(load_card(card).with_overrides(events=8, output=output), progress=False)
     return output
 
 
@@ -229,6 +231,37 @@ def test_policies_and_ablations_draw_only_allowed_variations(top_dataset, qcd_da
     assert len(ds.groups) == int((data.groups_in("train") & need).sum())
 
 
+def test_the_nominal_anchor_is_the_first_nominal_realization(reordered_dataset):
+    jets = jets_of(reordered_dataset)
+    variation = ak.to_numpy(jets.variation).astype(str)
+    realization = ak.to_numpy(jets.realization)
+    group = ak.to_numpy(jets.group)
+    nominal = variation == "nominal"
+    # The lowest nominal realization that made a jet in each group (realization 0 may not).
+    first = {g: realization[nominal & (group == g)].min() for g in set(group[nominal])}
+    others, second = set(), {}
+    for epoch in range(30):
+        ds = PretrainBatches(reordered_dataset, split="all", batch_groups=4,
+                             mode="nominal_plus", epoch=epoch)
+        for i in range(len(ds)):
+            rows = ds.batch_rows(i)
+            assert (variation[rows[:, 0]] == "nominal").all()
+            assert [realization[r] for r in rows[:, 0]] == [first[g] for g in group[rows[:, 0]]]
+            others |= set(zip(variation[rows[:, 1]], realization[rows[:, 1]].tolist(),
+                              strict=True))
+            for g, r in zip(group[rows[:, 0]], rows[:, 1], strict=True):
+                second.setdefault(g, set()).add(r)
+    assert ("nominal", 1) in others and ("seed", 1) in others
+    # The other view is drawn uniformly from the rest (a second nominal realization too).
+    sizes = {g: int((group == g).sum()) for g in second}
+    assert all(len(second[g]) == sizes[g] - 1 for g in second if sizes[g] <= 5)
+    augmented = PretrainBatches(reordered_dataset, split="all", batch_groups=4,
+                                source="augment", augment=shift_phi)
+    rows = augmented.batch_rows(0)[:, 0]
+    assert (variation[rows] == "nominal").all()
+    assert [realization[r] for r in rows] == [first[g] for g in group[rows]]
+
+
 def shift_phi(p: Particles, rng: np.random.Generator) -> Particles:
     """A trivial augmentation for the tests: rotate every jet by its own random angle."""
     angle = rng.uniform(0.1, 1.0, size=(len(p), 1))
@@ -379,6 +412,9 @@ def test_bad_paths_and_files_give_clear_errors(top_dataset, tmp_path):
     shutil.copy(top_dataset, moved)  # without its .parts directory
     with pytest.raises(FileNotFoundError, match=r"moved\.h5.*segment file"):
         JetData(moved)
+    (tmp_path / "running.h5.parts").mkdir()  # a run still going (or killed)
+    with pytest.raises(DatasetError, match=r"running\.h5.*not finished"):
+        JetData(tmp_path / "running.h5")
     with pytest.raises(ValueError, match="no data set paths"):
         JetData([])
 
