@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import gzip
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,7 +119,11 @@ class HardProcessSource:
         if card.hard_process.lhe is not None:
             # Pythia's reader takes a malformed event for the end of the file; knowing the
             # real length tells the two apart, and a too-short file is caught up front.
-            self.lhe_events = count_lhe_events(card.hard_process.lhe)
+            try:
+                self.lhe_events = count_lhe_events(card.hard_process.lhe)
+            except (OSError, EOFError, zlib.error) as err:  # not gzip, truncated, unreadable
+                raise CardError(card.path, "hard_process.lhe", f"cannot read "
+                                f"{card.hard_process.lhe}: {err}") from None
             if self.lhe_events == 0:
                 raise CardError(card.path, "hard_process.lhe", f"{card.hard_process.lhe} has "
                                 "no <event> blocks: not a Les Houches event file")

@@ -15,8 +15,9 @@ attempt; failures are counted per hard event, never fatal.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import awkward as ak
 import numpy as np
@@ -76,22 +77,29 @@ class Downstream:
         return pythia8mc.Event(self.pythia.event) if ok else None
 
 
+#: Turns one ``nextBatch`` array (None for a failed event) into what is kept of its
+#: successful events, in order — e.g. their visible final state.
+Reader = Callable[[ak.Array], Any]
+
+
 @dataclass
 class Realizations:
     """Realizations of a set of hard events: Pythia events and the job that made each."""
 
-    #: nextBatch output as Pythia gave it: None for a failed event (readers skip those,
-    #: see ``final_state``), so the successful events, in order, are ``jobs``.
-    events: list[ak.Array] = field(default_factory=list)
+    #: One entry per ``nextBatch`` call: what the reader kept of it (by default the array
+    #: itself, None for each failed event); its successful events, in order, are ``jobs``.
+    events: list[Any] = field(default_factory=list)
     jobs: list[Job] = field(default_factory=list)
     failed: dict[int, int] = field(default_factory=dict)  # hard event → failed attempts
     lost: dict[int, int] = field(default_factory=dict)  # hard event → realizations lost
 
-    def add(self, batch: ak.Array, jobs: list[Job]) -> list[Job]:
+    def add(self, batch: ak.Array, jobs: list[Job], read: Reader | None = None) -> list[Job]:
         """Keep the successful entries of a batch; return the jobs that failed."""
         ok = ~ak.to_numpy(ak.is_none(batch, axis=0))
         if ok.any():
-            self.events.append(batch)
+            # Read at once, so the full event records (~2000 entries each) of only one
+            # batch are in memory at a time.
+            self.events.append(batch if read is None else read(batch))
             self.jobs.extend(job for job, good in zip(jobs, ok, strict=True) if good)
         bad = [job for job, good in zip(jobs, ok, strict=True) if not good]
         for job in bad:
@@ -122,8 +130,9 @@ class Resimulator:
     def _seed(self, v: Variation, event: int, realization: int, attempt: int) -> int:
         return derive_seed(self.card.run.seed, v.stage, v.name, event, realization, attempt)
 
-    def realize(self, hard_events: list[HardEvent]) -> Realizations:
-        """Every realization of every variation for these hard events."""
+    def realize(self, hard_events: list[HardEvent], read: Reader | None = None) -> Realizations:
+        """Every realization of every variation for these hard events, each batch of events
+        passed through ``read`` as it comes."""
         out = Realizations()
         partons = self._freeze_partons(hard_events, out)
         for vi, (v, stage) in enumerate(zip(self.card.variations, self.stages, strict=True)):
@@ -136,15 +145,15 @@ class Resimulator:
                 for r in range(v.realizations):
                     job = Job(hard.index, vi, r, 0, self._seed(v, hard.index, r, 0))
                     items.append((job, hard, saved))
-            self._run_with_retries(stage, v, items, out)
+            self._run_with_retries(stage, v, items, out, read)
         return out
 
     def _run_with_retries(self, stage: Downstream, v: Variation,
                           items: list[tuple[Job, HardEvent, pythia8mc.Event | None]],
-                          out: Realizations) -> None:
+                          out: Realizations, read: Reader | None) -> None:
         while items:
             by_job = {job: (hard, saved) for job, hard, saved in items}
-            failed = out.add(stage.run(items), [job for job, _, _ in items])
+            failed = out.add(stage.run(items), [job for job, _, _ in items], read)
             items = []
             for job in failed:
                 if job.attempt + 1 >= self.card.run.max_attempts:

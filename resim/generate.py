@@ -118,6 +118,14 @@ class Pipeline:
         self.timings[step] += now - start
         return now
 
+    def _final_state(self, events: ak.Array) -> FinalState:
+        """Visible final state of a batch of realizations, read as soon as it is made."""
+        start = time.perf_counter()
+        particles = visible_final_state(events, self.particles,
+                                        self.card.jets.constituent_pt_min)
+        self._clock("final state", start)
+        return particles
+
     def block(self, first: int, last: int) -> tuple[dict[str, dict[str, np.ndarray]], BlockStats]:
         """Output tables for hard events [first, last)."""
         card = self.card
@@ -125,15 +133,15 @@ class Pipeline:
         hard = [self.source.event(i) for i in range(first, last)]
         good = [h for h in hard if h is not None]
         t = self._clock("hard process", t)
-        real = self.resimulator.realize(good)
+        reading = self.timings["final state"]
+        real = self.resimulator.realize(good, read=self._final_state)
         t = self._clock("re-simulation", t)
+        self.timings["re-simulation"] -= self.timings["final state"] - reading
         truth = TruthObjects.of(good, card.objects)
         t = self._clock("truth", t)
         tables = empty_tables()
         if real.jobs:
-            particles = FinalState.concatenate([
-                visible_final_state(events, self.particles, card.jets.constituent_pt_min)
-                for events in real.events])
+            particles = FinalState.concatenate(real.events)
             t = self._clock("final state", t)
             jets = make_jets(particles, job_table(real.jobs), truth, card.jets,
                              card.objects.contained)

@@ -117,6 +117,19 @@ def test_a_file_that_is_not_les_houches_is_a_card_error(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml", "events.lhe"]
 
 
+def test_a_broken_gzip_les_houches_file_is_a_card_error(tmp_path):
+    (tmp_path / "events.lhe.gz").write_text("<LesHouchesEvents><event>\n")  # not gzipped
+    card = tmp_path / "bad.toml"
+    card.write_text(GOOD.replace('settings = { "Top:gg2ttbar"', 'lhe = "events.lhe.gz"\n#', 1))
+    result = CliRunner().invoke(main, ["generate", "--card", str(card), "--output",
+                                       str(tmp_path / "o.h5")])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: {card}: hard_process.lhe: cannot read "
+                                    f"{tmp_path}/events.lhe.gz: Not a gzipped file")
+    assert "\n" not in result.stderr.strip()
+    assert not (tmp_path / "o.h5").exists() and not (tmp_path / "o.h5.parts").exists()
+
+
 def test_settings_of_the_right_kind_are_accepted(tmp_path):
     card = tmp_path / "fine.toml"
     card.write_text(GOOD.replace("[decays.6]", '[pythia]\nsettings = { "PartonLevel:MPI" = '
