@@ -127,8 +127,9 @@ def evaluate(
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     curves = roc_curves(p.probs, p.labels, p.class_names, signal=signal)
-    plot_roc(curves, output / "roc.png", title=f"{Path(checkpoint).name}: {split} split, "
-             f"{len(p.labels)} jets")
+    where = Path(checkpoint).resolve()
+    plot_roc(curves, output / "roc.png", title=f"{where.parent.name}/{where.name}: {split} "
+             f"split, {len(p.labels)} jets")
     np.savez_compressed(output / "scores.npz", **raw, class_names=np.array(p.class_names),
                         variation_names=np.array(p.variation_names))
     return metrics

@@ -505,6 +505,12 @@ def fit(
             set_rng_state(rngs[rt.rank])
         else:  # another number of processes: no exact continuation possible anyway
             seed_everything(run.seed + 1_000_003 * (pos.step + 1) + rt.rank)
+            # ranks deal an epoch's batches round-robin: b steps on W processes covered
+            # about the first b * W batches, which take b * W / W' steps on W' processes
+            pos.batch = pos.batch * len(rngs) // rt.world_size
+            if rt.main:
+                click.echo(f"warning: resuming a {len(rngs)}-process run on "
+                           f"{rt.world_size}: it continues, but not bit-identically", err=True)
     else:
         # Ranks share the model's initial weights (seeded before it was built; DDP also
         # broadcasts them) but draw their own dropout masks from here on.
@@ -544,16 +550,20 @@ def fit(
         log.close()
         return result
 
-    jets_done, clock = 0, time.perf_counter()
     try:
         while pos.epoch < run.epochs:
             model.train()
             epoch_loss = Averages()
+            # Training speed of this epoch: from its first batch's arrival (start-up, the
+            # first DataLoader fill and validation do not count).
+            jets_done, clock = 0, None
             bar = _progress(pos, steps_per_epoch, run.epochs, progress and rt.main)
             with bar:
                 batches = iter(train.epoch(pos.epoch, pos.batch))
                 while pos.batch < steps_per_epoch:
                     batch = _to_device(next(batches), rt.device)
+                    if clock is None:
+                        clock = time.perf_counter()
                     with rt.autocast_context():
                         loss, logs = net(batch)
                     optimizer.zero_grad(set_to_none=True)
@@ -572,8 +582,7 @@ def fit(
                     values = {"loss": float(loss.detach()), **logs}
                     epoch_loss.add(values, n_jets)
                     accumulated.add(values, n_jets)
-                    now = time.perf_counter()
-                    rate = jets_done / max(now - clock, 1e-9)
+                    rate = jets_done / max(time.perf_counter() - clock, 1e-9)
                     bar.update(1, f"loss {values['loss']:.4g}  {rate:.0f} jets/s")
                     if pos.step % run.log_every == 0:
                         log.write(pos.step, pos.epoch, "train", {
@@ -592,7 +601,8 @@ def fit(
                         return result
             means = epoch_loss.all_reduce(rt).means()
             result.train_loss = means.get("loss")
-            result.jets_per_s = jets_done / max(time.perf_counter() - clock, 1e-9)
+            if clock is not None:
+                result.jets_per_s = jets_done / max(time.perf_counter() - clock, 1e-9)
             if val is not None and run.validate:
                 val_means = evaluate_loss(net, val, rt)
                 if val_means:
