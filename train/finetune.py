@@ -155,7 +155,9 @@ def finetune(
     """
     output = Path(output)
     spec: dict[str, Any]
-    if resume and (output / CHECKPOINT).is_file():
+    if resume:
+        if not (output / CHECKPOINT).is_file():
+            raise RunError(f"{output}: nothing to resume (no {CHECKPOINT})")
         state = load_checkpoint(output / CHECKPOINT)
         if state.get("kind") != "finetune":
             raise RunError(f"{output / CHECKPOINT} is not a fine-tuning run")

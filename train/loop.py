@@ -304,17 +304,26 @@ def resumed_config(state: dict[str, Any], given: Config | None,
     :data:`RESUMABLE_CHANGES`; anything else would not continue the same run.
     """
     stored = state["config"]
-    config = parse_config(stored["text"], stored["source"], (*stored["overrides"], *overrides))
+    base = parse_config(stored["text"], stored["source"], stored["overrides"])
+    config = base.with_overrides(overrides)
+    changed = _changes(base, config)
+    if changed:
+        raise RunError(f"--resume: {', '.join(changed)} cannot change in a resumed run (only "
+                       f"{', '.join(RESUMABLE_CHANGES)} can); start a new run instead")
     if given is not None:
-        given = given.with_overrides(overrides)
-        a, b = _flat(config.to_dict()), _flat(given.to_dict())
-        changed = [k for k in sorted(set(a) | set(b))
-                   if a.get(k) != b.get(k) and k not in RESUMABLE_CHANGES]
+        changed = _changes(config, given.with_overrides(overrides))
         if changed:
             raise RunError(f"--resume: {given.source} differs from the run's config in "
                            f"{', '.join(changed)}; resume without --config (the run keeps "
                            "its own), or start a new run")
     return config
+
+
+def _changes(a: Config, b: Config) -> list[str]:
+    """Keys whose values differ between ``a`` and ``b``, except the resumable ones."""
+    x, y = _flat(a.to_dict()), _flat(b.to_dict())
+    return [k for k in sorted(set(x) | set(y))
+            if x.get(k) != y.get(k) and k not in RESUMABLE_CHANGES]
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

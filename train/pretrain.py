@@ -127,7 +127,9 @@ def pretrain(
     ``data`` given as well must match; ``overrides`` may extend ``run.epochs``).
     """
     output = Path(output)
-    if resume and (output / CHECKPOINT).is_file():
+    if resume:
+        if not (output / CHECKPOINT).is_file():
+            raise RunError(f"{output}: nothing to resume (no {CHECKPOINT})")
         state = load_checkpoint(output / CHECKPOINT)
         if state.get("kind") != "pretrain":
             raise RunError(f"{output / CHECKPOINT} is not a pre-training run")

@@ -159,8 +159,12 @@ def test_output_directory_rules(data: list[Path], tmp_path: Path) -> None:
     with pytest.raises(RunError, match=r"differs from the run.s config in optimizer\.lr"):
         pretrain(cfg.with_overrides(["optimizer.lr=0.1"]), data, out, resume=True,
                  progress=False)
+    with pytest.raises(RunError, match=r"optimizer\.lr cannot change in a resumed run"):
+        pretrain(None, None, out, resume=True, progress=False, overrides=["optimizer.lr=0.1"])
     with pytest.raises(RunError, match="was trained on"):
         pretrain(None, data[:1], out, resume=True, progress=False)
+    with pytest.raises(RunError, match="nothing to resume"):
+        pretrain(None, None, tmp_path / "elsewhere", resume=True, progress=False)
     (out / "mine.txt").write_text("not the run's")
     result = pretrain(cfg, data, out, overwrite=True, progress=False)
     assert result.finished and (out / "mine.txt").exists()  # --overwrite removes run files only
