@@ -2,11 +2,14 @@
 
     python benchmarks/train_throughput.py                       # batch 256, 128 particles
     python benchmarks/train_throughput.py --particles 64 --steps 2
+    python benchmarks/train_throughput.py --data top.h5   # the loader on your own data set
 
 Prints jets/s of one RS3L pre-training step (forward + backward + Adam) for each of our
 encoders, and the same step with weaver-core's ParticleTransformer (the reference ParT
 implementation; ``pip install --no-deps weaver-core``) at the same shapes and sizes.
-Targets: ours / weaver >= 1.0, and a data loader at least 3x faster than the step it feeds.
+Targets: ours / weaver >= 1.0, and a data loader at least 3x faster than the step it feeds
+(the loader runs ``resim.train.data.PretrainBatches`` in-process, i.e. what one DataLoader
+worker does, on a generated data set at the same batch size and padding).
 
 The batch is synthetic with realistic multiplicities (one jet fills all ``--particles``
 slots, the others hold 15-100 % of them), so both implementations process the same

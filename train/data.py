@@ -218,24 +218,23 @@ def _open_checked(path: Path) -> JetDataset:
         raise FileNotFoundError(f"{path}: no such data set file")
     if path.is_file():
         try:
-            with h5py.File(path, "r") as h5:
-                fmt = h5.attrs.get("format")
+            h5 = h5py.File(path, "r")
         except OSError as err:
             raise DatasetError(f"{path}: not a resim data set (cannot read it as HDF5: "
                                f"{err})") from None
-        if fmt != FORMAT:
-            raise DatasetError(f"{path}: not a resim data set (no format={FORMAT!r} "
-                               "attribute)")
-    ds = JetDataset(path)  # also: a run that has not finished
-    px = ds._h5["constituents/px"]
-    if px.is_virtual:  # rows live in the segment files beside it: missing ones read as 0
-        for source in {s.file_name for s in px.virtual_sources()}:
+        with h5:
+            if h5.attrs.get("format") != FORMAT:
+                raise DatasetError(f"{path}: not a resim data set (no format={FORMAT!r} "
+                                   "attribute)")
+            px = h5["constituents/px"]
+            # A virtual data set reads rows of missing segment files as zeros, silently.
+            sources = {s.file_name for s in px.virtual_sources()} if px.is_virtual else ()
+        for source in sorted(sources):
             if not (path.parent / source).is_file():
-                ds.close()
                 raise FileNotFoundError(
                     f"{path}: its segment file {source} is missing (keep "
                     f"{parts_dir(path).name}/ next to the data set, or `resim merge` it)")
-    return ds
+    return JetDataset(path)  # also: a run that has not finished
 
 
 class JetData:
