@@ -130,8 +130,10 @@ def test_resume_equals_uninterrupted_run(data: list[Path], tmp_path: Path, how: 
         assert stopped.position.step == per_epoch + 1 and stopped.position.epoch == 1
     else:
         pretrain(cfg, data, out, progress=False, overrides=["run.epochs=1"])
+    # the resumed crash run reads with two DataLoader workers: the batches must not change
+    more = {"extend epochs": ["run.epochs=2"], "crash mid-epoch": ["run.num_workers=2"]}
     resumed = pretrain(None, None, out, resume=True, progress=False,
-                       overrides=["run.epochs=2"] if how == "extend epochs" else ())
+                       overrides=more.get(how, ()))
     assert resumed.finished and resumed.position.step == full.position.step
 
     a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(out / "last.pt")
