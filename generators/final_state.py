@@ -98,6 +98,14 @@ def _numpy(layout: ak.contents.Content) -> np.ndarray:
     return ak.to_numpy(ak.Array(layout))  # not what nextBatch builds, but correct
 
 
+def present(events: ak.Array) -> np.ndarray:
+    """Which entries of a ``nextBatch`` array are events (not None for a failed one)."""
+    layout = ak.to_layout(events)
+    if isinstance(layout, ak.contents.IndexedOptionArray):
+        return np.asarray(layout.index.data) >= 0
+    return ~ak.to_numpy(ak.is_none(events, axis=0))
+
+
 def _event_ranges(events: ak.Array) -> tuple[ak.contents.RecordArray, np.ndarray, np.ndarray]:
     """The particle records of ``events`` and each non-missing event's [start, stop) in them.
 
@@ -136,9 +144,14 @@ def visible_final_state(events: ak.Array, table: ParticleTable,
                         pt_min: float = 0.0) -> FinalState:
     """Visible final-state particles of every (non-missing) event of a ``nextBatch`` array."""
     prt, starts, stops = _event_ranges(events)
-    entries, owner = _ranges(starts, stops)
-    is_final = _numpy(prt.content("status"))[entries] > 0
-    final, owner = entries[is_final], owner[is_final]
+    status = _numpy(prt.content("status"))
+    if len(starts) and np.array_equal(starts[1:], stops[:-1]):  # events back to back
+        final = starts[0] + np.flatnonzero(status[starts[0]:stops[-1]] > 0)
+        owner = np.searchsorted(stops, final, "right")
+    else:
+        entries, owner = _ranges(starts, stops)
+        is_final = status[entries] > 0
+        final, owner = entries[is_final], owner[is_final]
     pid = _numpy(prt.content("id"))[final]
     charge, keep = table.lookup(pid)
     momentum = prt.content("p")

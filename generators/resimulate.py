@@ -25,6 +25,7 @@ import pythia8mc
 
 from resim.card import Card, PythiaSetting, Variation
 
+from .final_state import present
 from .handoff import Feeder, Job, PartonLevelSwap
 from .hard_process import HardEvent
 from .pythia_setup import common_settings, configure, initialize, new_pythia
@@ -95,7 +96,7 @@ class Realizations:
 
     def add(self, batch: ak.Array, jobs: list[Job], read: Reader | None = None) -> list[Job]:
         """Keep the successful entries of a batch; return the jobs that failed."""
-        ok = ~ak.to_numpy(ak.is_none(batch, axis=0))
+        ok = present(batch)
         if ok.any():
             # Read at once, so the full event records (~2000 entries each) of only one
             # batch are in memory at a time.

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from resim.card import load_card
-from resim.generators.final_state import COLUMNS, FinalState, ParticleTable, visible_final_state
+from resim.generators.final_state import (
+    COLUMNS,
+    FinalState,
+    ParticleTable,
+    present,
+    visible_final_state,
+)
 from resim.generators.hard_process import HardProcessSource
 from resim.generators.pythia_setup import configure, initialize, new_pythia
 from resim.truth import TruthObjects
@@ -43,15 +49,21 @@ def reference(events: ak.Array, table: ParticleTable, pt_min: float) -> list[dic
     return out
 
 
-@pytest.mark.parametrize("pt_min", [0.0, 1.0])
-def test_visible_final_state_skips_failed_events_and_matches_the_definition(pythia, pt_min):
+@pytest.mark.parametrize(("pt_min", "index"), [
+    (0.0, [-1, 0, 1, -1, 2]),  # as nextBatch makes them: events back to back
+    (1.0, [-1, 0, 1, -1, 2]),
+    (0.0, [2, -1, 0]),  # out of order (the general path)
+])
+def test_visible_final_state_skips_failed_events_and_matches_the_definition(pythia, pt_min,
+                                                                            index):
     batch = pythia.nextBatch(3, "none")
-    # Failed events come back as None: make two, around and between the real ones.
+    # Failed events come back as None: make some, around and between the real ones.
     with_failures = ak.Array(ak.contents.IndexedOptionArray(
-        ak.index.Index64(np.array([-1, 0, 1, -1, 2])), batch.layout.content))
+        ak.index.Index64(np.array(index)), batch.layout.content))
     table = ParticleTable(pythia.particleData)
     got = visible_final_state(with_failures, table, pt_min)
-    assert len(got) == 3 and list(got.columns) == list(COLUMNS)
+    assert len(got) == sum(i >= 0 for i in index) and list(got.columns) == list(COLUMNS)
+    assert present(with_failures).tolist() == [i >= 0 for i in index]
     want = reference(with_failures, table, pt_min)
     assert got.counts.tolist() == [len(rows) for rows in want]
     flat = np.array([row for rows in want for row in rows])
