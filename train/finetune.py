@@ -197,7 +197,10 @@ def finetune(
     val = None
     if config.run.validate and config.data.splits[1] > 0:
         try:
-            val = Loader(labelled_jets(config, jets, "val", rt), config.run.num_workers)
+            # shuffled only to deal every process the same number of batches (the
+            # remainder is padded), which DDP's collective calls need
+            val = Loader(labelled_jets(config, jets, "val", rt, shuffle=rt.distributed),
+                         config.run.num_workers)
         except RunError:
             val = None
     model = build_classifier(encoder, len(classes), ft)

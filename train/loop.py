@@ -487,6 +487,9 @@ def fit(
 
     model.to(rt.device)
     if rt.distributed and run.sync_batchnorm:
+        if rt.device.type != "cuda":
+            raise RunError("run.sync_batchnorm needs CUDA: torch's SyncBatchNorm runs on GPUs "
+                           "only")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     optimizer = build_optimizer((p for p in model.parameters() if p.requires_grad),
                                 config.optimizer)
