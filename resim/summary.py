@@ -102,7 +102,7 @@ def plot(ds: JetDataset, path: Path) -> None:
         import matplotlib.pyplot as plt
         import mplhep
     except ImportError as err:
-        raise RuntimeError("plots need matplotlib and mplhep: pip install 'resim[train]'") from err
+        raise RuntimeError("plots need matplotlib and mplhep: pip install matplotlib mplhep") from err
     plt.style.use(mplhep.style.ROOT)
     var, lab = ds.column("jets", "variation"), ds.column("jets", "label")
     mass, ncon = ds.column("jets", "mass"), ds.column("jets", "n_constituents")

@@ -491,7 +491,7 @@ def _figure(path: str | Path, figsize: tuple[float, float], nrows: int = 1,
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:
-        raise RuntimeError("plots need matplotlib and mplhep: pip install 'resim[train]'") \
+        raise RuntimeError("plots need matplotlib and mplhep: pip install matplotlib mplhep") \
             from err
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
