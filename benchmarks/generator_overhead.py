@@ -202,7 +202,7 @@ def main() -> None:
     parser.add_argument("--chunks", type=int, default=8,
                         help="alternations of bare and resim (each a new seed)")
     parser.add_argument("--hadronization-events", type=int, default=40)
-    parser.add_argument("--hadronization-rounds", type=int, default=3)
+    parser.add_argument("--hadronization-rounds", type=int, default=5)
     parser.add_argument("--constituent-pt-min", type=float, metavar="GEV",
                         help="cluster only visible particles above this pT (the card's "
                              "[jets] constituent_pt_min, 0 in the shipped cards): shows what "
@@ -270,6 +270,16 @@ def main() -> None:
           f" ms (re-seed and copy the frozen event in), nextBatch's columnar copy "
           f"{1e3 * cost['copy']:.3f} ms over next(); a full re-simulation "
           f"{1e3 * cost['full']:.2f} ms")
+    # Composed from pieces measured on identical work or timed inside resim, so free of
+    # the spread of Pythia's own time between different events.
+    added = {"hand-over": cost["hand-over"], "nextBatch copy": cost["copy"],
+             **{k: v / 1e3 for k, v in per.items() if k not in ("re-simulation",
+                                                                 "once per run")}}
+    bare_s, extra = bw / total, sum(added.values())
+    print("what resim adds per realization (once-per-run work aside): " + ", ".join(
+        f"{k} {1e3 * v:.3f} ms" for k, v in added.items()) + f"; in all {1e3 * extra:.2f} ms"
+        f" = {100 * extra / bare_s:.1f}% of bare Pythia's {1e3 * bare_s:.2f} ms -> ratio "
+        f"{bare_s / (bare_s + extra):.3f}")
     full = cost["full"]
     print(f"per realization (CPU): full re-simulation {1e3 * full:.2f} ms; hadronization-only "
           f"{1e3 * cost['hadronization']:.2f} ms with the shared parton shower amortised over "
