@@ -24,6 +24,9 @@ Both are torch ``IterableDataset`` s yielding the batch dict of the trainer::
 never straddle splits: a fixed hash of the event index into [0, 1) is compared with the
 cumulative fractions (train < 0.8 <= val < 0.9 <= test by default). The hash does not
 depend on the training seed, so pre-training, fine-tuning and evaluation agree on splits.
+A file with a ``split`` attribute (``resim convert ... --split test`` of an upstream
+benchmark's test file) is that split as a whole: all its groups are in it, whatever the
+fractions, so ``resim evaluate`` on a converted test file uses every jet of it.
 Subsets (``fraction``, ``max_jets``) take groups in the order of a second fixed hash of
 the group id: deterministic and nested (the 1 % subset is inside the 10 % one).
 
@@ -247,7 +250,8 @@ class JetData:
     concatenated files), ``group_event``, ``group_file``, ``group_id`` (the id in its
     file), ``group_label``, ``group_class`` (-1: in no class). Per jet: ``jet_variation``
     (index into ``variations``), ``jet_count`` (constituents) and ``jet_first`` (first
-    jet of its variation in its group).
+    jet of its variation in its group). ``file_split`` / ``group_split``: index into
+    :data:`SPLITS` fixed by a file's ``split`` attribute, -1 where the hash decides.
     """
 
     def __init__(self, paths: Paths, classes: Mapping[str, Sequence[str]] | None = None):
@@ -274,6 +278,9 @@ class JetData:
         self.group_id = cat(lambda f, i: i["id"])
         self.group_file = cat(lambda f, i: np.full(len(i["start"]), f, np.int16))
         self.group_label = cat(recode("labels", label_code, "label"))
+        #: the split a file's ``split`` attribute puts all its groups in (-1: by event hash)
+        self.file_split = np.array([i["split"] for i in index], np.int64)
+        self.group_split = self.file_split[self.group_file]
         self.group_class = class_of_label[self.group_label]
         self.jet_variation = cat(recode("variations", variation_code, "variation"))
         self.jet_count = cat(lambda f, i: i["count"])
@@ -290,6 +297,10 @@ class JetData:
             col = {c: ds.column("jets", c) for c in
                    ("group", "event", "label", "variation", "n_constituents")}
             labels, variations = ds.labels, ds.variations
+            split = str(ds.attrs.get("split", ""))
+        if split not in ("", *SPLITS):
+            raise DatasetError(f"{path}: its split attribute is {split!r}; expected one of "
+                               f"{', '.join(SPLITS)} (or none)")
         n = len(col["group"])
         count = col["n_constituents"].astype(np.int32)
         change = np.ones(n, bool)
@@ -306,6 +317,7 @@ class JetData:
         first[np.unique(key, return_index=True)[1]] = True
         return {
             "labels": labels, "variations": variations, "start": start,
+            "split": SPLITS.index(split) if split else -1,
             "size": np.diff(np.append(start, n)).astype(np.int32),
             "event": col["event"][start], "id": col["group"][start],
             "label": col["label"][start].astype(np.int64),
@@ -354,10 +366,16 @@ class JetData:
         return np.searchsorted(self.group_start, rows, side="right") - 1
 
     def groups_in(self, split: str, fractions: Mapping[str, float] | None = None) -> np.ndarray:
-        """Mask over groups: in ``split`` (or ``"all"``) and in some class."""
+        """Mask over groups: in ``split`` (or ``"all"``) and in some class.
+
+        Groups of a file with a ``split`` attribute are in that split; the others are
+        split by the hash of their hard event with ``fractions``.
+        """
         mask = self.group_class >= 0
         if check_split(split) != "all":
-            mask &= split_of(self.group_event, fractions) == SPLITS.index(split)
+            by_hash = split_of(self.group_event, fractions)
+            which = np.where(self.group_split >= 0, self.group_split, by_hash)
+            mask &= which == SPLITS.index(split)
         return mask
 
     def subset_key(self) -> np.ndarray:
@@ -780,9 +798,14 @@ def make_loader(dataset: PretrainBatches | LabelledJets, num_workers: int = 0,
     """A DataLoader over ``dataset``'s ready-made batches (``batch_size=None``).
 
     Workers are not persistent, so :meth:`set_epoch` before ``iter(loader)`` reaches
-    them; the batches are the same for any ``num_workers``.
+    them; the batches are the same for any ``num_workers``. The loader has its own
+    ``torch.Generator``: a DataLoader without one draws its workers' base seed from the
+    global torch RNG at every ``iter()``, which would shift the training's dropout masks
+    by whether (and how often) a loader was iterated, and break exact resumption. (The
+    batches themselves never use torch's RNG: their choices come from (seed, epoch, batch).)
     """
     num_workers = _check_int("num_workers", num_workers, 0)
     return DataLoader(dataset, batch_size=None, num_workers=num_workers,
                       prefetch_factor=prefetch_factor if num_workers else None,
-                      pin_memory=pin_memory, persistent_workers=False)
+                      pin_memory=pin_memory, persistent_workers=False,
+                      generator=torch.Generator())

@@ -71,9 +71,8 @@ class Batches(Protocol):
 class Loader:
     """A ``resim.train.data`` dataset (``PretrainBatches``, ``LabelledJets``) as :class:`Batches`.
 
-    Each epoch gets a fresh ``DataLoader`` (``set_epoch`` must reach the workers) with its
-    own ``torch.Generator``: a DataLoader without one draws its workers' base seed from the
-    global torch RNG, which would make a resumed run's dropout masks differ.
+    Each epoch gets a fresh loader from :func:`resim.train.data.make_loader` (``set_epoch``
+    must reach the workers), which never draws from the global torch RNG.
     """
 
     def __init__(self, dataset: Any, num_workers: int = 0):
@@ -84,12 +83,10 @@ class Loader:
         return len(self.dataset.batches())
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterable[dict[str, Tensor]]:
-        from torch.utils.data import DataLoader
+        from .data import make_loader
 
         self.dataset.set_epoch(epoch, start_batch)
-        return DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
-                          prefetch_factor=2 if self.num_workers else None,
-                          persistent_workers=False, generator=torch.Generator())
+        return make_loader(self.dataset, self.num_workers)
 
 
 # --------------------------------------------------------------------------- runtime

@@ -19,14 +19,16 @@ from torch.nn import functional
 def gather_across_ranks(z: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
     """All ranks' ``z`` and ``group`` concatenated in rank order; identity without DDP.
 
-    ``z`` is gathered with ``torch.distributed.nn.functional.all_gather``, which keeps the
-    graph: each rank computes the loss on the whole gathered batch, the backward pass sums
-    the world-size identical copies of the gradient, and DDP's gradient averaging divides
-    that sum back out. Ranks may hold different numbers of rows (e.g. a last, short batch).
+    ``z`` is gathered with ``all_gather_single`` of ``torch.distributed._functional_collectives``
+    (torch's replacement for the deprecated ``torch.distributed.nn.functional.all_gather``),
+    which keeps the graph: its backward pass is a sum reduce-scatter, so each rank, having
+    computed the loss on the whole gathered batch, receives the sum of the world-size
+    identical gradients of its own rows, and DDP's gradient averaging divides that sum back
+    out. Ranks may hold different numbers of rows (e.g. a last, short batch).
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return z, group
-    from torch.distributed.nn.functional import all_gather
+    from torch.distributed._functional_collectives import all_gather_single
 
     world = dist.get_world_size()
     size = torch.tensor([len(z)], device=z.device)
@@ -37,7 +39,7 @@ def gather_across_ranks(z: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
     # all_gather needs equal shapes: pad to the longest batch and cut the padding off again.
     z_padded = torch.cat([z, z.new_zeros(longest - len(z), *z.shape[1:])])
     g_padded = torch.cat([group, group.new_zeros(longest - len(group))])
-    zs = all_gather(z_padded)
+    zs = all_gather_single(z_padded.contiguous(), 0, dist.group.WORLD).chunk(world)
     gs = [torch.empty_like(g_padded) for _ in range(world)]
     dist.all_gather(gs, g_padded)
     return (torch.cat([t[:n] for t, n in zip(zs, sizes_list, strict=True)]),

@@ -44,9 +44,10 @@ class ViewPolicy:
 
     def __post_init__(self) -> None:
         if isinstance(self.views, bool) or not isinstance(self.views, int | np.integer) \
-                or self.views < 2:
-            raise ValueError(f"views must be an integer >= 2 (positive pairs need two), "
-                             f"got {self.views!r}")
+                or self.views < 1:
+            # 1 view: one jet per group, for objectives without positive pairs (MPM, JEPA);
+            # the training config refuses it for the contrastive ones.
+            raise ValueError(f"views must be an integer >= 1, got {self.views!r}")
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
         if self.source not in SOURCES:

@@ -304,8 +304,11 @@ def assert_same_batches(a: list[dict], b: list[dict]) -> None:
 
 def test_same_batches_for_any_number_of_workers(top_dataset, qcd_dataset):
     ds = PretrainBatches([top_dataset, qcd_dataset], batch_groups=9, seed=5, epoch=2)
+    global_rng = torch.get_rng_state()
     serial = list(make_loader(ds, num_workers=0))
     parallel = list(make_loader(ds, num_workers=2))
+    # The loaders leave the global torch RNG alone (dropout masks, exact resumption).
+    assert torch.equal(torch.get_rng_state(), global_rng)
     assert len(serial) == len(ds) >= 4
     assert_same_batches(serial, parallel)
     ds.set_epoch(3)
@@ -395,6 +398,33 @@ def test_labelled_jets_per_variation_in_fixed_or_shuffled_order(top_dataset, qcd
     assert np.array_equal(first["group"].numpy(), data.jet_group(train.batch_rows(0)))
 
 
+def test_a_split_attribute_puts_the_whole_file_in_that_split(top_dataset, qcd_dataset,
+                                                            tmp_path):
+    """``resim convert --split test`` marks a file as an upstream test set: every group of
+    it is in the test split (and none in train/val), while unmarked files keep the hash."""
+    marked = tmp_path / top_dataset.name
+    shutil.copy(top_dataset, marked)
+    shutil.copytree(top_dataset.parent / f"{top_dataset.name}.parts",
+                    tmp_path / f"{top_dataset.name}.parts")
+    with h5py.File(marked, "r+") as f:
+        f.attrs["split"] = "test"
+    data = JetData([marked, qcd_dataset])
+    plain = JetData([top_dataset, qcd_dataset])
+    top = data.group_file == 0
+    assert data.groups_in("test")[top].all()
+    assert not data.groups_in("train")[top].any() and not data.groups_in("val")[top].any()
+    for split in SPLITS:  # the unmarked file is split as before
+        assert np.array_equal(data.groups_in(split)[~top], plain.groups_in(split)[~top])
+    jets = LabelledJets([marked], split="test", variations="all")
+    assert jets.n_jets == data.file_start[1]  # evaluate reads every jet of the file
+    with pytest.raises(ValueError, match="selects no jets"):
+        LabelledJets([marked], split="train")
+    with h5py.File(marked, "r+") as f:
+        f.attrs["split"] = "testing"
+    with pytest.raises(DatasetError, match=r"top_small\.h5: its split attribute is 'testing'"):
+        JetData(marked)
+
+
 # -- errors ---------------------------------------------------------------------------------
 def test_bad_paths_and_files_give_clear_errors(top_dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nowhere\.h5"):
@@ -420,7 +450,7 @@ def test_bad_paths_and_files_give_clear_errors(top_dataset, tmp_path):
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"views": 1}, "views"),
+    ({"views": 0}, "views"),
     ({"mode": "pairs"}, "mode"),
     ({"source": "herwig"}, "source"),
     ({"source": "augment"}, "augment"),

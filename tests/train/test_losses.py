@@ -160,7 +160,8 @@ def test_gather_is_identity_without_a_process_group():
 
 
 WORKER = textwrap.dedent("""
-    import sys, torch, torch.distributed as dist
+    import sys, warnings, torch, torch.distributed as dist
+    warnings.simplefilter("error", FutureWarning)  # no deprecated collective API
     from resim.train.losses import gather_across_ranks, nt_xent
     rank, store, out = int(sys.argv[1]), sys.argv[2], sys.argv[3]
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
