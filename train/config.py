@@ -81,11 +81,13 @@ class MethodConfig:
 class ViewsConfig:
     """How the views of one group are chosen for pre-training (the loader's ``ViewPolicy``).
 
-    ``count`` views per group; ``mode`` how they are drawn (``"any"``: any ``count`` distinct
-    realizations; ``"nominal_plus"``: the nominal one plus others); ``variations`` restricts
-    the draw to named variations (empty: all), which makes RS3L's seed-only or FSR-only
-    ablations a config change; ``source`` says whether positives are re-simulated
-    (``"resim"``), hand-made augmentations of one jet (``"augment"``), or both.
+    ``count`` views per group (1 only for objectives without positive pairs, MPM and
+    JEPA, where a view is simply a jet); ``mode`` how they are drawn (``"any"``: any
+    ``count`` distinct realizations; ``"nominal_plus"``: the nominal one plus others);
+    ``variations`` restricts the draw to named variations (empty: all), which makes
+    RS3L's seed-only or FSR-only ablations a config change; ``source`` says whether
+    positives are re-simulated (``"resim"``), hand-made augmentations of one jet
+    (``"augment"``), or both.
     """
 
     count: int = 2
@@ -282,10 +284,19 @@ def _parse(raw: dict[str, Any], text: str, source: str, overrides: tuple[str, ..
     if not augment.names and data.views.source != "resim":
         raise ConfigError(source, "augment.names",
                           f"data.views.source = {data.views.source!r} needs augmentations")
+    method = _method(top.table("method")) if "method" in raw else None
+    if method is not None and data.views.count < 2:
+        from .methods import METHODS
+
+        if METHODS[method.name].needs_positives:
+            raise ConfigError(source, "data.views.count",
+                              f"method {method.name!r} needs positive pairs: at least 2 views "
+                              f"per group, got {data.views.count} (1 is for objectives without "
+                              "positives: mpm, jepa)")
     return Config(
         source=source, text=text, overrides=overrides,
         encoder=_encoder(top.table("encoder")) if "encoder" in raw else None,
-        method=_method(top.table("method")) if "method" in raw else None,
+        method=method,
         finetune=_finetune(top.table("finetune")) if "finetune" in raw else None,
         data=data,
         optimizer=_optimizer(top.table("optimizer")),
@@ -377,7 +388,7 @@ def _data(t: _Table) -> DataConfig:
         variations=t.strings("variations", d.variations),
         max_jets=max_jets,
         views=ViewsConfig(
-            count=views.integer("count", dv.count, minimum=2),
+            count=views.integer("count", dv.count, minimum=1),
             mode=views.choice("mode", dv.mode, VIEW_MODES),
             variations=views.strings("variations", dv.variations),
             source=views.choice("source", dv.source, VIEW_SOURCES),

@@ -7,6 +7,17 @@ class labels, Adam at 1e-4 with 1000 jets per batch, and a labelled fraction of 
 training jets. Without a pre-training checkpoint the encoder is built from the config's
 ``[encoder]`` section with random weights: the fully supervised baseline.
 
+A fixed backbone whose pre-training never ran the encoder's jet-level pooling (MPM and
+JEPA train per-particle outputs; ParT's class-attention blocks and final LayerNorm stay
+at their random initialisation, as the pre-training checkpoint records with
+``method.trains_pooling = false``) keeps its particle blocks frozen but trains the
+pooling with the head: freezing random weights would make the "fixed" comparison one of
+random projections, not of pre-trained features. The pooling then acts as part of the
+head: it reads only the frozen particle features. (The other choice, pooling the frozen
+particle outputs by their mean as I-JEPA's linear probes do, would change the network
+between pre-training methods.) ``finetune.train_pooling`` in the checkpoint says whether
+this happened.
+
 The checkpoint (``DIR/last.pt``) holds ``kind = "finetune"``, the encoder's name and
 settings, the head, and the class mapping (class name -> label names), so
 ``resim evaluate`` can rebuild the classifier and read any data with those labels.
@@ -50,14 +61,31 @@ from .pretrain import (
 )
 
 
+def pooling_parameters(encoder: Encoder) -> list[nn.Parameter]:
+    """The parameters of the encoder's jet-level pooling (``Encoder.pooling_modules``)."""
+    out: list[nn.Parameter] = []
+    for name in encoder.pooling_modules:
+        part = getattr(encoder, name)
+        out += [part] if isinstance(part, nn.Parameter) else list(part.parameters())
+    return out
+
+
 class Classifier(nn.Module):
-    """An encoder and a classification head; ``model(batch) -> (cross-entropy, logs)``."""
+    """An encoder and a classification head; ``model(batch) -> (cross-entropy, logs)``.
+
+    ``frozen``: the encoder's weights are fixed and it runs in evaluation mode (RS3L's
+    "fixed" backbone); ``train_pooling`` then keeps its pooling trainable (see the module
+    docstring). The pooling has no dropout or BatchNorm, so evaluation mode changes
+    nothing for it, and autograd stops at its inputs: the frozen blocks build no graph.
+    """
 
     def __init__(self, encoder: Encoder, n_classes: int, head: str = "linear",
-                 hidden: Sequence[int] = (128,), dropout: float = 0.1, frozen: bool = False):
+                 hidden: Sequence[int] = (128,), dropout: float = 0.1, frozen: bool = False,
+                 train_pooling: bool = False):
         super().__init__()
         self.encoder = encoder
         self.frozen = frozen
+        self.train_pooling = frozen and train_pooling and bool(encoder.pooling_modules)
         if head == "linear":
             self.head = linear_classifier(encoder.embed_dim, n_classes)
         else:
@@ -65,6 +93,9 @@ class Classifier(nn.Module):
                                        dropout=dropout)
         if frozen:
             encoder.requires_grad_(False)
+        if self.train_pooling:
+            for p in pooling_parameters(encoder):
+                p.requires_grad_(True)
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
@@ -73,7 +104,8 @@ class Classifier(nn.Module):
         return self
 
     def logits(self, batch: dict[str, Tensor]) -> Tensor:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+        fixed = self.frozen and not self.train_pooling
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not fixed):
             h = self.encoder(batch["x"], batch["v"], batch["mask"])
         return self.head(h)
 
@@ -89,9 +121,12 @@ class Classifier(nn.Module):
         return torch.softmax(self.logits(batch).float(), dim=1)
 
 
-def build_classifier(encoder: Encoder, n_classes: int, cfg: FinetuneConfig) -> Classifier:
+def build_classifier(encoder: Encoder, n_classes: int, cfg: FinetuneConfig,
+                     train_pooling: bool = False) -> Classifier:
+    """The classifier of ``cfg``; ``train_pooling``: the pre-training never trained the
+    encoder's pooling (only matters for a fixed backbone)."""
     return Classifier(encoder, n_classes, cfg.head, cfg.head_hidden, cfg.head_dropout,
-                      frozen=cfg.backbone == "fixed")
+                      frozen=cfg.backbone == "fixed", train_pooling=train_pooling)
 
 
 def variations_arg(names: Sequence[str]) -> str | list[str]:
@@ -165,6 +200,7 @@ def finetune(
         data = stored_paths(state, data)
         spec, pretrained = state["encoder"], state["pretrained"]
         encoder = encoder_from_spec(spec)  # weights come with the model state
+        pooling_untrained = bool(state["finetune"].get("train_pooling", False))
     else:
         if config is None:
             raise RunError("give a fine-tuning config (--config)")
@@ -177,11 +213,13 @@ def finetune(
                                f"{source.get('kind')!r}); fine-tune the output of resim train")
             encoder, spec = encoder_from_checkpoint(source), source["encoder"]
             pretrained = str(Path(checkpoint).resolve())
+            pooling_untrained = not source["method"].get("trains_pooling", True)
         elif config.encoder is not None:
             encoder = build_encoder_from(config)
             spec = {"name": config.encoder.name, "settings": dict(config.encoder.settings),
                     "n_features": N_FEATURES}
             pretrained = None
+            pooling_untrained = False  # random weights everywhere: a fixed one stays fixed
         else:
             raise RunError("give --checkpoint (a pre-trained encoder), or a config with an "
                            "[encoder] section to train one from scratch")
@@ -203,18 +241,19 @@ def finetune(
                          config.run.num_workers)
         except RunError:
             val = None
-    model = build_classifier(encoder, len(classes), ft)
+    model = build_classifier(encoder, len(classes), ft, train_pooling=pooling_untrained)
     extra = {
         "kind": "finetune",
         "encoder": spec,
         "finetune": {"head": ft.head, "head_hidden": list(ft.head_hidden),
                      "head_dropout": ft.head_dropout, "backbone": ft.backbone,
-                     "fraction": ft.fraction},
+                     "fraction": ft.fraction, "train_pooling": model.train_pooling},
         "classes": classes,
         "pretrained": pretrained,
         "features": list(FEATURES),
         "data": {"paths": [str(Path(p).resolve()) for p in data], "labels": list(jets.labels),
-                 "variations": list(jets.variations), "n_train_jets": train.n_jets},
+                 "variations": list(jets.variations), "n_train_jets": train.n_jets,
+                 "trained_on": list(train.variation_names)},
     }
     return fit(model, Loader(train, config.run.num_workers), val, config, output, rt,
                resume=resume, overwrite=overwrite, extra=extra, progress=progress,
@@ -237,7 +276,8 @@ def classifier_from_checkpoint(state: dict[str, Any]) -> Classifier:
     ft = state["finetune"]
     cfg = FinetuneConfig(ft["head"], tuple(ft["head_hidden"]), ft["head_dropout"],
                          ft["backbone"], ft["fraction"])
-    model = build_classifier(encoder_from_spec(state["encoder"]), len(state["classes"]), cfg)
+    model = build_classifier(encoder_from_spec(state["encoder"]), len(state["classes"]), cfg,
+                             train_pooling=bool(ft.get("train_pooling", False)))
     model.load_state_dict(state["model"])
     return model.eval()
 

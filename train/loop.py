@@ -4,6 +4,8 @@ The loop knows nothing about jets or objectives. It trains a *model*: an ``nn.Mo
 
     loss, logs = model(batch)      # batch: dict of tensors; logs: dict[str, float]
     model.after_step()             # optional, e.g. an EMA update
+    model.set_total_steps(n)       # optional: told the run's length before training
+    model.ddp_find_unused_parameters  # optional: True if some parameters get no gradient
 
 (every :class:`~resim.train.methods.Method` is one, and so is the fine-tuning classifier),
 on *batch sources* (:class:`Batches`: ``len()`` batches per epoch on this process, and
@@ -53,7 +55,7 @@ TENSORBOARD = "tb"
 CHECKPOINT_FORMAT = "resim-train/1"
 #: What ``--overwrite`` removes from an output directory (nothing else is touched).
 RUN_FILES = (CHECKPOINT, METRICS_CSV, TENSORBOARD, "metrics.json", "roc.png", "scores.npz",
-             "config.toml")
+             "shift.json", "shift.png", "config.toml")
 
 
 class RunError(RuntimeError):
@@ -495,6 +497,9 @@ def fit(
         raise RunError("the training split holds less than one batch per process; use more "
                        "data, a smaller data.batch_size, or fewer processes")
     schedule = LRSchedule.from_config(config.optimizer.schedule, steps_per_epoch, run.epochs)
+    set_total_steps = getattr(model, "set_total_steps", None)
+    if set_total_steps is not None:  # schedules inside the model (JEPA's EMA) span the run
+        set_total_steps(schedule.total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     pos = Position()
     accumulated = Averages()
@@ -527,7 +532,10 @@ def fit(
 
     log = MetricsLog(output, rt.main, pos.step if resuming else None)
     net = (nn.parallel.DistributedDataParallel(
-        model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
+        model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None,
+        # e.g. MPM and JEPA never run the encoder's class-attention pooling: without this
+        # DDP waits forever for those gradients and fails at the next step
+        find_unused_parameters=bool(getattr(model, "ddp_find_unused_parameters", False)))
         if rt.distributed else model)
     after_step = getattr(model, "after_step", None)
     trainable = [p for p in model.parameters() if p.requires_grad]

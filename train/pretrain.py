@@ -4,8 +4,9 @@ Builds the encoder and the method from the config, the training and validation b
 from the data (views of each group chosen by ``data.views``, splits by hard event), and
 runs :func:`resim.train.loop.fit`. The checkpoint (``DIR/last.pt``) holds, besides what
 the loop saves, ``kind = "pretrain"``, the encoder's name and settings (so fine-tuning
-can rebuild it; its weights are the ``encoder.*`` entries of ``model``), the method, the
-feature names and the data's labels and variations.
+can rebuild it; its weights are the ``encoder.*`` entries of ``model``), the method (with
+``trains_pooling``: whether the encoder's jet-level pooling was trained), the feature
+names and the data's labels and variations.
 """
 
 from __future__ import annotations
@@ -157,7 +158,9 @@ def pretrain(
         "kind": "pretrain",
         "encoder": {"name": config.encoder.name, "settings": dict(config.encoder.settings),
                     "n_features": N_FEATURES},
-        "method": {"name": config.method.name, "settings": dict(config.method.settings)},
+        "method": {"name": config.method.name, "settings": dict(config.method.settings),
+                   # fine-tuning trains the pooling of a fixed backbone if this is false
+                   "trains_pooling": bool(model.trains_pooling)},
         "features": list(FEATURES),
         "data": {"paths": [str(Path(p).resolve()) for p in data], "labels": list(jets.labels),
                  "variations": list(jets.variations), "n_jets": jets.n_jets,

@@ -79,6 +79,11 @@ name = "rs3l"
     (GOOD + "[augment]\nnames = ['rotate', 'twist']\n", "augment", "unknown augmentation"),
     (GOOD + "[augment]\nnames = ['rotate']\n", "data.views.source", "'both'"),
     (GOOD + "[[run]]\nepochs = 1\n", "run", "must be a table"),
+    (GOOD + "[data.views]\ncount = 1\n", "data.views.count",
+     "method 'rs3l' needs positive pairs"),
+    (GOOD.replace('"rs3l"', '"vicreg"') + "[data.views]\ncount = 1\n", "data.views.count",
+     "at least 2 views"),
+    (GOOD + "[data.views]\ncount = 0\n", "data.views.count", "integer >= 1"),
     ("[encoder\nname = 'part'\n", "", "not valid TOML"),
 ])
 def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str, words: str) -> None:
@@ -110,6 +115,15 @@ def test_overrides_are_checked_like_the_file(tmp_path: Path) -> None:
     # re-reading keeps the earlier overrides
     again = config.with_overrides(["run.epochs=3"])
     assert (again.run.epochs, again.optimizer.lr) == (3, 3e-4)
+
+
+def test_one_view_for_objectives_without_positives() -> None:
+    """MPM and JEPA treat every jet on its own: one view per group is allowed for them."""
+    for name in ("mpm_part", "jepa_transformer"):
+        config = load_config(name, ["data.views.count=1"])
+        assert config.data.views.count == 1
+    with pytest.raises(ConfigError, match=r"data\.views\.count: method 'simclr' needs positive"):
+        load_config("rs3l_part", ["method.name=simclr", "data.views.count=1"])
 
 
 def test_missing_config_lists_shipped_ones() -> None:

@@ -155,6 +155,21 @@ def test_ema_update_and_no_gradient_into_the_target():
         assert torch.equal(t, o)
 
 
+def test_schedule_length_from_the_training_loop_unless_given():
+    method = small_jepa()
+    assert method.momentum() == pytest.approx(0.996)  # step 0: the start, for any length
+    method.step += 1
+    with pytest.raises(RuntimeError, match="total_steps"):
+        method.momentum()
+    method.set_total_steps(4)
+    assert method.total_steps == 4
+    method.step += 3
+    assert method.momentum() == 1.0
+    given = small_jepa(total_steps=1000)
+    given.set_total_steps(4)  # an explicit setting wins
+    assert given.total_steps == 1000
+
+
 def test_schedule_resumes_from_a_checkpoint():
     method = small_jepa(total_steps=10)
     for _ in range(3):

@@ -68,6 +68,13 @@ threads = 1
 """
 
 
+#: The tiny encoder pre-trained by the particle-level objectives (one view per group).
+MPM = TINY.replace('name = "rs3l"', 'name = "mpm"\ndecoder_dim = 16\ndecoder_layers = 1\n'
+                   'decoder_heads = 2\norder_tokens = 32')
+JEPA = TINY.replace('name = "rs3l"', 'name = "jepa"\npredictor_dim = 16\npredictor_layers = 1\n'
+                    'predictor_heads = 2')
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """One torch thread: on a shared 2-core machine, two threads are many times slower."""
@@ -270,6 +277,48 @@ def test_frozen_backbone_keeps_the_encoder(data: list[Path], pretrained: Path,
     for key in encoder:  # weights and BatchNorm statistics untouched
         assert torch.equal(tuned[key], original[key]), key
     assert not torch.equal(tuned["head.weight"], torch.zeros_like(tuned["head.weight"]))
+    assert load_checkpoint(tmp_path / "ft" / "last.pt")["finetune"]["train_pooling"] is False
+
+
+def test_fixed_backbone_trains_the_pooling_its_pretraining_never_ran(data: list[Path],
+                                                                      tmp_path: Path) -> None:
+    """MPM trains per-particle outputs only: ParT's class attention and final LayerNorm
+    keep their random weights. A "fixed" backbone fine-tuned on it must train them (with
+    the head) and keep every other encoder weight, BatchNorm statistics included."""
+    pre = tmp_path / "mpm"
+    pretrain(config(MPM, "run.epochs=1", "data.max_jets=200", "data.views.count=1"), data,
+             pre, progress=False)
+    original = load_checkpoint(pre / "last.pt")
+    assert original["method"]["trains_pooling"] is False
+    ft = parse_config(FINETUNE, "ft.toml", ["finetune.backbone=fixed", "run.epochs=1",
+                                            "data.max_jets=300"])
+    finetune(ft, data, tmp_path / "ft", pre / "last.pt", progress=False)
+    state = load_checkpoint(tmp_path / "ft" / "last.pt")
+    assert state["finetune"]["train_pooling"] is True
+    pooling = ("encoder.cls_token", "encoder.cls_blocks.", "encoder.norm.")
+    moved, kept = set(), set()
+    for key, value in state["model"].items():
+        if key.startswith("encoder."):
+            (moved if not torch.equal(value, original["model"][key]) else kept).add(key)
+    assert moved and all(key.startswith(pooling) for key in moved), moved
+    assert {"encoder.cls_token", "encoder.norm.weight"} <= moved
+    assert any(key.startswith("encoder.embedding.") for key in kept)
+    metrics = evaluate(tmp_path / "ft" / "last.pt", data, tmp_path / "eval")
+    assert metrics["backbone"] == "fixed" and 0 <= metrics["auc"] <= 1
+
+
+def test_jepa_ema_schedule_spans_the_run(data: list[Path], tmp_path: Path) -> None:
+    """The loop tells JEPA the run's length: the EMA momentum reaches its end value (1.0)
+    at the last step, not at an arbitrary fixed step count."""
+    result = pretrain(config(JEPA, "run.epochs=2", "data.max_jets=200",
+                             "data.views.count=1"), data, tmp_path / "jepa", progress=False)
+    jepa = result.model
+    assert jepa.total_steps == result.position.step == int(jepa.step) >= 4
+    assert jepa.momentum() == 1.0
+    with (tmp_path / "jepa" / "metrics.csv").open() as f:
+        logged = [float(r["ema_momentum"]) for r in csv.DictReader(f) if r["split"] == "train"]
+    assert logged[0] == pytest.approx(0.996) and logged == sorted(logged)
+    assert 0.996 < logged[-1] < 1.0  # logged before the last step's update
 
 
 def test_from_scratch_needs_an_encoder(data: list[Path], tmp_path: Path) -> None:

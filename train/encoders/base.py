@@ -42,6 +42,10 @@ class Encoder(nn.Module):
 
     n_features: int
     embed_dim: int
+    #: Names of the submodules / parameters that turn per-particle outputs into the jet
+    #: vector (ParT's class attention and final LayerNorm). Pre-training methods that
+    #: work on particles never train them; fine-tuning then does (see finetune.py).
+    pooling_modules: tuple[str, ...] = ()
 
     def forward(self, x: Tensor, v: Tensor, mask: Tensor) -> Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -46,6 +46,8 @@ def padding_bias(mask: Tensor, dtype: torch.dtype) -> Tensor:
 class ParticleTransformer(Encoder):
     """Particle Transformer (arXiv 2202.03772); see the module docstring for settings."""
 
+    pooling_modules = ("cls_token", "cls_blocks", "norm")
+
     def __init__(
         self,
         n_features: int,

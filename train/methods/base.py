@@ -20,7 +20,22 @@ from ..encoders.base import Encoder
 
 
 class Method(nn.Module, ABC):
-    """Base class of the SSL methods. ``self.encoder`` is what fine-tuning keeps."""
+    """Base class of the SSL methods. ``self.encoder`` is what fine-tuning keeps.
+
+    Class attributes the training code reads (override them in a subclass):
+    """
+
+    #: The objective needs positive pairs, i.e. at least two views of a group per batch
+    #: (the training config refuses ``data.views.count = 1`` for it).
+    needs_positives: bool = True
+    #: Pre-training runs, and so trains, the encoder's jet-level pooling
+    #: (``Encoder.pooling_modules``). When it does not, the checkpoint says so and
+    #: fine-tuning trains the pooling even with a fixed backbone, instead of keeping its
+    #: random initialisation.
+    trains_pooling: bool = True
+    #: Some parameters get no gradient (e.g. that pooling): under DDP the loop then needs
+    #: ``find_unused_parameters=True``.
+    ddp_find_unused_parameters: bool = False
 
     def __init__(self, encoder: Encoder):
         super().__init__()
@@ -36,3 +51,7 @@ class Method(nn.Module, ABC):
 
     def after_step(self) -> None:
         """Called after each optimiser step; nothing to do unless a method overrides it."""
+
+    def set_total_steps(self, total_steps: int) -> None:
+        """Called by the training loop before training with the run's number of optimiser
+        steps (epochs x steps per epoch), for schedules inside the method (JEPA's EMA)."""

@@ -35,7 +35,10 @@ One step, for jets with ``mask`` (N, P):
 6. ``after_step()``: target ← m target + (1 - m) online, with m rising from ``ema_start``
    (0.996) to ``ema_end`` (1.0) over ``total_steps`` optimiser steps on a cosine
    (``ema_schedule``; also "linear" as I-JEPA, or "constant"). The step count is a buffer,
-   so checkpoints resume the schedule. The training loop should pass ``total_steps``.
+   so checkpoints resume the schedule. ``total_steps`` unset (the default): the training
+   loop sets it to the run's length, run.epochs x steps per epoch (``set_total_steps``),
+   so the momentum reaches ``ema_end`` at the last step; a resumed run with more epochs
+   stretches the rest of the schedule, as it does the learning rate's.
 
 Differences from HEP-JEPA: no particle "tokeniser" (patches of particles embedded by a
 small network); the encoder's own particles are the tokens, which keeps the encoder
@@ -176,14 +179,17 @@ class JEPA(Method):
     """Context encoder + EMA target encoder + predictor of target-block embeddings."""
 
     #: Pre-training never runs the encoder's class-attention pooling: under DDP those
-    #: parameters get no gradient (``find_unused_parameters=True`` needed).
+    #: parameters get no gradient (``find_unused_parameters=True`` needed), and
+    #: fine-tuning must train it. Every jet is its own example: no positives needed.
     ddp_find_unused_parameters = True
+    trains_pooling = False
+    needs_positives = False
 
     def __init__(self, encoder: Encoder, n_targets: int = 4, target_fraction: float = 0.15,
                  blocks: str = "neighbourhood", predictor_dim: int = 64,
                  predictor_layers: int = 4, predictor_heads: int = 4,
                  ema_start: float = 0.996, ema_end: float = 1.0, ema_schedule: str = "cosine",
-                 total_steps: int = 100_000, loss: str = "smooth_l1"):
+                 total_steps: int | None = None, loss: str = "smooth_l1"):
         super().__init__(encoder)
         require_particle_interface(encoder, "jepa")
         if blocks not in BLOCK_SAMPLERS:
@@ -197,11 +203,14 @@ class JEPA(Method):
         if n_targets < 1 or not 0.0 < target_fraction < 1.0:
             raise ValueError(f"jepa: need n_targets >= 1 and 0 < target_fraction < 1, got "
                              f"{n_targets}, {target_fraction}")
-        if total_steps < 1:
-            raise ValueError(f"jepa: total_steps must be >= 1, got {total_steps}")
+        if total_steps is not None and (isinstance(total_steps, bool) or
+                                        not isinstance(total_steps, int) or total_steps < 1):
+            raise ValueError(f"jepa: total_steps must be >= 1 (an integer; or unset: the "
+                             f"training run's length), got {total_steps!r}")
         self.n_targets, self.target_fraction, self.blocks = n_targets, target_fraction, blocks
         self.ema = {"start": ema_start, "end": ema_end, "schedule": ema_schedule}
         self.total_steps = total_steps
+        self.fixed_total_steps = total_steps is not None  # given: the loop keeps it
         self.loss_kind = loss
 
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False).eval()
@@ -225,9 +234,22 @@ class JEPA(Method):
         return self
 
     # -- pieces ----------------------------------------------------------------------------
+    def set_total_steps(self, total_steps: int) -> None:
+        """The run's length in optimiser steps (from the training loop), unless
+        ``total_steps`` was given."""
+        if not self.fixed_total_steps:
+            self.total_steps = int(total_steps)
+
     def momentum(self) -> float:
-        return ema_momentum(int(self.step), self.total_steps, self.ema["start"],
-                            self.ema["end"], self.ema["schedule"])
+        step = int(self.step)
+        if self.total_steps is None:
+            if step == 0:  # the start value, whatever the schedule's length
+                return ema_momentum(0, 1, self.ema["start"], self.ema["end"],
+                                    self.ema["schedule"])
+            raise RuntimeError("jepa: the EMA schedule's length is unknown: give total_steps, "
+                               "or call set_total_steps (resim's training loop does)")
+        return ema_momentum(step, self.total_steps, self.ema["start"], self.ema["end"],
+                            self.ema["schedule"])
 
     def after_step(self) -> None:
         """Move the target encoder towards the context encoder; advance the schedule."""

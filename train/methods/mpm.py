@@ -115,8 +115,11 @@ class MPM(Method):
     """Masked particle modelling with a regression (+ particle-type) decoder."""
 
     #: Pre-training never runs the encoder's class-attention pooling: under DDP those
-    #: parameters get no gradient (``find_unused_parameters=True`` needed).
+    #: parameters get no gradient (``find_unused_parameters=True`` needed), and
+    #: fine-tuning must train it. Every jet is its own example: no positives needed.
     ddp_find_unused_parameters = True
+    trains_pooling = False
+    needs_positives = False
 
     def __init__(self, encoder: Encoder, mask_fraction: float = 0.3, order_tokens: int = 128,
                  decoder_dim: int = 128, decoder_layers: int = 2, decoder_heads: int = 8,
