@@ -3,8 +3,10 @@
 Each rank trains on its own share of the batches (different jets), DDP averages the
 gradients, so the replicas must stay identical, parameters and BatchNorm statistics alike,
 and the checkpoint rank 0 writes must be that common state; stopping mid-epoch and
-resuming must give the same weights as not stopping, under DDP too. Marked slow: starting two
-torch processes under torchrun takes half a minute on a busy 2-core machine.
+resuming must give the same weights as not stopping, under DDP too; an objective with
+parameters that get no gradient (MPM: the encoder's pooling) must train as well. Marked
+slow: starting two torch processes under torchrun takes half a minute on a busy 2-core
+machine.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import torch.distributed as dist
 from resim.train.config import parse_config
 from resim.train.pretrain import pretrain
 
-text, data, out = sys.argv[1], sys.argv[2:4], sys.argv[4]
+text, data, out, MPM = sys.argv[1], sys.argv[2:4], sys.argv[4], sys.argv[5]
 config = parse_config(text, "ddp.toml")
 result = pretrain(config, data, out, progress=False)
 rank = dist.get_rank()
@@ -41,10 +43,15 @@ pretrain(config, data, f"{out}/stopped", progress=False, stop_after_steps=per_ep
 resumed = pretrain(None, None, f"{out}/stopped", resume=True, progress=False)
 same = all(torch.equal(v, resumed.model.state_dict()[k])
            for k, v in result.model.state_dict().items())
+# masked particle modelling never runs the encoder's class-attention pooling: DDP needs
+# find_unused_parameters (without it the second step fails)
+mpm = pretrain(parse_config(MPM, "mpm.toml"), data, f"{out}/mpm", progress=False)
+torch.save(mpm.model.state_dict(), f"{out}/mpm/rank{rank}.pt")
 with open(f"{out}/rank{rank}.json", "w") as f:
     json.dump({"world": dist.get_world_size(), "steps": result.position.step,
                "val_loss": result.val_loss, "train_loss": result.train_loss,
-               "resumed_equal": same}, f)
+               "resumed_equal": same, "mpm_steps": mpm.position.step,
+               "mpm_loss": mpm.train_loss}, f)
 dist.destroy_process_group()
 '''
 
@@ -68,6 +75,35 @@ threads = 1
 """
 
 
+MPM = """
+[encoder]
+name = "transformer"
+embed_dims = [16, 16]
+num_heads = 2
+num_layers = 1
+num_cls_layers = 1
+
+[method]
+name = "mpm"
+decoder_dim = 16
+decoder_layers = 1
+decoder_heads = 2
+order_tokens = 32
+
+[data]
+max_particles = 32
+batch_size = 32
+max_jets = 200
+
+[data.views]
+count = 1
+
+[run]
+epochs = 1
+threads = 1
+"""
+
+
 def torchrun() -> str:
     found = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
     if not Path(found).exists():
@@ -84,7 +120,7 @@ def test_two_process_ddp_keeps_replicas_identical(top_dataset: Path, qcd_dataset
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [torchrun(), "--standalone", "--nproc-per-node", "2", str(script), CONFIG,
-         str(top_dataset), str(qcd_dataset), str(out)],
+         str(top_dataset), str(qcd_dataset), str(out), MPM],
         capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -107,3 +143,9 @@ def test_two_process_ddp_keeps_replicas_identical(top_dataset: Path, qcd_dataset
     alone = pretrain_batches(parse_config(CONFIG), open_data([top_dataset, qcd_dataset]),
                              "train", Runtime(torch.device("cpu")))
     assert info[0]["steps"] == 2 * math.ceil(len(alone.batches()) / 2)
+    # MPM (unused pooling parameters) trains under DDP too, replicas identical
+    assert info[0]["mpm_steps"] == info[1]["mpm_steps"] >= 2
+    assert math.isfinite(info[0]["mpm_loss"]) and info[0]["mpm_loss"] == info[1]["mpm_loss"]
+    mpm = [torch.load(out / "mpm" / f"rank{r}.pt") for r in range(2)]
+    for key, value in mpm[0].items():
+        assert torch.equal(value, mpm[1][key]), key
