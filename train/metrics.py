@@ -525,22 +525,61 @@ def _thin(eps_s: np.ndarray, eps_b: np.ndarray, n: int = 2000) -> tuple[np.ndarr
     return eps_s[idx], eps_b[idx]
 
 
+def roc_plot_points(eps_s: np.ndarray, eps_b: np.ndarray, n_background: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(eps_S, 1/eps_B, is_lower_bound) of a ROC for a rejection plot, eps_S > 0 only.
+
+    Where fewer than one background jet passes (eps_B < 1/N_B, e.g. eps_B = 0 all the way
+    for perfectly separated classes) the rejection is N_B, flagged as a lower bound: the
+    convention of :func:`background_rejection`. Without ``n_background`` N_B is read off
+    the curve as 1 / (smallest step in eps_B): exact unless background jets tie, and never
+    more than the true N_B, so the bound stays a bound.
+    """
+    eps_s, eps_b = np.asarray(eps_s, np.float64), np.asarray(eps_b, np.float64)
+    if n_background is None:
+        steps = np.diff(np.unique(eps_b))
+        n_background = max(1, round(1.0 / steps.min())) if steps.size else 1
+    x, y = _thin(eps_s, eps_b)
+    keep = x > 0
+    x, y = x[keep], y[keep]
+    bound = y * n_background < 1.0 - 1e-9
+    rejection = np.where(bound, float(n_background), 1.0 / np.where(bound, 1.0, y))
+    return x, rejection, bound
+
+
 def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Path, *,
              title: str | None = None, working_points: Sequence[float] = WORKING_POINTS,
-             signal_label: str = "signal", background_label: str = "background") -> Path:
+             signal_label: str = "signal", background_label: str = "background",
+             n_background: Mapping[str, int] | None = None) -> Path:
     """Background rejection 1/eps_B (log) against signal efficiency eps_S, one line per
-    curve (legend with the AUC), the random tagger dashed and the working points marked."""
+    curve (legend with the AUC), the random tagger dashed and the working points marked.
+
+    Where no background jet passes, a curve is drawn at 1/eps_B = N_B (``n_background``
+    per curve name, else read off the curve; see :func:`roc_plot_points`), dashed with
+    upward triangles: a lower bound, as in metrics.json. Perfectly separated classes are
+    then a dashed line at N_B instead of an empty plot.
+    """
     with _figure(path, (8, 6.5)) as (_, axes):
         ax = axes[0, 0]
         highest = 10.0
-        for name, (eps_s, eps_b) in curves.items():
-            eps_s, eps_b = np.asarray(eps_s, np.float64), np.asarray(eps_b, np.float64)
+        for k, (name, (eps_s, eps_b)) in enumerate(curves.items()):
             area = auc(eps_s, eps_b)
-            x, y = _thin(eps_s, eps_b)
-            keep = (y > 0) & (x > 0)
-            if keep.any():
-                highest = max(highest, float(np.max(1.0 / y[keep])))
-            ax.plot(x[keep], 1.0 / y[keep], lw=2, label=f"{name} (AUC {area:.4f})")
+            n_b = None if n_background is None else n_background.get(name)
+            x, y, bound = roc_plot_points(eps_s, eps_b, n_b)
+            color = f"C{k}"
+            label = f"{name} (AUC {area:.4f})"
+            if y.size:
+                highest = max(highest, float(y.max()))
+            if (~bound).any():
+                ax.plot(x[~bound], y[~bound], lw=2, color=color, label=label)
+                label = None
+            if bound.any():
+                lo, hi = float(x[bound].min()), float(x[bound].max())
+                ax.plot([lo, hi], [y[bound][0]] * 2, lw=2, ls="--", color=color,
+                        marker="^", ms=9, label=label)
+                ax.annotate(rf"$\geq {y[bound][0]:g}$: no {background_label} jet passes",
+                            (lo, y[bound][0]), textcoords="offset points", xytext=(6, 7),
+                            ha="left", fontsize="x-small", color=color)
         grid = np.linspace(0.01, 1, 200)
         ax.plot(grid, 1 / grid, ls="--", color="grey", lw=1, label="random")
         for eff in working_points:

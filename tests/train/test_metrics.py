@@ -25,6 +25,7 @@ from resim.train.metrics import (
     plot_roc,
     roc_curve,
     roc_curves,
+    roc_plot_points,
     shift_metrics,
     wasserstein,
 )
@@ -53,6 +54,30 @@ def test_perfect_separation_auc_one_and_rejection_is_the_sample_bound():
     assert m["rejection_at_0.3"] == 3.0 and m["rejection_at_0.3_is_lower_bound"] is True
     assert m["rejection_at_0.5"] == 3.0 and m["rejection_at_0.5_is_lower_bound"] is True
     json.dumps(m, allow_nan=False)
+
+
+def test_rejection_plot_points_use_the_lower_bound_where_no_background_passes(tmp_path):
+    # perfectly separated: eps_B = 0 wherever eps_S > 0 (but at the last point)
+    eps_s, eps_b = roc_curve(*binary([0.9, 0.8], [0.2, 0.1, 0.05]))
+    x, y, bound = roc_plot_points(eps_s, eps_b)  # N_B = 3 read off the curve
+    np.testing.assert_allclose(x, [0.5, 1, 1, 1, 1])
+    np.testing.assert_allclose(y, [3, 3, 3, 1.5, 1])
+    assert bound.tolist() == [True, True, False, False, False]
+    x, y, bound = roc_plot_points(eps_s, eps_b, n_background=3)
+    assert y[bound].tolist() == [3, 3]
+    # background jets tied at one score: the read-off N_B is smaller, still a bound
+    _, y, bound = roc_plot_points(*roc_curve(*binary([0.9, 0.8], [0.2, 0.2, 0.1])))
+    assert y[bound].max() <= 3 and bound.any()
+    # nothing to bound on an ordinary curve
+    eps_s, eps_b = roc_curve(*binary([0.9, 0.3], [0.5, 0.1]))
+    x, y, bound = roc_plot_points(eps_s, eps_b)
+    assert not bound[1:].any() and y[-1] == 1.0
+    # the plot draws the perfect tagger instead of nothing
+    path = plot_roc({"top_vs_qcd": roc_curve(*binary([0.9, 0.8], [0.2, 0.1, 0.05]))},
+                    tmp_path / "perfect.png", n_background={"top_vs_qcd": 3})
+    empty = plot_roc({}, tmp_path / "empty.png")
+    assert path.read_bytes().startswith(PNG_MAGIC)
+    assert path.stat().st_size > empty.stat().st_size + 1000
 
 
 def test_reversed_scores_auc_zero_and_rejection_one():
