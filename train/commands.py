@@ -1,4 +1,5 @@
-"""The training commands of the ``resim`` command line: train, finetune, evaluate, configs.
+"""The training commands of the ``resim`` command line: train, finetune, evaluate, configs,
+study.
 
 They are registered on ``resim``'s click group in ``resim/cli.py``. Imports of torch and
 the trainer happen inside the commands, so ``resim generate`` does not pay for them.
@@ -132,6 +133,10 @@ def train(config_name: str | None, data: tuple[Path, ...], output: Path, epochs:
               help="Fine-tuning config, file or shipped name  [default: finetune].")
 @click.option("--fraction", type=float, help="Labelled fraction of the training jets.")
 @click.option("--frozen", is_flag=True, help='Freeze the encoder (RS3L\'s "fixed" backbone).')
+@click.option("--variations", "variations", multiple=True, metavar="NAME",
+              help="Fine-tune on the jets of these variations (repeatable, or 'all'; "
+                   "overrides data.variations), e.g. --variations nominal for a "
+                   "robustness study.")
 @click.option("--head", type=click.Choice(["linear", "mlp"]), help="Classification head.")
 @click.option("--classes", "classes", multiple=True, metavar="NAME=LABEL[,LABEL...]",
               help="A class and the data labels it merges, e.g. --classes qcd=q,g "
@@ -143,7 +148,8 @@ def train(config_name: str | None, data: tuple[Path, ...], output: Path, epochs:
 @_OVERWRITE
 @_QUIET
 def finetune(checkpoint: Path | None, data: tuple[Path, ...], output: Path,
-             config_name: str | None, fraction: float | None, frozen: bool, head: str | None,
+             config_name: str | None, fraction: float | None, frozen: bool,
+             variations: tuple[str, ...], head: str | None,
              classes: tuple[str, ...], epochs: int | None, max_jets: int | None,
              overrides: tuple[str, ...], resume: bool, overwrite: bool, quiet: bool) -> None:
     """Fine-tune a classifier on labelled jets, on a pre-trained (or a fresh) encoder."""
@@ -157,6 +163,8 @@ def finetune(checkpoint: Path | None, data: tuple[Path, ...], output: Path,
             extra.append(f"finetune.fraction={fraction}")
         if frozen:
             extra.append('finetune.backbone="fixed"')
+        if variations:
+            extra.append("data.variations=[" + ", ".join(f'"{v}"' for v in variations) + "]")
         if head is not None:
             extra.append(f'finetune.head="{head}"')
         if classes:
@@ -188,27 +196,47 @@ def _parse_classes(items: Sequence[str]) -> dict[str, list[str]]:
               help="Fine-tuning checkpoint (DIR/last.pt of resim finetune).")
 @_DATA
 @click.option("--output", required=True, type=click.Path(path_type=Path), metavar="DIR",
-              help="Where metrics.json, roc.png and scores.npz go.")
+              help="Where metrics.json, roc.png and scores.npz go (with --shift: "
+                   "shift.json and shift.png).")
 @click.option("--split", type=click.Choice(["test", "val", "train", "all"]), default="test",
               show_default=True, help="Which split of the data to evaluate on.")
 @click.option("--variations", "variations", multiple=True, metavar="NAME",
               help="Variations to evaluate on (repeatable, or 'all'); default: the ones "
                    "fine-tuned on (nominal unless the config says otherwise).")
+@click.option("--shift", is_flag=True,
+              help="Robustness: evaluate on every variation and compare each with "
+                   "--reference (metric changes, Jensen-Shannon distance of the outputs).")
+@click.option("--reference", default="nominal", show_default=True, metavar="NAME",
+              help="With --shift: the variation the others are compared with (usually the "
+                   "one fine-tuned on).")
 @click.option("--signal", metavar="CLASS",
               help="Signal class for the top-level numbers (default: the last class of a "
                    "binary problem; the mean over class pairs otherwise).")
 @_MAX_JETS
 @click.option("--overwrite", is_flag=True, help="Replace an earlier evaluation in DIR.")
 def evaluate(checkpoint: Path, data: tuple[Path, ...], output: Path, split: str,
-             variations: tuple[str, ...], signal: str | None, max_jets: int | None,
-             overwrite: bool) -> None:
-    """Evaluate a fine-tuned classifier: accuracy, AUC, background rejection, ROC plot."""
+             variations: tuple[str, ...], shift: bool, reference: str, signal: str | None,
+             max_jets: int | None, overwrite: bool) -> None:
+    """Evaluate a fine-tuned classifier: accuracy, AUC, background rejection, ROC plot.
+
+    With --shift, evaluate it on every variation of the split instead and print how its
+    metrics and output distributions move away from the reference variation.
+    """
 
     def run() -> Any:
         from .evaluate import evaluate as run_evaluate
+        from .evaluate import evaluate_shift
 
         if not data:
             _fail("give at least one data file (--data)")
+        if shift:
+            if variations:
+                _fail("--shift evaluates every variation; drop --variations")
+            return evaluate_shift(checkpoint, list(data), output, reference=reference,
+                                  split=split, max_jets=max_jets, signal=signal,
+                                  overwrite=overwrite)
+        if reference != "nominal":
+            _fail("--reference needs --shift")
         chosen: str | list[str] | None = None
         if variations:
             chosen = "all" if list(variations) == ["all"] else list(variations)
@@ -216,6 +244,12 @@ def evaluate(checkpoint: Path, data: tuple[Path, ...], output: Path, split: str,
                             signal=signal, max_jets=max_jets, overwrite=overwrite)
 
     m = _run(run)
+    if shift:
+        from .evaluate import format_shift_table
+
+        click.echo(format_shift_table(m))
+        click.echo(f"-> {output / 'shift.json'}, {output / 'shift.png'}")
+        return
 
     def number(value: float | None, digits: int) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
@@ -243,4 +277,33 @@ def configs(name: str | None) -> None:
         _fail(str(err))
 
 
-COMMANDS = (train, finetune, evaluate, configs)
+@click.command()
+@click.option("--config", "config_name", required=True, metavar="STUDY",
+              help="Study file, or the name of a shipped study (small, tiny).")
+@click.option("--output", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="Where the data, runs, evaluations and report go.")
+@click.option("--jobs", type=int, help="Stages run at once (overrides study.jobs).")
+@click.option("--report", type=click.Path(path_type=Path), metavar="PATH",
+              help="The Markdown report [default: DIR/report.md]; its PNGs go in a folder "
+                   "of the same stem beside it.")
+@click.option("--overwrite", is_flag=True,
+              help="Remake stages in DIR that were made with other settings.")
+def study(config_name: str, output: Path, jobs: int | None, report: Path | None,
+          overwrite: bool) -> None:
+    """Generate, pre-train every objective, fine-tune, evaluate, report (the RS3L study).
+
+    A rerun reuses every complete stage and resumes unfinished ones.
+    """
+    import shlex
+
+    def run() -> Any:
+        from .study import load_study, run_study
+
+        command = "resim " + shlex.join(sys.argv[1:])
+        return run_study(load_study(config_name), output, jobs=jobs, overwrite=overwrite,
+                         report=report, command=command)
+
+    click.echo(_run(run))
+
+
+COMMANDS = (train, finetune, evaluate, configs, study)

@@ -11,6 +11,18 @@ Writes into the output directory
 * ``scores.npz``: the raw outputs (``probs``, ``labels``, ``variation``, ``group``, and
   the ``class_names`` / ``variation_names`` they index), for further study.
 
+Robustness (``resim evaluate --shift``, :func:`evaluate_shift`): the same classifier on
+every variation of the same split, i.e. the same hard-process objects re-simulated with
+another shower, seed or hadronization: per variation the metrics and their change with
+respect to a reference variation (the one fine-tuned on, nominal by default), and the
+Jensen-Shannon distance between the classifier's output distributions on the variation
+and on the reference, RS3L's measure of simulator dependence ("uncertainty mitigation",
+arXiv 2403.07066). Writes ``shift.json`` (:func:`resim.train.metrics.shift_metrics`'
+layout plus what was evaluated) and ``shift.png`` (output distributions per variation).
+Each variation is evaluated on all of its jets in the split: a group whose jet in some
+variation failed the jet selection is missing there only (``n_groups`` and
+``groups_with_reference`` say how many), as in separately simulated samples.
+
 The pieces are separate so robustness studies can reuse them: :func:`predict` gives the
 outputs of any batches with their variation codes, and :func:`summarise` turns outputs
 into the metrics dict.
@@ -19,6 +31,7 @@ into the metrics dict.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +41,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import parse_config
+from .config import Config, parse_config
 from .finetune import Classifier, classifier_from_checkpoint, labelled_jets
 from .loop import RunError, load_checkpoint
-from .metrics import classification_metrics, plot_roc, roc_curves
+from .metrics import (
+    classification_metrics,
+    plot_output_distributions,
+    plot_roc,
+    roc_curves,
+    shift_metrics,
+)
 from .pretrain import Paths, open_data
 
 OUTPUTS = ("metrics.json", "roc.png", "scores.npz")
+SHIFT_OUTPUTS = ("shift.json", "shift.png")
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,49 @@ def summarise(p: Predictions, signal: str | None = None) -> dict[str, Any]:
         raise RunError(f"metrics: {err}") from None
 
 
+def _refuse_existing(output: Path, names: Sequence[str], what: str, overwrite: bool) -> None:
+    existing = [name for name in names if (output / name).exists()]
+    if existing and not overwrite:
+        raise RunError(f"{output} holds {what} ({', '.join(existing)}); pass --overwrite to "
+                       "replace it")
+
+
+def _load_classifier(checkpoint: str | Path, max_jets: int | None
+                     ) -> tuple[dict[str, Any], Classifier, Config]:
+    """The checkpoint, its classifier (evaluation mode) and its config (``max_jets`` applied)."""
+    state = load_checkpoint(checkpoint)
+    model = classifier_from_checkpoint(state)
+    stored = state["config"]
+    config = parse_config(stored["text"], stored["source"], stored["overrides"])
+    if max_jets is not None:
+        config = config.with_overrides([f"data.max_jets={max_jets}"])
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
+    return state, model, config
+
+
+def _description(state: dict[str, Any], checkpoint: str | Path, data: Paths,
+                 split: str) -> dict[str, Any]:
+    """What was evaluated, for the JSON files."""
+    return {
+        "checkpoint": str(Path(checkpoint).resolve()),
+        "data": [str(Path(d).resolve()) for d in data],
+        "split": split,
+        "pretrained": state.get("pretrained"),
+        "backbone": state["finetune"]["backbone"],
+        "fraction": state["finetune"]["fraction"],
+    }
+
+
+def background_counts(metrics: dict[str, Any], signal: str | None) -> dict[str, int]:
+    """Background jets behind each ROC curve of :func:`resim.train.metrics.roc_curves`
+    (for the lower bound ``plot_roc`` draws where none passes)."""
+    counts = {name: pair["n_background"] for name, pair in metrics["pairs"].items()}
+    if signal is not None and len(metrics["class_names"]) > 2:
+        counts[f"{signal}_vs_all"] = metrics["n_jets"] - metrics["class_counts"][signal]
+    return counts
+
+
 def evaluate(
     checkpoint: str | Path,
     data: Paths,
@@ -95,18 +158,8 @@ def evaluate(
     of its config: nominal unless set). Returns the metrics dict written to metrics.json.
     """
     output = Path(output)
-    existing = [name for name in OUTPUTS if (output / name).exists()]
-    if existing and not overwrite:
-        raise RunError(f"{output} holds an evaluation ({', '.join(existing)}); pass "
-                       "--overwrite to replace it")
-    state = load_checkpoint(checkpoint)
-    model = classifier_from_checkpoint(state)
-    stored = state["config"]
-    config = parse_config(stored["text"], stored["source"], stored["overrides"])
-    if max_jets is not None:
-        config = config.with_overrides([f"data.max_jets={max_jets}"])
-    if config.run.threads:
-        torch.set_num_threads(config.run.threads)
+    _refuse_existing(output, OUTPUTS, "an evaluation", overwrite)
+    state, model, config = _load_classifier(checkpoint, max_jets)
     classes = state["classes"]
     jets = open_data(data, classes)
     dataset = labelled_jets(config, jets, split, None, variations=variations,
@@ -115,24 +168,162 @@ def evaluate(
     p = Predictions(**raw, class_names=tuple(classes), variation_names=tuple(jets.variations))
 
     metrics = summarise(p, signal)
-    metrics.update({
-        "checkpoint": str(Path(checkpoint).resolve()),
-        "data": [str(Path(d).resolve()) for d in data],
-        "split": split,
-        "variations": list(dataset.variation_names),
-        "pretrained": state.get("pretrained"),
-        "backbone": state["finetune"]["backbone"],
-        "fraction": state["finetune"]["fraction"],
-    })
+    description = _description(state, checkpoint, data, split)
+    metrics.update({**description, "variations": list(dataset.variation_names)})
     output.mkdir(parents=True, exist_ok=True)
     (output / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n")
     curves = roc_curves(p.probs, p.labels, p.class_names, signal=signal)
     where = Path(checkpoint).resolve()
     plot_roc(curves, output / "roc.png", title=f"{where.parent.name}/{where.name}: {split} "
-             f"split, {len(p.labels)} jets")
+             f"split, {len(p.labels)} jets", n_background=background_counts(metrics, signal))
     np.savez_compressed(output / "scores.npz", **raw, class_names=np.array(p.class_names),
                         variation_names=np.array(p.variation_names))
     return metrics
 
 
-__all__ = ["Predictions", "evaluate", "predict", "summarise"]
+def trained_variations(state: dict[str, Any]) -> list[str]:
+    """The variations a fine-tuning checkpoint was trained on."""
+    stored = state["data"].get("trained_on")
+    if stored is not None:
+        return list(stored)
+    names = state["config"]["effective"]["data"]["variations"]  # older checkpoints
+    if not names:
+        return ["nominal"]
+    return list(state["data"]["variations"]) if list(names) == ["all"] else list(names)
+
+
+def auto_bins(n_jets: int) -> int:
+    """Histogram bins for JS distances between samples of ``n_jets``: the square-root rule,
+    between 5 and 50.
+
+    Two samples of N jets from one distribution differ by a JS distance of about
+    sqrt(bins / (8 N ln 2)) from counting noise alone; with sqrt(N) bins that floor falls
+    as N^(-1/4) (0.17 for 100 jets, 0.1 for 1000), where 50 fixed bins would bury a
+    small test set's shifts under it (0.6 for 30 jets).
+    """
+    return int(min(50, max(5, round(math.sqrt(max(n_jets, 1))))))
+
+
+def evaluate_shift(
+    checkpoint: str | Path,
+    data: Paths,
+    output: str | Path,
+    *,
+    reference: str = "nominal",
+    split: str = "test",
+    max_jets: int | None = None,
+    signal: str | None = None,
+    bins: int | None = None,
+    batch_size: int | None = None,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """The fine-tuned ``checkpoint`` on every variation of ``split`` of ``data``, compared
+    with the ``reference`` variation; writes ``shift.json`` and ``shift.png`` in ``output``.
+
+    Returns :func:`resim.train.metrics.shift_metrics`' dict (``reference``,
+    ``class_names``, ``bin_edges``, ``definition``, and per variation ``metrics``,
+    ``delta``, ``relative_delta``, ``js_distance`` per class, ``js_distance_mean``,
+    ``wasserstein``; here also ``n_groups`` and ``groups_with_reference``), with what was
+    evaluated: ``checkpoint``, ``data``, ``split``, ``trained_on`` (the fine-tuning
+    variations), ``pretrained``, ``backbone``, ``fraction``. ``max_jets`` caps the jets
+    read, all variations together (whole groups, as ``data.max_jets``); ``signal`` as in
+    :func:`evaluate`. The reference must be a variation of the data with jets in the split.
+    ``bins``: uniform bins on [0, 1] of the output histograms behind the JS distances;
+    default :func:`auto_bins` of the reference's smallest class.
+    """
+    output = Path(output)
+    _refuse_existing(output, SHIFT_OUTPUTS, "a shift evaluation", overwrite)
+    state, model, config = _load_classifier(checkpoint, max_jets)
+    classes = state["classes"]
+    jets = open_data(data, classes)
+    if reference not in jets.variations:
+        raise RunError(f"reference variation {reference!r} is not in the data (it has "
+                       f"{', '.join(jets.variations)})")
+    if signal is not None and signal not in classes:
+        raise RunError(f"signal {signal!r} is not a class of the classifier (classes: "
+                       f"{', '.join(classes)})")
+    dataset = labelled_jets(config, jets, split, None, variations="all",
+                            batch_size=batch_size)
+    p = Predictions(**predict(model, dataset), class_names=tuple(classes),
+                    variation_names=tuple(jets.variations))
+    present = [v for k, v in enumerate(jets.variations) if (p.variation == k).any()]
+    if reference not in present:
+        raise RunError(f"the {split} split holds no jet of the reference variation "
+                       f"{reference!r} (variations there: {', '.join(present)})")
+    per_variation = {v: (p.select(v).probs, p.select(v).labels) for v in present}
+    if bins is None:
+        counts = np.bincount(per_variation[reference][1], minlength=len(classes))
+        bins = auto_bins(int(counts[counts > 0].min()))
+    elif isinstance(bins, bool) or not isinstance(bins, int) or bins < 1:
+        raise RunError(f"bins must be a positive integer, got {bins!r}")
+    try:
+        shift = shift_metrics(per_variation, reference, list(classes), signal=signal,
+                              bins=bins)
+    except (KeyError, ValueError) as err:
+        raise RunError(f"shift: {err}") from None
+    reference_groups = np.unique(p.select(reference).group)
+    for v in present:
+        groups = np.unique(p.select(v).group)
+        shift["variations"][v]["n_groups"] = int(groups.size)
+        shift["variations"][v]["groups_with_reference"] = int(
+            np.isin(groups, reference_groups).sum())
+    result = {**_description(state, checkpoint, data, split),
+              "trained_on": trained_variations(state), **shift}
+
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "shift.json").write_text(json.dumps(result, indent=1) + "\n")
+    where = Path(checkpoint).resolve()
+    plot_output_distributions(
+        per_variation, output / "shift.png", list(classes), reference=reference,
+        signal=signal, bins=shift["bin_edges"],
+        title=f"{where.parent.name}/{where.name} (fine-tuned on "
+              f"{', '.join(result['trained_on'])}): {split} split")
+    return result
+
+
+def _number(value: float | None, digits: int, bound: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return ("≥" if bound else "") + f"{value:.{digits}f}"
+
+
+def format_shift_table(result: dict[str, Any]) -> str:
+    """A plain-text table of :func:`evaluate_shift`'s result: per variation the jets, the
+    metrics with their change from the reference (rejections: relative change), and the
+    JS distance of each class's output distribution to the reference's."""
+    reference, classes = result["reference"], result["class_names"]
+    working = [k.removeprefix("rejection_at_") for k in
+               next(iter(result["variations"].values()))["metrics"]
+               if k.startswith("rejection_at_") and not k.endswith("_is_lower_bound")]
+    head = ["variation", "jets", "accuracy", "AUC",
+            *(f"1/eps_B@{w}" for w in working), *(f"JS {c}" for c in classes)]
+    rows = []
+    for name, v in result["variations"].items():
+        m, d, r = v["metrics"], v["delta"], v["relative_delta"]
+        is_ref = name == reference
+        cells = [name + (" (ref)" if is_ref else ""), str(m["n_jets"])]
+        for key, digits in (("accuracy", 3), ("auc", 4)):
+            cell = _number(m[key], digits)
+            if not is_ref and d[key] is not None:
+                cell += f" ({d[key]:+.{digits}f})"
+            cells.append(cell)
+        for w in working:
+            key = f"rejection_at_{w}"
+            cell = _number(m[key], 1, m[f"{key}_is_lower_bound"])
+            if not is_ref and r[key] is not None:
+                cell += f" ({100 * r[key]:+.0f} %)"
+            cells.append(cell)
+        cells += ["-" if is_ref else _number(v["js_distance"][c], 3) for c in classes]
+        rows.append(cells)
+    widths = [max(len(str(x)) for x in column) for column in zip(head, *rows, strict=True)]
+    lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
+             for line in (head, *rows)]
+    definition = result["variations"][reference]["metrics"].get("definition")
+    notes = [f"{result['split']} split, metrics: {definition}; (changes) relative to "
+             f"{reference!r}; JS: Jensen-Shannon distance (base 2, 0 = identical, 1 = "
+             f"disjoint) of each class's output distribution to {reference!r}'s"]
+    return "\n".join([*lines, *notes])
+
+
+__all__ = ["Predictions", "evaluate", "evaluate_shift", "format_shift_table", "predict",
+           "summarise"]
