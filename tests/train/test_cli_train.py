@@ -91,7 +91,8 @@ def test_train_finetune_evaluate(top_dataset: Path, qcd_dataset: Path, tmp_path:
     assert code == 0, err
     state = load_checkpoint(ft / "last.pt")
     assert state["finetune"] == {"head": "mlp", "head_hidden": [128], "head_dropout": 0.1,
-                                 "backbone": "fixed", "fraction": 0.5}
+                                 "backbone": "fixed", "fraction": 0.5,
+                                 "train_pooling": False}  # RS3L trained the pooling
     assert state["classes"] == {"qcd": ["q", "g"], "top": ["top"]}
 
     code, out, err = run("evaluate", "--checkpoint", ft / "last.pt", *data, "--output", ev)
