@@ -3,14 +3,15 @@
 from outside the checkout, and nothing named ``generators`` or ``train`` at the top level.
 
 Each install goes into a fresh virtual environment, without dependencies (``--no-deps``,
-no build isolation: nothing is downloaded). The environment reaches the dependencies that
-are already installed through a directory of links to them — every entry of this
-interpreter's site-packages except resim itself, so the resim under test is the one just
-installed.
+and no build isolation where setuptools is recent enough: nothing is downloaded). The
+environment reaches the dependencies that are already installed through a directory of
+links to them — every entry of this interpreter's site-packages except resim itself, so
+the resim under test is the one just installed.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -27,6 +28,10 @@ ROOT = Path(__file__).parents[2]
 #: Where pythia8mc's own lookup finds its data files: ../../../share/Pythia8/xmldoc from
 #: the library.
 PYTHIA_DATA = Path(pythia8mc.__file__).resolve().parents[3] / "share" / "Pythia8" / "xmldoc"
+#: Build with the setuptools at hand when it is recent enough (nothing is downloaded);
+#: otherwise pip fetches pyproject's build requirements.
+OFFLINE_BUILD = (["--no-build-isolation", "--no-index"]
+                 if int(importlib.metadata.version("setuptools").split(".")[0]) >= 69 else [])
 #: What the build needs from the checkout (pyproject's package-dir, readme).
 SOURCES = ("pyproject.toml", "README.md", "resim", "generators", "train", "cards")
 
@@ -89,8 +94,8 @@ def test_installed_package_imports_from_outside_the_checkout(tmp_path, source, d
     # pythia8mc finds its data files (settings, particle table) relative to its library's
     # path, which here is a link: point it at them.
     env["PYTHIA8DATA"] = str(PYTHIA_DATA)
-    install = [python, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-               "--no-index", *(["-e"] if editable else []), str(source)]
+    install = [python, "-m", "pip", "install", "--quiet", "--no-deps", *OFFLINE_BUILD,
+               *(["-e"] if editable else []), str(source)]
     done = subprocess.run(install, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
