@@ -26,6 +26,7 @@ def test_every_shipped_card_parses_with_standard_variation_names():
             assert set(card.variation_names) == standard, name
             assert (card.jets.radius, card.jets.pt_min, card.jets.pt_max) == (0.8, 500, 1000)
             assert card.jets.abs_eta_max == 2.0
+        assert card.jets.constituent_pt_min == 0.5, name  # detector-like inputs, all cards
 
 
 def test_labels_and_defaults():
