@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .dataset import JetDataset
+from .plotting import figure
 
 
 def describe(ds: JetDataset) -> dict[str, Any]:
@@ -95,30 +96,19 @@ def _quartile_rows(ax, values: np.ndarray, which: np.ndarray, names: tuple[str, 
 def plot(ds: JetDataset, path: Path) -> None:
     """A one-page picture of a data set: jet mass per label, and for every variation the
     constituent multiplicity and jet mass (median and quartiles)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        import mplhep
-    except ImportError as err:
-        raise RuntimeError("plots need matplotlib and mplhep: pip install matplotlib mplhep") from err
-    plt.style.use(mplhep.style.ROOT)
     var, lab = ds.column("jets", "variation"), ds.column("jets", "label")
     mass, ncon = ds.column("jets", "mass"), ds.column("jets", "n_constituents")
-    fig, axes = plt.subplots(1, 3, figsize=(21, 6.5), width_ratios=[1.2, 1, 1])
     top = float(np.percentile(mass, 99)) if len(mass) else 1.0
     bins = np.linspace(0, max(250.0, top), 51)
-    for i, name in enumerate(ds.labels):
-        axes[0].hist(mass[lab == i], bins=bins, histtype="step", lw=2, label=name,
-                     density=True)
-    axes[0].set(xlabel="jet mass [GeV]", ylabel="normalised")
-    axes[0].legend(fontsize="small")
-    _quartile_rows(axes[1], ncon, var, ds.variations, "constituents per jet")
-    _quartile_rows(axes[2], mass, var, ds.variations, "jet mass [GeV]")
-    axes[1].set_title("median, 25-75 %", fontsize="small")
-    fig.suptitle(f"{ds.path.name}: {len(ds)} jets in {len(ds.column('groups', 'group'))} "
-                 "groups", fontsize="medium")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    with figure(path, (21, 6.5), 1, 3, dpi=90, width_ratios=[1.2, 1, 1]) as (fig, grid):
+        axes = grid[0]
+        for i, name in enumerate(ds.labels):
+            axes[0].hist(mass[lab == i], bins=bins, histtype="step", lw=2, label=name,
+                         density=True)
+        axes[0].set(xlabel="jet mass [GeV]", ylabel="normalised")
+        axes[0].legend(fontsize="small")
+        _quartile_rows(axes[1], ncon, var, ds.variations, "constituents per jet")
+        _quartile_rows(axes[2], mass, var, ds.variations, "jet mass [GeV]")
+        axes[1].set_title("median, 25-75 %", fontsize="small")
+        fig.suptitle(f"{ds.path.name}: {len(ds)} jets in {len(ds.column('groups', 'group'))} "
+                     "groups", fontsize="medium")

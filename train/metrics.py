@@ -38,12 +38,13 @@ JetClass / Particle Transformer (Qu, Li, Qian, arXiv 2202.03772) papers:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from resim.plotting import figure
 
 WORKING_POINTS: tuple[float, ...] = (0.3, 0.5)
 DELTA_KEYS = ("accuracy", "auc")  # plus rejection_at_<eff> for each working point
@@ -478,32 +479,6 @@ def shift_metrics(per_variation: Mapping[str, tuple[np.ndarray, np.ndarray]],
 
 
 # -- plots -------------------------------------------------------------------------------
-@contextmanager
-def _figure(path: str | Path, figsize: tuple[float, float], nrows: int = 1,
-            ncols: int = 1) -> Iterator[tuple[Any, Any]]:
-    """A matplotlib Figure with the Agg canvas in mplhep's ROOT style, saved to ``path``.
-
-    No pyplot: nothing global (backend, current figure) changes for the caller.
-    """
-    try:
-        import matplotlib.style
-        import mplhep
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise RuntimeError("plots need matplotlib and mplhep: pip install matplotlib mplhep") \
-            from err
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with matplotlib.style.context(mplhep.style.ROOT):
-        fig = Figure(figsize=figsize)
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(nrows, ncols, squeeze=False)
-        yield fig, axes
-        fig.tight_layout()
-        fig.savefig(path, dpi=100)
-
-
 def _log_headroom(ax: Any, low: float, high: float, n_entries: int) -> None:
     """Log y limits with the data in the lower part and room above it for the legend
     (upper right, two columns beyond five entries). Deterministic and cheap, unlike
@@ -559,7 +534,7 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
     upward triangles: a lower bound, as in metrics.json. Perfectly separated classes are
     then a dashed line at N_B instead of an empty plot.
     """
-    with _figure(path, (8, 6.5)) as (_, axes):
+    with figure(path, (8, 6.5)) as (_, axes):
         ax = axes[0, 0]
         highest = 10.0
         for k, (name, (eps_s, eps_b)) in enumerate(curves.items()):
@@ -625,7 +600,7 @@ def plot_output_distributions(per_variation: Mapping[str, tuple[np.ndarray, np.n
     nrows = math.ceil(n_classes / ncols)
     import mplhep
 
-    with _figure(path, (7.5 * ncols, 6 * nrows), nrows, ncols) as (fig, axes):
+    with figure(path, (7.5 * ncols, 6 * nrows), nrows, ncols) as (fig, axes):
         for i, c in enumerate(names):
             ax = axes.flat[i]
             ref = scores[reference][c]
@@ -683,7 +658,7 @@ def plot_metric_vs_fraction(results: Mapping[str, Mapping[float, float | Sequenc
         logy = metric.startswith("rejection_at_")
     from matplotlib.ticker import NullLocator
 
-    with _figure(path, (8, 6.5)) as (_, axes):
+    with figure(path, (8, 6.5)) as (_, axes):
         ax = axes[0, 0]
         fractions: set[float] = set()
         for k, (method, by_fraction) in enumerate(results.items()):
