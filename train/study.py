@@ -549,13 +549,13 @@ def _run_evaluate(directory: Path, checkpoint: str, data: list[str], split: str,
 
     metrics = ev.evaluate(checkpoint, data, directory / "nominal", split=split,
                           overwrite=True)
-    shift_fn = getattr(ev, "evaluate_shift", None)
-    shift = None
-    if shift_fn is not None:
-        shift = shift_fn(checkpoint, data, directory / "shift", reference=reference,
-                         split=split)
+    shutil.rmtree(directory / "shift", ignore_errors=True)  # a killed earlier attempt's
+    shift = ev.evaluate_shift(checkpoint, data, directory / "shift", reference=reference,
+                              split=split)
     return {"n_jets": metrics["n_jets"], "accuracy": metrics["accuracy"],
-            "auc": metrics["auc"], "shift": shift is not None}
+            "auc": metrics["auc"],
+            "js_mean": {v: r.get("js_distance_mean") for v, r in shift["variations"].items()
+                        if v != reference}}
 
 
 _RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
@@ -578,9 +578,20 @@ def run_stage(kind: str, directory: str, params: dict[str, Any],
 
 
 def _worker_init(threads: int) -> None:
-    # numpy/BLAS and OpenMP in the workers: as many threads as the stage may use
+    """Set up a worker process: thread counts, and an exit when the study process dies
+    (a killed study must not leave orphans writing into stages its rerun redoes)."""
+    import threading
+
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads or 1)
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(2.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 # --------------------------------------------------------------------------- running

@@ -344,7 +344,10 @@ def plot_robustness(rob: Mapping, rows: Sequence[str], fraction: float,
         axes[1].set_ylabel("ΔAUC (variation − nominal)")
         axes[1].axhline(0, color="grey", lw=1)
         axes[1].set_xticks(x, list(variations))
-        axes[0].legend(fontsize="small", ncols=min(len(shown), 3))
+        top = np.nanmax([rob[r, fraction].get(v, {}).get("js", (0.0, None))[0] or 0.0
+                         for r in shown for v in variations] + [0.01])
+        axes[0].set_ylim(0, top * 1.5)  # room for the legend above the bars
+        axes[0].legend(fontsize="small", ncols=min(len(shown), 3), loc="upper center")
         axes[0].set_title(title, fontsize="medium")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
@@ -445,19 +448,28 @@ def findings(t: Table, rob: Mapping, study: Any) -> list[str]:
                      f"{', '.join(better) or 'none'}; below: {', '.join(worse) or 'none'}.")
         out.append(text)
     others = [v for v in study.variations if v != study.reference]
+    floor = "seed" if "seed" in others else None
+    physics = [v for v in others if v != floor]
     for f in t.fractions:
         rows = [r for r in t.rows if (r, f) in rob]
-        if not rows:
-            continue
-        parts = []
+        js, dauc = [], []
         for r in rows:
-            js = [rob[r, f][v]["js"][0] for v in others if v in rob[r, f]]
-            js = [x for x in js if x is not None]
-            if js:
-                parts.append(f"{r} {np.mean(js):.3f}")
-        if parts:
+            m = [rob[r, f][v]["js"][0] for v in physics if v in rob[r, f]]
+            m = [x for x in m if x is not None]
+            base = rob[r, f].get(floor, {}).get("js", (None,))[0] if floor else None
+            if m:
+                js.append(f"{r} {np.mean(m):.3f}" + (f" ({np.mean(m) - base:+.3f})"
+                                                      if base is not None else ""))
+            d = [rob[r, f][v]["dauc"][0] for v in physics if v in rob[r, f]]
+            d = [x for x in d if x is not None]
+            if d:
+                dauc.append(f"{r} {np.mean(d):+.3f}")
+        if js:
             out.append(f"At {100 * f:g} %, mean JS distance to {study.reference} over "
-                       f"{', '.join(others)}: " + ", ".join(parts) + ".")
+                       f"{', '.join(physics)}" + (f" (in brackets: minus the {floor} "
+                                                  "variation's, the statistical floor)"
+                                                  if floor else "") + ": " + ", ".join(js)
+                       + "; mean ΔAUC over them: " + ", ".join(dauc) + ".")
     return out
 
 

@@ -112,7 +112,7 @@ def test_plan_errors_name_the_key(old: str, new: str, key: str, detail: str | No
 def test_objectives_must_share_the_encoder(tmp_path: Path) -> None:
     text = resolve_study_path("small").read_text()
     text = text.replace('jepa = "jepa_part"', 'jepa = "jepa_transformer"')
-    with pytest.raises(ConfigError, match="differs from rs3l's.*same encoder") as err:
+    with pytest.raises(ConfigError, match=r"differs from rs3l's.*same encoder") as err:
         plan(parse_study(text, "s.toml"), tmp_path)
     assert err.value.key == "pretrain.objectives.jepa"
 
