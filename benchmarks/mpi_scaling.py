@@ -16,14 +16,16 @@ subprocess. Two rates per rank count:
   set-up and the final data-set step included (printed too, with the split).
 
 It also prints the CPU time per realization at both rank counts (from each rank's
-process time while generating), which time-sharing with other processes does not change:
-equal values mean a second rank adds no work of its own.
+process time while generating): equal values mean a second rank adds no work of its own;
+and, as a control, the rate of two independent plain ``resim generate`` processes run side
+by side (no MPI): what the machine itself gives two processes (shared caches, memory
+bandwidth, the hypervisor), against which the MPI efficiency is also expressed.
 
 The machine is shared: before each run the benchmark waits (up to ``--wait`` s) until
-other processes use less than ``--max-load`` cores (sampled from /proc/stat), and for every
-run it prints the CPU other processes took during it (all CPU time on the machine minus
-the run's own). Rounds alternate the order (1 then 2 ranks, then 2 then 1) and medians are
-reported.
+other processes use less than ``--max-load`` cores (sampled from /proc/stat), prints for
+every run the CPU other processes took during it (all CPU time on the machine minus the
+run's own), and repeats a run they disturbed that much (up to ``--retries`` times).
+Rounds alternate the order (1 then 2 ranks, then 2 then 1) and medians are reported.
 """
 
 from __future__ import annotations
@@ -106,22 +108,37 @@ class Run:
         return self.realizations / self.wall
 
 
-def run_once(ranks: int, card: Path, events: int, directory: Path) -> Run:
-    out = directory / f"n{ranks}-{time.monotonic_ns()}.h5"
-    mpiexec = shutil.which("mpiexec", path=str(BIN)) or "mpiexec"
-    cmd = [mpiexec, "-n", str(ranks), str(BIN / "resim"), "generate", "--card", str(card),
-           "--events", str(events), "--output", str(out), "--quiet"]
+def run_once(ranks: int, card: Path, events: int, directory: Path, nice: int = 0,
+             independent: bool = False) -> Run:
+    """``mpiexec -n ranks resim generate``; or, with ``independent``, that many plain
+    ``resim generate`` processes at once with events/ranks hard events each (no MPI: the
+    machine's own ceiling for running that many processes side by side)."""
+    outs = [directory / f"n{ranks}-{i}-{time.monotonic_ns()}.h5"
+            for i in range(ranks if independent else 1)]
+    resim = [str(BIN / "resim"), "generate", "--card", str(card), "--quiet"]
+    if independent:
+        cmds = [[*resim, "--events", str(events // ranks), "--output", str(o)] for o in outs]
+    else:
+        mpiexec = shutil.which("mpiexec", path=str(BIN)) or "mpiexec"
+        cmds = [[mpiexec, "-n", str(ranks), *resim, "--events", str(events),
+                 "--output", str(outs[0])]]
+    if nice:
+        cmds = [["nice", "-n", str(nice), *c] for c in cmds]
     busy0, cpu0 = _cpu_busy()[0], _children_cpu()
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL) for c in cmds]
+    if any(p.wait() for p in procs):
+        raise RuntimeError(f"a run failed: {cmds}")
     wall = time.perf_counter() - start
     busy1, cpu1 = _cpu_busy()[0], _children_cpu()
-    with h5py.File(out, "r") as f:
-        timings = json.loads(f.attrs["rank_timings"])
-        jets = int(f.attrs["n_jets"])
+    timings, jets = [], 0
+    for out in outs:
+        with h5py.File(out, "r") as f:
+            timings += json.loads(f.attrs["rank_timings"])
+            jets += int(f.attrs["n_jets"])
+        shutil.rmtree(out.with_name(out.name + ".parts"))
+        out.unlink()
     assert len(timings) == ranks, timings
-    shutil.rmtree(out.with_name(out.name + ".parts"))
-    out.unlink()
     return Run(ranks=ranks, realizations=sum(t["realizations"] for t in timings), wall=wall,
                setup=max(t["setup_seconds"] for t in timings),
                work=max(t["work_seconds"] for t in timings),
@@ -138,24 +155,41 @@ def main() -> None:
                         help="wait until other processes use fewer cores than this")
     parser.add_argument("--wait", type=float, default=600.0,
                         help="seconds to wait for a quiet machine before each run")
+    parser.add_argument("--nice", type=int, default=0,
+                        help="run resim at this niceness (negative, as root: ahead of other "
+                             "users' processes on a shared machine; reported)")
+    parser.add_argument("--retries", type=int, default=3,
+                        help="repeat a run during which others used --max-load cores or more")
     args = parser.parse_args()
     card = load_card(args.card)
     per_event = card.realizations_per_event
     print(f"card {args.card.name}: {args.events} hard events x {per_event} realizations "
           f"(simple shower); {os.cpu_count()} cores; load average "
-          f"{os.getloadavg()[0]:.2f} at start")
+          f"{os.getloadavg()[0]:.2f} at start; niceness {args.nice}")
     runs: dict[int, list[Run]] = {1: [], 2: []}
+    pairs: list[Run] = []  # two independent processes: the machine's ceiling
+    kinds = [(1, False), (2, False), (2, True)]
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            for ranks in ((1, 2) if r % 2 == 0 else (2, 1)):
-                before = wait_for_quiet(args.max_load, args.wait)
-                run = run_once(ranks, args.card, args.events, Path(tmp))
-                runs[ranks].append(run)
-                print(f"  round {r + 1}, {ranks} rank{'s' if ranks > 1 else ' '}: "
-                      f"wall {run.wall:6.1f} s = set-up {run.setup:4.1f} + generating "
-                      f"{run.work:5.1f} + rest {run.wall - run.setup - run.work:4.1f}; "
-                      f"others used {before:.2f} cores before, {run.foreign:.2f} during; "
-                      f"{1e3 * run.cpu_per_realization:.2f} CPU ms per realization")
+            for ranks, independent in (kinds if r % 2 == 0 else kinds[::-1]):
+                for attempt in range(args.retries + 1):
+                    before = wait_for_quiet(args.max_load, args.wait)
+                    run = run_once(ranks, args.card, args.events, Path(tmp), args.nice,
+                                   independent)
+                    # Others may use the cores this run leaves free without disturbing it.
+                    disturbed = run.foreign >= args.max_load + (os.cpu_count() or 1) - ranks
+                    what = ("2 plain processes" if independent else
+                            f"{ranks} rank{'s' if ranks > 1 else ' '}        ")
+                    print(f"  round {r + 1}, {what}: "
+                          f"wall {run.wall:6.1f} s = set-up {run.setup:4.1f} + generating "
+                          f"{run.work:5.1f} + rest {run.wall - run.setup - run.work:4.1f}; "
+                          f"others used {before:.2f} cores before, {run.foreign:.2f} during; "
+                          f"{1e3 * run.cpu_per_realization:.2f} CPU ms per realization"
+                          + ("  [disturbed: again]" if disturbed and attempt < args.retries
+                             else ""))
+                    if not disturbed:
+                        break
+                (pairs if independent else runs[ranks]).append(run)
     med = {n: {"steady": statistics.median(x.steady_rate for x in rs),
                "wall": statistics.median(x.wall_rate for x in rs),
                "foreign": statistics.median(x.foreign for x in rs)}
@@ -166,10 +200,15 @@ def main() -> None:
         print(f"{what}:\n  1 rank  {r1:7.1f} realizations/s\n  2 ranks {r2:7.1f} "
               f"realizations/s\n  efficiency rate2 / (2 rate1) = {r2 / (2 * r1):.3f}"
               + ("   (target >= 0.90)" if kind == "steady" else ""))
+    ceiling = statistics.median(x.steady_rate for x in pairs) / (2 * med[1]["steady"])
+    print(f"two independent processes (no MPI, half the events each), steady state: "
+          f"{statistics.median(x.steady_rate for x in pairs):.1f} realizations/s = "
+          f"{ceiling:.3f} of twice one rank: the most this machine gives two processes; "
+          f"MPI efficiency / this = {med[2]['steady'] / (2 * med[1]['steady']) / ceiling:.3f}")
     cpu = {n: statistics.median(x.cpu_per_realization for x in rs) for n, rs in runs.items()}
     print(f"CPU time per realization while generating: {1e3 * cpu[1]:.2f} ms (1 rank), "
           f"{1e3 * cpu[2]:.2f} ms (2 ranks): ratio {cpu[1] / cpu[2]:.3f} (1 = no extra work "
-          "per realization with more ranks; insensitive to other processes' load)")
+          "per realization with more ranks)")
     last = runs[1][-1]
     print(f"jets per realization (selection of the card): {last.jets / last.realizations:.3f}; "
           f"one core makes {3600 * med[1]['steady'] * last.jets / last.realizations:.0f} "
