@@ -16,9 +16,10 @@ import math
 import re
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from .schema import SchemaError, Shipped, Table
 
 #: Variation names used across the project (cards, trainer configs, plots).
 STANDARD_VARIATIONS = (
@@ -39,12 +40,12 @@ STAGES = ("shower", "hadronization")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
-class CardError(ValueError):
+class CardError(SchemaError):
     """A card problem, reported as ``<card file>: <key path>: <what is wrong>``."""
 
-    def __init__(self, card: str | Path, key: str, message: str):
-        self.card, self.key, self.message = str(card), key, message
-        super().__init__(f"{card}: {key}: {message}" if key else f"{card}: {message}")
+    @property
+    def card(self) -> str:
+        return self.source
 
 
 @dataclass(frozen=True)
@@ -218,22 +219,16 @@ class Card:
 # --------------------------------------------------------------------------- reading
 
 
+_SHIPPED = Shipped("resim.cards", "", "card", CardError)
+
+
 def resolve_card_path(name: str | Path) -> Path:
     """A card file path, or the name of a shipped card (``smoke`` → ``resim/cards/smoke.toml``)."""
-    path = Path(name)
-    if path.exists():
-        return path
-    shipped = resources.files("resim.cards").joinpath(f"{path.stem}.toml")
-    if path.suffix in ("", ".toml") and path.parent == Path(".") and shipped.is_file():
-        return Path(str(shipped))
-    raise CardError(name, "", "no such card file, and no shipped card of that name "
-                    f"(shipped: {', '.join(shipped_cards())})")
+    return _SHIPPED.resolve(name)
 
 
 def shipped_cards() -> list[str]:
-    return sorted(
-        p.name[:-5] for p in resources.files("resim.cards").iterdir() if p.name.endswith(".toml")
-    )
+    return _SHIPPED.names()
 
 
 def load_card(name: str | Path) -> Card:
@@ -296,7 +291,7 @@ def _hard_process(t: _Table, card_path: Path) -> HardProcess:
             raise CardError(card_path, t.key("lhe"), f"Les Houches file not found: {lhe}")
     settings = t.settings("settings")
     if lhe is None and not settings:
-        raise CardError(card_path, t.prefix.rstrip("."),
+        raise CardError(card_path, t.here,
                         "give process switches in `settings` or a Les Houches file in `lhe`")
     return HardProcess(settings=settings, lhe=lhe)
 
@@ -308,33 +303,33 @@ def _decays(t: _Table) -> tuple[Decay, ...]:
         try:
             pdg = int(name)
         except ValueError:
-            raise CardError(t.path, key,
+            raise CardError(t.source, key,
                             "decay tables are keyed by PDG id, e.g. [decays.6]") from None
         d = t.table(name, required=True)
         d.allow("any", "match")
-        any_ = d.int_list("any")
-        match = d.int_lists("match")
+        any_ = d.integers("any")
+        match = d.integer_lists("match")
         if not any_ and not match:
-            raise CardError(t.path, key, "give `any = [ids]` or `match = [[ids], ...]`")
+            raise CardError(t.source, key, "give `any = [ids]` or `match = [[ids], ...]`")
         decays.append(Decay(pdg=pdg, any=any_, match=match))
     return tuple(decays)
 
 
 def _objects(t: _Table) -> Objects:
     t.allow("pdg", "labels", "contained")
-    pdg = t.int_list("pdg")
+    pdg = t.integers("pdg")
     if not pdg:
-        raise CardError(t.path, t.key("pdg"), "list at least one PDG id of a hard-process object")
+        raise CardError(t.source, t.key("pdg"), "list at least one PDG id of a hard-process object")
     lt = t.table("labels", required=True)
     labels = {}
     for name in lt:
         if not _NAME.match(name):
-            raise CardError(t.path, lt.key(name), "label names are lower-case identifiers")
-        labels[name] = tuple(abs(i) for i in lt.int_list(name))
+            raise CardError(t.source, lt.key(name), "label names are lower-case identifiers")
+        labels[name] = tuple(abs(i) for i in lt.integers(name))
     for i in pdg:
         owners = [n for n, ids in labels.items() if abs(i) in ids]
         if len(owners) != 1:
-            raise CardError(t.path, lt.prefix.rstrip("."), f"object PDG id {i} must have "
+            raise CardError(t.source, lt.here, f"object PDG id {i} must have "
                             f"exactly one label, has {owners or 'none'}")
     return Objects(pdg=tuple(abs(i) for i in pdg), labels=labels,
                    contained=t.boolean("contained", False))
@@ -345,7 +340,7 @@ def _jets(t: _Table) -> Jets:
             "constituent_pt_min", "match_radius")
     algorithm = t.string("algorithm", "antikt")
     if algorithm not in JET_ALGORITHMS:
-        raise CardError(t.path, t.key("algorithm"),
+        raise CardError(t.source, t.key("algorithm"),
                         f"must be one of {', '.join(JET_ALGORITHMS)}, got {algorithm!r}")
     jets = Jets(
         algorithm=algorithm,
@@ -357,7 +352,7 @@ def _jets(t: _Table) -> Jets:
         match_radius=t.number("match_radius", None, above=0.0),
     )
     if jets.pt_max <= jets.pt_min:
-        raise CardError(t.path, t.key("pt_max"),
+        raise CardError(t.source, t.key("pt_max"),
                         f"must be above pt_min = {jets.pt_min}, got {jets.pt_max}")
     return jets
 
@@ -367,26 +362,26 @@ def _variations(t: _Table) -> tuple[Variation, ...]:
     for name in t:
         key = t.key(name)
         if not _NAME.match(name):
-            raise CardError(t.path, key, "variation names are lower-case identifiers")
+            raise CardError(t.source, key, "variation names are lower-case identifiers")
         v = t.table(name, required=True)
         v.allow("realizations", "stage", "settings")
         stage = v.string("stage", "shower")
         if stage not in STAGES:
-            raise CardError(t.path, v.key("stage"),
+            raise CardError(t.source, v.key("stage"),
                             f"must be one of {', '.join(STAGES)}, got {stage!r}")
         settings = v.settings("settings")
         if stage == "hadronization":
             for s in settings:
                 particle_data = s.name.split(":")[0].isdigit()  # e.g. "511:tau0"
                 if not (s.name.startswith(HADRONIZATION_PREFIXES) or particle_data):
-                    raise CardError(t.path, s.key, "not a hadronization or decay setting; a "
+                    raise CardError(t.source, s.key, "not a hadronization or decay setting; a "
                                     "stage = \"hadronization\" variation re-uses the parton shower")
         variations.append(Variation(name=name, realizations=v.integer("realizations", 1, minimum=1),
                                     stage=stage, settings=settings))
     if not variations:
-        raise CardError(t.path, t.prefix.rstrip("."), "define at least one variation")
+        raise CardError(t.source, t.here, "define at least one variation")
     if len(variations) > 127:
-        raise CardError(t.path, t.prefix.rstrip("."), "at most 127 variations")
+        raise CardError(t.source, t.here, "at most 127 variations")
     return tuple(variations)
 
 
@@ -401,83 +396,10 @@ def pythia_value(value: Any) -> str:
     return str(value)
 
 
-class _Table:
-    """A TOML table with its key path, for checks that name where a problem is."""
+class _Table(Table):
+    """A card table: the shared checks, CardErrors, and tables of Pythia settings."""
 
-    def __init__(self, path: Path, raw: Any, prefix: str):
-        self.path, self.raw, self.prefix = path, raw, prefix
-        if not isinstance(raw, dict):
-            raise CardError(path, prefix.rstrip("."), f"must be a table, got {type(raw).__name__}")
-
-    def key(self, name: str) -> str:
-        quoted = name if re.match(r"^[A-Za-z0-9_-]+$", name) else f'"{name}"'
-        return f"{self.prefix}{quoted}"
-
-    def __iter__(self):
-        return iter(list(self.raw))
-
-    def allow(self, *names: str) -> None:
-        for name in self.raw:
-            if name not in names:
-                raise CardError(self.path, self.key(name),
-                                f"unknown key (allowed here: {', '.join(names)})")
-
-    def table(self, name: str, required: bool = False) -> _Table:
-        if name not in self.raw:
-            if required:
-                raise CardError(self.path, self.key(name), "missing section")
-            return _Table(self.path, {}, self.key(name) + ".")
-        return _Table(self.path, self.raw[name], self.key(name) + ".")
-
-    def _get(self, name: str, default: Any, kinds: tuple[type, ...], what: str) -> Any:
-        if name not in self.raw:
-            return default
-        value = self.raw[name]
-        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            raise CardError(self.path, self.key(name), f"must be {what}, got {value!r}")
-        return value
-
-    def integer(self, name: str, default: int | None, minimum: int | None = None) -> Any:
-        value = self._get(name, default, (int,), "an integer")
-        if value is not None and minimum is not None and value < minimum:
-            raise CardError(self.path, self.key(name),
-                            f"must be an integer >= {minimum}, got {value}")
-        return value
-
-    def number(self, name: str, default: float | None, minimum: float | None = None,
-               above: float | None = None, at_most: float | None = None) -> Any:
-        value = self._get(name, default, (int, float), "a number")
-        if value is None:
-            return None
-        value = float(value)
-        if minimum is not None and value < minimum:
-            raise CardError(self.path, self.key(name), f"must be >= {minimum}, got {value}")
-        if above is not None and not value > above:
-            raise CardError(self.path, self.key(name), f"must be > {above}, got {value}")
-        if at_most is not None and value > at_most:
-            raise CardError(self.path, self.key(name), f"must be <= {at_most}, got {value}")
-        return value
-
-    def string(self, name: str, default: str | None) -> Any:
-        return self._get(name, default, (str,), "a string")
-
-    def boolean(self, name: str, default: bool) -> bool:
-        return self._get(name, default, (bool,), "true or false")
-
-    def int_list(self, name: str) -> tuple[int, ...]:
-        value = self._get(name, [], (list,), "a list of integers")
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in value):
-            raise CardError(self.path, self.key(name), f"must be a list of integers, got {value!r}")
-        return tuple(value)
-
-    def int_lists(self, name: str) -> tuple[tuple[int, ...], ...]:
-        value = self._get(name, [], (list,), "a list of lists of integers")
-        ok = all(isinstance(v, list) and v and all(isinstance(i, int) and not isinstance(i, bool)
-                                                     for i in v) for v in value)
-        if not ok:
-            raise CardError(self.path, self.key(name),
-                            f"must be a list of lists of integers, got {value!r}")
-        return tuple(tuple(v) for v in value)
+    error = CardError
 
     def settings(self, name: str) -> tuple[PythiaSetting, ...]:
         """A table of Pythia settings, ``{"Key:name" = value}``, as readString lines."""
@@ -486,8 +408,8 @@ class _Table:
         for setting, value in table.raw.items():
             if isinstance(value, dict) or (isinstance(value, list) and any(
                     isinstance(v, dict | list) for v in value)):
-                raise CardError(self.path, table.key(setting),
-                                f"a Pythia setting takes a number, string or on/off, got {value!r}")
+                table.fail(setting, "a Pythia setting takes a number, string or on/off, "
+                           f"got {value!r}")
             out.append(PythiaSetting(table.key(setting), f"{setting} = {pythia_value(value)}",
                                      value))
         return tuple(out)

@@ -32,14 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from resim.schema import SchemaError, Shipped, Table
 
 HEADS = ("linear", "mlp")
 BACKBONES = ("floating", "fixed")
@@ -50,12 +50,8 @@ VIEW_SOURCES = ("resim", "augment", "both")
 VIEW_MODES = ("any", "nominal_plus")
 
 
-class ConfigError(ValueError):
+class ConfigError(SchemaError):
     """A config problem, reported as ``<config file>: <key path>: <what is wrong>``."""
-
-    def __init__(self, source: str | Path, key: str, message: str):
-        self.source, self.key, self.message = str(source), key, message
-        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
 
 
 # --------------------------------------------------------------------------- the schema
@@ -231,20 +227,12 @@ class Config:
 
 def resolve_config_path(name: str | Path) -> Path:
     """A config file path, or the name of a shipped config (``rs3l_part``)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = resources.files("resim.train").joinpath("configs", f"{path.stem}.toml")
-    if path.suffix in ("", ".toml") and path.parent == Path(".") and shipped.is_file():
-        return Path(str(shipped))
-    raise ConfigError(name, "", "no such config file, and no shipped config of that name "
-                      f"(shipped: {', '.join(shipped_configs())})")
+    return _SHIPPED.resolve(name)
 
 
 def shipped_configs() -> list[str]:
     """Names of the configs in ``train/configs`` (``resim configs`` lists them)."""
-    folder = resources.files("resim.train").joinpath("configs")
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+    return _SHIPPED.names()
 
 
 def load_config(name: str | Path, overrides: Sequence[str] = ()) -> Config:
@@ -519,105 +507,10 @@ def _kind_name(default: Any) -> str:
         type(default), "a list" if isinstance(default, tuple | list) else type(default).__name__)
 
 
-class _Table:
-    """A TOML table with its key path, for checks that name where a problem is."""
+class _Table(Table):
+    """A config table: the shared key checks (resim.schema), raising ConfigErrors."""
 
-    def __init__(self, source: str, raw: Any, prefix: str):
-        self.source, self.raw, self.prefix = source, raw, prefix
-        if not isinstance(raw, dict):
-            raise ConfigError(source, prefix.rstrip("."),
-                              f"must be a table, got {type(raw).__name__}")
-
-    def key(self, name: str) -> str:
-        quoted = name if re.match(r"^[A-Za-z0-9_-]+$", name) else f'"{name}"'
-        return f"{self.prefix}{quoted}"
-
-    def __iter__(self):
-        return iter(list(self.raw))
-
-    def allow(self, *names: str) -> None:
-        for name in self.raw:
-            if name not in names:
-                raise ConfigError(self.source, self.key(name),
-                                  f"unknown key (allowed here: {', '.join(names)})")
-
-    def table(self, name: str) -> _Table:
-        return _Table(self.source, self.raw.get(name, {}), self.key(name) + ".")
-
-    def _get(self, name: str, default: Any, kinds: tuple[type, ...], what: str,
-             required: bool = False) -> Any:
-        if name not in self.raw:
-            if required:
-                raise ConfigError(self.source, self.key(name), "missing")
-            return default
-        value = self.raw[name]
-        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            raise ConfigError(self.source, self.key(name), f"must be {what}, got {value!r}")
-        return value
-
-    def integer(self, name: str, default: int | None, minimum: int | None = None) -> Any:
-        value = self._get(name, default, (int,), "an integer")
-        if value is not None and minimum is not None and value < minimum:
-            raise ConfigError(self.source, self.key(name),
-                              f"must be an integer >= {minimum}, got {value}")
-        return value
-
-    def number(self, name: str, default: float, minimum: float | None = None,
-               above: float | None = None, at_most: float | None = None,
-               below: float | None = None) -> float:
-        value = float(self._get(name, default, (int, float), "a number"))
-        _check_range(self, name, value, minimum, above, at_most, below)
-        return value
-
-    def numbers(self, name: str, default: tuple[float, ...], length: int,
-                minimum: float | None = None) -> tuple[float, ...]:
-        value = self._get(name, default, (list, tuple), f"a list of {length} numbers")
-        if len(value) != length or not all(
-                isinstance(v, int | float) and not isinstance(v, bool) for v in value):
-            raise ConfigError(self.source, self.key(name),
-                              f"must be a list of {length} numbers, got {_plain(value)!r}")
-        for v in value:
-            _check_range(self, name, float(v), minimum, None, None, None)
-        return tuple(float(v) for v in value)
-
-    def integers(self, name: str, default: tuple[int, ...], minimum: int) -> tuple[int, ...]:
-        value = self._get(name, default, (list, tuple), "a list of integers")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-                   for v in value):
-            raise ConfigError(self.source, self.key(name),
-                              f"must be a list of integers >= {minimum}, got {_plain(value)!r}")
-        return tuple(value)
-
-    def string(self, name: str, default: str | None, required: bool = False) -> Any:
-        return self._get(name, default, (str,), "a string", required)
-
-    def strings(self, name: str, default: tuple[str, ...],
-                required: bool = False) -> tuple[str, ...]:
-        value = self._get(name, default, (list, tuple), "a list of strings", required)
-        if not all(isinstance(v, str) for v in value):
-            raise ConfigError(self.source, self.key(name),
-                              f"must be a list of strings, got {_plain(value)!r}")
-        return tuple(value)
-
-    def choice(self, name: str, default: str | None, allowed: Sequence[str],
-               required: bool = False) -> Any:
-        value = self.string(name, default, required)
-        if value is not None and value not in allowed:
-            raise ConfigError(self.source, self.key(name),
-                              f"must be one of {', '.join(allowed)}; got {value!r}")
-        return value
-
-    def boolean(self, name: str, default: bool) -> bool:
-        return self._get(name, default, (bool,), "true or false")
+    error = ConfigError
 
 
-def _check_range(t: _Table, name: str, value: float, minimum: float | None,
-                 above: float | None, at_most: float | None, below: float | None) -> None:
-    if minimum is not None and value < minimum:
-        raise ConfigError(t.source, t.key(name), f"must be >= {minimum}, got {value}")
-    if above is not None and not value > above:
-        raise ConfigError(t.source, t.key(name), f"must be > {above}, got {value}")
-    if at_most is not None and value > at_most:
-        raise ConfigError(t.source, t.key(name), f"must be <= {at_most}, got {value}")
-    if below is not None and not value < below:
-        raise ConfigError(t.source, t.key(name), f"must be < {below}, got {value}")
+_SHIPPED = Shipped("resim.train", "configs", "config", ConfigError)

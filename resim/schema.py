@@ -1,0 +1,180 @@
+"""Checked reading of TOML tables: every problem names the file and the key path.
+
+Run cards (:mod:`resim.card`), training configs (:mod:`resim.train.config`) and study
+files read their TOML through :class:`Table`, so a mistake anywhere is one line such as
+``top.toml: jets.radius: must be > 0.0, got -1.0``. Each reader subclasses
+:class:`SchemaError` and :class:`Table` (setting ``Table.error``) to give its errors
+their own type.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class SchemaError(ValueError):
+    """``<file>: <key path>: <what is wrong>``; ``source``, ``key`` and ``message`` apart."""
+
+    def __init__(self, source: str | Path, key: str, message: str):
+        self.source, self.key, self.message = str(source), key, message
+        super().__init__(f"{source}: {key}: {message}" if key else f"{source}: {message}")
+
+
+def _shown(value: Any) -> Any:
+    """A value as the file spelled it (lists, not the tuples some callers hold)."""
+    return [_shown(v) for v in value] if isinstance(value, tuple | list) else value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+class Table:
+    """A TOML table and its key path (``prefix``, e.g. ``"variations.fsr_up."``)."""
+
+    error: type[SchemaError] = SchemaError
+
+    def __init__(self, source: str | Path, raw: Any, prefix: str = ""):
+        self.source, self.raw, self.prefix = source, raw, prefix
+        if not isinstance(raw, dict):
+            self.fail("", f"must be a table, got {type(raw).__name__}")
+
+    # -- where -------------------------------------------------------------------------
+    def key(self, name: str) -> str:
+        """The key path of ``name`` in this table (quoted where TOML needs quotes)."""
+        quoted = name if re.match(r"^[A-Za-z0-9_-]+$", name) else f'"{name}"'
+        return f"{self.prefix}{quoted}"
+
+    @property
+    def here(self) -> str:
+        """This table's own key path."""
+        return self.prefix.rstrip(".")
+
+    def fail(self, name: str, message: str) -> None:
+        """Raise this reader's error for key ``name`` of this table ("" for the table)."""
+        raise self.error(self.source, self.key(name) if name else self.here, message)
+
+    # -- structure -----------------------------------------------------------------------
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.raw))
+
+    def allow(self, *names: str) -> None:
+        for name in self.raw:
+            if name not in names:
+                self.fail(name, f"unknown key (allowed here: {', '.join(names)})")
+
+    def table(self, name: str, required: bool = False) -> Table:
+        if name not in self.raw and required:
+            self.fail(name, "missing section")
+        return type(self)(self.source, self.raw.get(name, {}), self.key(name) + ".")
+
+    # -- values --------------------------------------------------------------------------
+    def _get(self, name: str, default: Any, kinds: tuple[type, ...], what: str,
+             required: bool = False) -> Any:
+        if name not in self.raw:
+            if required:
+                self.fail(name, "missing")
+            return default
+        value = self.raw[name]
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            self.fail(name, f"must be {what}, got {_shown(value)!r}")
+        return value
+
+    def integer(self, name: str, default: int | None, minimum: int | None = None) -> Any:
+        value = self._get(name, default, (int,), "an integer")
+        if value is not None and minimum is not None and value < minimum:
+            self.fail(name, f"must be an integer >= {minimum}, got {value}")
+        return value
+
+    def _check_range(self, name: str, value: float, minimum: float | None,
+                     above: float | None, at_most: float | None, below: float | None) -> None:
+        if minimum is not None and value < minimum:
+            self.fail(name, f"must be >= {minimum}, got {value}")
+        if above is not None and not value > above:
+            self.fail(name, f"must be > {above}, got {value}")
+        if at_most is not None and value > at_most:
+            self.fail(name, f"must be <= {at_most}, got {value}")
+        if below is not None and not value < below:
+            self.fail(name, f"must be < {below}, got {value}")
+
+    def number(self, name: str, default: float | None, minimum: float | None = None,
+               above: float | None = None, at_most: float | None = None,
+               below: float | None = None) -> Any:
+        value = self._get(name, default, (int, float), "a number")
+        if value is None:
+            return None
+        value = float(value)
+        self._check_range(name, value, minimum, above, at_most, below)
+        return value
+
+    def numbers(self, name: str, default: tuple[float, ...], length: int,
+                minimum: float | None = None) -> tuple[float, ...]:
+        value = self._get(name, default, (list, tuple), f"a list of {length} numbers")
+        if len(value) != length or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) for v in value):
+            self.fail(name, f"must be a list of {length} numbers, got {_shown(value)!r}")
+        for v in value:
+            self._check_range(name, float(v), minimum, None, None, None)
+        return tuple(float(v) for v in value)
+
+    def integers(self, name: str, default: tuple[int, ...] = (),
+                 minimum: int | None = None) -> tuple[int, ...]:
+        value = self._get(name, default, (list, tuple), "a list of integers")
+        if not all(_is_int(v) and (minimum is None or v >= minimum) for v in value):
+            bound = "" if minimum is None else f" >= {minimum}"
+            self.fail(name, f"must be a list of integers{bound}, got {_shown(value)!r}")
+        return tuple(value)
+
+    def integer_lists(self, name: str) -> tuple[tuple[int, ...], ...]:
+        value = self._get(name, [], (list,), "a list of lists of integers")
+        if not all(isinstance(v, list) and v and all(map(_is_int, v)) for v in value):
+            self.fail(name, f"must be a list of lists of integers, got {value!r}")
+        return tuple(tuple(v) for v in value)
+
+    def string(self, name: str, default: str | None, required: bool = False) -> Any:
+        return self._get(name, default, (str,), "a string", required)
+
+    def strings(self, name: str, default: tuple[str, ...],
+                required: bool = False) -> tuple[str, ...]:
+        value = self._get(name, default, (list, tuple), "a list of strings", required)
+        if not all(isinstance(v, str) for v in value):
+            self.fail(name, f"must be a list of strings, got {_shown(value)!r}")
+        return tuple(value)
+
+    def choice(self, name: str, default: str | None, allowed: Sequence[str],
+               required: bool = False) -> Any:
+        value = self.string(name, default, required)
+        if value is not None and value not in allowed:
+            self.fail(name, f"must be one of {', '.join(allowed)}; got {value!r}")
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        return self._get(name, default, (bool,), "true or false")
+
+
+class Shipped:
+    """TOML files shipped in a package folder, found by name (``smoke``) or by path."""
+
+    def __init__(self, package: str, folder: str, kind: str, error: type[SchemaError]):
+        self.package, self.folder, self.kind, self.error = package, folder, kind, error
+
+    def _folder(self) -> Any:
+        return resources.files(self.package).joinpath(*filter(None, self.folder.split("/")))
+
+    def names(self) -> list[str]:
+        return sorted(p.name[:-5] for p in self._folder().iterdir() if p.name.endswith(".toml"))
+
+    def resolve(self, name: str | Path) -> Path:
+        """``name`` if it is a file, else the shipped file of that name."""
+        path = Path(name)
+        if path.is_file():
+            return path
+        shipped = self._folder().joinpath(f"{path.stem}.toml")
+        if path.suffix in ("", ".toml") and path.parent == Path(".") and shipped.is_file():
+            return Path(str(shipped))
+        raise self.error(name, "", f"no such {self.kind} file, and no shipped {self.kind} of "
+                         f"that name (shipped: {', '.join(self.names())})")
