@@ -299,7 +299,14 @@ def study(config_name: str, output: Path, jobs: int | None, report: Path | None,
     def run() -> Any:
         from .study import load_study, run_study
 
-        command = "resim " + shlex.join(sys.argv[1:])
+        words = ["resim", "study", "--config", config_name, "--output", str(output)]
+        if jobs is not None:
+            words += ["--jobs", str(jobs)]
+        if report is not None:
+            words += ["--report", str(report)]
+        if overwrite:
+            words.append("--overwrite")
+        command = shlex.join(words)  # quoted in the report: the command that made it
         return run_study(load_study(config_name), output, jobs=jobs, overwrite=overwrite,
                          report=report, command=command)
 

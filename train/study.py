@@ -112,6 +112,7 @@ class Study:
     finetune_set: tuple[str, ...] = ()
     split: str = "test"
     bootstrap: int = 200
+    compare: tuple[tuple[str, str], ...] = ()  # row pairs the report compares directly
     heartbeat: float = 300.0
 
     @property
@@ -213,8 +214,15 @@ def parse_study(text: str, source: str = "<study>") -> Study:
                           f"{baseline!r} is also an objective's name")
 
     ev = top.table("evaluate")
-    ev.allow("split", "bootstrap")
+    ev.allow("split", "bootstrap", "compare")
     split = ev.choice("split", "test", ("test", "val", "train"))
+    compare = ev._get("compare", [], (list,), "a list of [row, row] pairs")
+    rows = [baseline, *objectives]
+    if not all(isinstance(p, list) and len(p) == 2 and all(r in rows for r in p)
+               and p[0] != p[1] for p in compare):
+        raise ConfigError(source, "evaluate.compare", "must be a list of pairs of rows "
+                          f"[\"a\", \"b\"] (rows: {', '.join(r for r in rows if r)}), got "
+                          f"{compare!r}")
     return Study(
         source=source, text=text, samples=tuple(samples), variations=variations,
         reference=reference, classes=classes, objectives=objectives, seeds=seeds,
@@ -225,6 +233,7 @@ def parse_study(text: str, source: str = "<study>") -> Study:
         finetune_epochs=ft.integer("epochs", 10, 1), min_steps=ft.integer("min_steps", 0, 0),
         baseline=baseline, finetune_set=ft.strings("set", ()),
         split=split, bootstrap=ev.integer("bootstrap", 200, 0),
+        compare=tuple((a, b) for a, b in compare),
     )
 
 
@@ -738,9 +747,11 @@ def run_study(study: Study, output: str | Path, *, jobs: int | None = None,
     (output / "study.toml").write_text(study.text)
     echo(f"study: {len(stages)} stages ({_counts(stages)}) into {output}, {jobs} at a time")
     began = time.time()
+    to_run = sum(not s.complete for s in stages)
     execute(stages, output, jobs, study.threads, echo, study.heartbeat)
-    wall = time.time() - began
-    timing = _update_timing(output, wall, sum(not s.complete for s in stages) == 0)
+    timing = _update_timing(output, {
+        "wall_seconds": round(time.time() - began, 1), "stages_run": to_run, "jobs": jobs,
+        "complete": all(s.complete for s in stages)})
     path = write_report(study, stages, output, Path(report) if report else
                         output / "report.md", command=command, timing=timing)
     echo(f"study: report {path}")
@@ -751,15 +762,15 @@ def _counts(stages: Sequence[Stage]) -> str:
     return ", ".join(f"{sum(s.kind == k for s in stages)} {k}" for k in KINDS)
 
 
-def _update_timing(output: Path, wall: float, complete: bool) -> dict[str, Any]:
-    """Wall-clock time of every invocation of the study on this output (``runs.json``)."""
+def _update_timing(output: Path, run: dict[str, Any]) -> dict[str, Any]:
+    """Every invocation of the study on this output, with ``run`` added (``runs.json``)."""
     path = output / "runs.json"
     try:
         runs = json.loads(path.read_text())
     except (OSError, ValueError):
         runs = []
-    runs.append({"finished": _now(), "wall_seconds": round(wall, 1), "complete": complete,
-                 "load": [round(x, 2) for x in os.getloadavg()], "cpus": os.cpu_count()})
+    runs.append({"finished": _now(), **run, "load": [round(x, 2) for x in os.getloadavg()],
+                 "cpus": os.cpu_count()})
     path.write_text(json.dumps(runs, indent=1) + "\n")
     return {"runs": runs}
 

@@ -21,11 +21,14 @@ Uncertainties, so that a small study says what it can and cannot tell:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import re
 import shutil
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -163,26 +166,63 @@ class Table:
     def seeds(self, row: str, fraction: float) -> list[int]:
         return sorted(s for (r, f, s) in self.runs if r == row and f == fraction)
 
-    def delta(self, row: str, fraction: float, key: str = "auc") -> tuple[float | None,
-                                                                           float | None]:
-        """(row - baseline) of ``key`` and its paired bootstrap error."""
-        base = self.study.baseline
+    def delta(self, row: str, fraction: float, key: str = "auc",
+              base: str | None = None) -> Delta:
+        """(row - base) of ``key`` (base: the baseline by default): mean over seeds, its
+        paired bootstrap error, and the spread of the per-seed differences."""
+        base = base or self.study.baseline
         if not base or row == base or (base, fraction) not in self.value or \
                 (row, fraction) not in self.value:
-            return None, None
+            return Delta()
         a, b = self.value[row, fraction].get(key), self.value[base, fraction].get(key)
         if a is None or b is None:
-            return None, None
-        err = None
+            return Delta()
+        seeds = [s for s in self.seeds(row, fraction) if s in self.seeds(base, fraction)]
+        per_seed = [numbers(self.runs[row, fraction, s]["metrics"])[key] -
+                    numbers(self.runs[base, fraction, s]["metrics"])[key] for s in seeds]
+        stat = None
         sa, sb = self.samples.get((row, fraction)), self.samples.get((base, fraction))
         same = all(np.array_equal(self.runs[row, fraction, s]["group"],
-                                  self.runs[base, fraction, s2]["group"])
-                   for s, s2 in zip(self.seeds(row, fraction), self.seeds(base, fraction),
-                                    strict=False))
+                                  self.runs[base, fraction, s]["group"]) for s in seeds)
         if sa is not None and sb is not None and same and key in sa and key in sb \
                 and len(sa[key]) == len(sb[key]):
-            err = _std(sa[key] - sb[key])
-        return a - b, err
+            stat = _std(sa[key] - sb[key])
+        return Delta(a - b, stat, _sd(per_seed), len(per_seed))
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A difference to the baseline: ``value`` (mean over seeds), ``stat`` (paired
+    bootstrap error of that mean), ``seeds`` (standard deviation of the per-seed
+    differences; None with one seed) over ``n`` seeds."""
+
+    value: float | None = None
+    stat: float | None = None
+    seeds: float | None = None
+    n: int = 0
+
+    @property
+    def error(self) -> float | None:
+        """Statistical and (with several seeds) training error of ``value`` combined."""
+        if self.stat is None:
+            return None
+        spread = (self.seeds ** 2 / self.n) if self.seeds is not None and self.n else 0.0
+        return math.sqrt(self.stat ** 2 + spread)
+
+    def significant(self, sign: int) -> bool:
+        """Beyond twice its combined error in the direction ``sign`` (+1 or -1)."""
+        return self.value is not None and self.error is not None and \
+            sign * self.value > 2 * self.error
+
+    def text(self, digits: int = 3) -> str:
+        if self.value is None:
+            return "—"
+        text = f"{self.value:+.{digits}f}"
+        if self.stat is not None:
+            text += f" ± {self.stat:.{digits}f}"
+        if self.seeds is not None:
+            text += f" [{self.seeds:.{digits}f}]"
+        return f"**{text}**" if self.significant(+1) or self.significant(-1) else text
 
 
 def _mean(values: Sequence[float | None]) -> float | None:
@@ -236,7 +276,7 @@ def main_table(t: Table) -> str:
             cells += [fmt(v[k], e.get(k), s.get(k), bound=b.get(k, False),
                           digits=3 if k in ("accuracy", "auc") else 1) for k in _METRICS]
             if t.study.baseline:
-                cells.append(_signed(*t.delta(row, f)))
+                cells.append(t.delta(row, f).text())
             lines.append(_row(cells))
     return "\n".join(lines)
 
@@ -341,7 +381,7 @@ def plot_robustness(rob: Mapping, rows: Sequence[str], fraction: float,
                 ax.bar(x - 0.4 + width * (k + 0.5), mean, width, yerr=sd if sd.any() else None,
                        capsize=3, label=row, color=f"C{k}")
         axes[0].set_ylabel("JS distance to nominal")
-        axes[1].set_ylabel("ΔAUC (variation − nominal)")
+        axes[1].set_ylabel("ΔAUC to nominal")
         axes[1].axhline(0, color="grey", lw=1)
         axes[1].set_xticks(x, list(variations))
         top = np.nanmax([rob[r, fraction].get(v, {}).get("js", (0.0, None))[0] or 0.0
@@ -413,12 +453,17 @@ def timing_table(stages: Sequence[Any], timing: Mapping[str, Any] | None) -> str
                                _duration(max(secs))]))
     runs = (timing or {}).get("runs", [])
     if runs:
-        wall = sum(r["wall_seconds"] for r in runs)
-        loads = ", ".join(f"{r['load'][0]:.1f}" for r in runs)
-        lines += ["", f"Wall clock: {_duration(wall)} over {len(runs)} invocation(s) of the "
-                  f"study (stages run in parallel, so the stage times add up to more); "
-                  f"1-minute load average at the end of each: {loads} on "
-                  f"{runs[-1].get('cpus')} CPUs."]
+        each = "; ".join(f"{_duration(r['wall_seconds'])} ({r.get('stages_run', '?')} stages run"
+                         f"{', complete' if r.get('complete') else ''})" for r in runs)
+        lines += ["", f"Wall clock per invocation of the command: {each}. Stages run "
+                  f"{max(r.get('jobs', 1) for r in runs)} at a time, so their times add up "
+                  "to more."]
+    loads = [x for s in stages if s.complete and s.record
+             for x in (s.record.get("load_start"), s.record.get("load_end")) if x is not None]
+    if loads:
+        lines += ["", f"Machine load (1-minute average, sampled at every stage's start and "
+                  f"end; the study's own stages count): mean {np.mean(loads):.1f}, range "
+                  f"{min(loads):.1f}–{max(loads):.1f}, on {os.cpu_count()} CPUs."]
     return "\n".join(lines)
 
 
@@ -442,11 +487,17 @@ def findings(t: Table, rob: Mapping, study: Any) -> list[str]:
         text = f"At {100 * f:g} % of the labels the highest AUC is {ranked[0]}'s " \
                f"({fmt(t.value[ranked[0], f]['auc'], t.error[ranked[0], f].get('auc'))})"
         if base:
-            better = [r for r in t.rows if _significant(t.delta(r, f), +1)]
-            worse = [r for r in t.rows if _significant(t.delta(r, f), -1)]
-            text += (f"; significantly above {base} (paired ΔAUC > 2σ): "
+            better = [r for r in t.rows if t.delta(r, f).significant(+1)]
+            worse = [r for r in t.rows if t.delta(r, f).significant(-1)]
+            text += (f"; significantly above {base} (ΔAUC beyond twice its error, test "
+                     "sample and seeds combined): "
                      f"{', '.join(better) or 'none'}; below: {', '.join(worse) or 'none'}.")
         out.append(text)
+    for a, b in study.compare:
+        if a in t.rows and b in t.rows:
+            parts = [f"{100 * f:g} %: {t.delta(a, f, base=b).text()}" for f in t.fractions]
+            out.append(f"{a} − {b} (paired ΔAUC, same test jets; ± test sample, [ ] seeds; "
+                       f"bold beyond twice the combined error): " + "; ".join(parts) + ".")
     others = [v for v in study.variations if v != study.reference]
     floor = "seed" if "seed" in others else None
     physics = [v for v in others if v != floor]
@@ -473,11 +524,6 @@ def findings(t: Table, rob: Mapping, study: Any) -> list[str]:
     return out
 
 
-def _significant(delta: tuple[float | None, float | None], sign: int) -> bool:
-    value, error = delta
-    return value is not None and error is not None and sign * value > 2 * error
-
-
 # --------------------------------------------------------------------------- the report
 
 
@@ -498,7 +544,7 @@ def write_report(study: Any, stages: Sequence[Any], output: Path, path: Path, *,
     md = ["# RS3L study: re-simulated positives against augmentations and other objectives",
           "",
           "Made by", "", "```sh", command or f"run_study({study.source!r})", "```", "",
-          f"from the study config `{study.source}`:", "", "<details><summary>study config"
+          f"from the study config `{_display(study.source)}`:", "", "<details><summary>study config"
           "</summary>", "", "```toml", study.text.rstrip(), "```", "", "</details>", ""]
     md += ["## Data", "", data_sizes(study, stages), ""]
     if not runs:
@@ -523,9 +569,14 @@ def write_report(study: Any, stages: Sequence[Any], output: Path, path: Path, *,
            f"{study.bootstrap} resamples)" +
            ("; [ ] the standard deviation over seeds " + ", ".join(map(str, study.seeds))
             if len(study.seeds) > 1 else "") +
-           f"; ΔAUC vs {study.baseline} is paired (same test jets), bold where it exceeds "
-           "twice its error; ≥: fewer than one background jet passed, the value is the "
-           "number of background jets.", "", main_table(t), "", "Per class pair:", "",
+           f"; ΔAUC vs {study.baseline}: the difference of the means over seeds, ± its "
+           "paired bootstrap error (same test jets for both)" +
+           (", [ ] the standard deviation of the per-seed differences"
+            if len(study.seeds) > 1 else "") +
+           "; bold where it exceeds twice the combined error sqrt(stat² + sd²/n_seeds)" +
+           ("" if len(study.seeds) > 1 else " (one seed: training noise not included)") +
+           "; ≥: fewer than one background jet passed, the value is the number of "
+           "background jets.", "", main_table(t), "", "Per class pair:", "",
            pair_table(t), ""]
 
     md += ["### ROC curves", ""]
@@ -604,6 +655,15 @@ def write_report(study: Any, stages: Sequence[Any], output: Path, path: Path, *,
     return path
 
 
+def _display(source: str) -> str:
+    """A shipped study as ``train/configs/study/NAME.toml`` (not this machine's path)."""
+    path = Path(source)
+    if path.parent.name == "study" and path.parent.parent.name == "configs" and \
+            path.parent.parent.parent.name == "train":
+        return f"train/configs/study/{path.name}"
+    return source
+
+
 def _tag(fraction: float) -> str:
     return f"{100 * fraction:g}pct"
 
@@ -624,7 +684,8 @@ def _results(t: Table, rob: Mapping) -> dict[str, Any]:
     for (row, f), v in t.value.items():
         out["rows"].setdefault(row, {})[f"{f:g}"] = {
             "value": v, "error": t.error[row, f], "seed_sd": t.spread[row, f],
-            "lower_bound": t.bound[row, f], "delta_auc": t.delta(row, f),
+            "lower_bound": t.bound[row, f],
+            "delta_auc": dataclasses.asdict(t.delta(row, f)),
             "shift": {var: {k: m[0] for k, m in d.items()}
                       for var, d in rob.get((row, f), {}).items()},
         }

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import tomllib
 from pathlib import Path
 
+import click
 import pytest
 import torch
 from click.testing import CliRunner
@@ -28,6 +30,7 @@ from resim.train.study import (
 )
 
 TINY = resolve_study_path("tiny")
+DOC = Path(__file__).parents[2] / "docs" / "study.md"
 
 
 @pytest.fixture(autouse=True)
@@ -174,10 +177,29 @@ def test_fingerprints_follow_what_a_stage_reads(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------- end to end
 
 
-def table_rows(report: str, header: str) -> list[list[str]]:
-    """The cells of the Markdown table whose header row starts with ``header``."""
+def test_the_committed_report_names_its_command_and_figures() -> None:
+    """docs/study.md: made by a real `resim study` command line from a shipped study, with
+    every objective x fraction in its table and every figure it shows committed."""
+    text = DOC.read_text()
+    command = re.search(r"```sh\n(resim study [^\n]+)\n```", text).group(1)
+    words = shlex.split(command)[1:]
+    study_command = main.get_command(click.Context(main), words[0])
+    with study_command.make_context(words[0], words[1:]) as ctx:
+        study = load_study(ctx.params["config_name"])
+    rows = table_rows(text, "| objective | labelled | accuracy")
+    assert {(r[0], r[1]) for r in rows} == {(row, f"{100 * f:g} %") for row in study.rows
+                                            for f in study.fractions}
+    for png in re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", text):
+        assert (DOC.parent / png).is_file(), png
+    assert "<!-- discussion -->\n*(What the study shows" not in text  # it was written
+
+
+def table_rows(report: str, header: str, contains: str = "") -> list[list[str]]:
+    """The cells of the first Markdown table whose header row starts with ``header`` (and
+    holds ``contains``)."""
     lines = report.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header))
+    start = next(i for i, line in enumerate(lines)
+                 if line.startswith(header) and contains in line)
     rows = []
     for line in lines[start + 2:]:
         if not line.startswith("|"):
@@ -206,7 +228,7 @@ def test_tiny_study_end_to_end_and_rerun(tmp_path: Path) -> None:
     for r in rows:
         accuracy = float(r[2].split("±")[0])
         assert 0.0 <= accuracy <= 1.0
-    assert len(table_rows(report, "| objective | labelled | top vs qcd: AUC")) == len(want)
+    assert len(table_rows(report, "| objective | labelled |", "top vs qcd: AUC")) == len(want)
     # robustness: JS distance per variation for every row and fraction
     js = table_rows(report, "| objective | labelled | seed | fsr_up | fsr_down | vincia")
     assert len(js) >= len(want)
