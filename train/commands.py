@@ -280,21 +280,36 @@ def configs(name: str | None) -> None:
 @click.command()
 @click.option("--config", "config_name", required=True, metavar="STUDY",
               help="Study file, or the name of a shipped study (small, tiny).")
-@click.option("--output", required=True, type=click.Path(path_type=Path), metavar="DIR",
-              help="Where the data, runs, evaluations and report go.")
+@click.option("--output", type=click.Path(path_type=Path), metavar="DIR",
+              help="Where the data, runs, evaluations and report go (required).")
 @click.option("--jobs", type=int, help="Stages run at once (overrides study.jobs).")
 @click.option("--report", type=click.Path(path_type=Path), metavar="PATH",
               help="The Markdown report [default: DIR/report.md]; its PNGs go in a folder "
                    "of the same stem beside it.")
 @click.option("--overwrite", is_flag=True,
               help="Remake stages in DIR that were made with other settings.")
-def study(config_name: str, output: Path, jobs: int | None, report: Path | None,
-          overwrite: bool) -> None:
+@click.option("--print", "show", is_flag=True,
+              help="Print the study config (to copy and edit) and exit.")
+def study(config_name: str, output: Path | None, jobs: int | None, report: Path | None,
+          overwrite: bool, show: bool) -> None:
     """Generate, pre-train every objective, fine-tune, evaluate, report (the RS3L study).
 
-    A rerun reuses every complete stage and resumes unfinished ones.
+    A rerun reuses every complete stage and resumes unfinished ones. Shipped studies:
+    `small` (under an hour on 2 cores; docs/study.md is its report), `tiny` (tests).
     """
     import shlex
+
+    if show:
+        from .config import ConfigError
+        from .study import resolve_study_path
+
+        try:
+            click.echo(resolve_study_path(config_name).read_text(), nl=False)
+        except ConfigError as err:
+            _fail(str(err))
+        return
+    if output is None:
+        _fail("give --output DIR (where the study's data, runs and report go)")
 
     def run() -> Any:
         from .study import load_study, run_study

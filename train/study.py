@@ -705,7 +705,7 @@ def execute(stages: Sequence[Stage], output: Path, jobs: int, threads: int, echo
                 s, record, _ = running.pop(future)
                 try:
                     finish(s, record, future.result())
-                except (ConfigError, RunError, ValueError, OSError, RuntimeError) as err:
+                except Exception as err:  # any stage failure is reported, naming the stage
                     failure = failure or (s, err)
                     echo(f"study {_clock(start)} FAILED {s.name}: {err}")
     if failure is not None:
@@ -737,6 +737,7 @@ def run_study(study: Study, output: str | Path, *, jobs: int | None = None,
     from .study_report import write_report
 
     echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    began = time.time()
     output = Path(output)
     jobs = study.jobs if jobs is None else jobs
     if jobs < 1:
@@ -746,7 +747,6 @@ def run_study(study: Study, output: str | Path, *, jobs: int | None = None,
     output.mkdir(parents=True, exist_ok=True)
     (output / "study.toml").write_text(study.text)
     echo(f"study: {len(stages)} stages ({_counts(stages)}) into {output}, {jobs} at a time")
-    began = time.time()
     to_run = sum(not s.complete for s in stages)
     execute(stages, output, jobs, study.threads, echo, study.heartbeat)
     timing = _update_timing(output, {

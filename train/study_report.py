@@ -453,11 +453,14 @@ def timing_table(stages: Sequence[Any], timing: Mapping[str, Any] | None) -> str
                                _duration(max(secs))]))
     runs = (timing or {}).get("runs", [])
     if runs:
+        working = [r for r in runs if r.get("stages_run", 1)]
         each = "; ".join(f"{_duration(r['wall_seconds'])} ({r.get('stages_run', '?')} stages run"
-                         f"{', complete' if r.get('complete') else ''})" for r in runs)
-        lines += ["", f"Wall clock per invocation of the command: {each}. Stages run "
-                  f"{max(r.get('jobs', 1) for r in runs)} at a time, so their times add up "
-                  "to more."]
+                         f"{', study complete' if r.get('complete') else ''})" for r in working)
+        rest = len(runs) - len(working)
+        lines += ["", f"Wall clock of each invocation of the command that ran stages: {each}"
+                  + (f"; then {rest} report-only rerun(s)" if rest else "") +
+                  f". Stages run {max(r.get('jobs', 1) for r in runs)} at a time, so their "
+                  "times add up to more."]
     loads = [x for s in stages if s.complete and s.record
              for x in (s.record.get("load_start"), s.record.get("load_end")) if x is not None]
     if loads:

@@ -120,6 +120,19 @@ def test_objectives_must_share_the_encoder(tmp_path: Path) -> None:
     assert err.value.key == "pretrain.objectives.jepa"
 
 
+def test_cli_prints_a_study_and_refuses_bad_arguments(tmp_path: Path) -> None:
+    runner = CliRunner()
+    shown = runner.invoke(main, ["study", "--config", "small", "--print"])
+    assert shown.exit_code == 0 and shown.output == resolve_study_path("small").read_text()
+    for args, message in ((["--config", "small"], "give --output"),
+                          (["--config", "nope", "--output", str(tmp_path)], "no shipped study"),
+                          (["--config", "tiny", "--output", str(tmp_path), "--jobs", "0"],
+                           "--jobs: must be >= 1")):
+        result = runner.invoke(main, ["study", *args])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
 def test_a_variation_no_card_has_is_an_error(tmp_path: Path) -> None:
     study = parse_study(edited('"vincia"]', '"vincia", "herwig"]'), "s.toml")
     with pytest.raises(ConfigError, match="has no variation herwig") as err:
