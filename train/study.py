@@ -59,12 +59,13 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import resources
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from .config import Config, ConfigError, _Table, load_config  # _Table: the same key checks
+from resim.schema import Shipped, Table
+
+from .config import Config, ConfigError, load_config
 from .loop import CHECKPOINT, RunError
 
 STAGE_FILE = "stage.json"
@@ -121,21 +122,23 @@ class Study:
         return ((self.baseline,) if self.baseline else ()) + tuple(self.objectives)
 
 
+class _Table(Table):
+    """A study table: the shared key checks of :mod:`resim.schema`, raising ConfigErrors
+    (the trainer's commands report those as one line, exit code 2)."""
+
+    error = ConfigError
+
+
+_SHIPPED = Shipped("resim.train", "configs/study", "study", ConfigError)
+
+
 def resolve_study_path(name: str | Path) -> Path:
     """A study file, or the name of a shipped one (``train/configs/study/NAME.toml``)."""
-    path = Path(name)
-    if path.is_file():
-        return path
-    shipped = resources.files("resim.train").joinpath("configs", "study", f"{path.stem}.toml")
-    if path.suffix in ("", ".toml") and path.parent == Path(".") and shipped.is_file():
-        return Path(str(shipped))
-    raise ConfigError(name, "", "no such study file, and no shipped study of that name "
-                      f"(shipped: {', '.join(shipped_studies())})")
+    return _SHIPPED.resolve(name)
 
 
 def shipped_studies() -> list[str]:
-    folder = resources.files("resim.train").joinpath("configs", "study")
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".toml"))
+    return _SHIPPED.names()
 
 
 def load_study(name: str | Path) -> Study:
@@ -175,8 +178,10 @@ def parse_study(text: str, source: str = "<study>") -> Study:
                               "identifiers")
         s = samples_t.table(name)
         s.allow("card", "events", "shards", "seed")
+        if "events" not in s.raw:
+            s.fail("events", "missing")
         samples.append(Sample(name=name, card=s.string("card", None, required=True),
-                              events=s.integer("events", None, 1) or _missing(s, "events"),
+                              events=s.integer("events", None, 1),
                               shards=s.integer("shards", 1, 1),
                               seed=s.integer("seed", None, 0)))
     if not samples:
@@ -201,8 +206,9 @@ def parse_study(text: str, source: str = "<study>") -> Study:
 
     ft = top.table("finetune")
     ft.allow("config", "fractions", "epochs", "min_steps", "baseline", "set")
-    given = ft._get("fractions", [0.01, 0.1, 1.0], (list,), "a list of numbers")
-    numeric = all(isinstance(f, int | float) and not isinstance(f, bool) for f in given)
+    given = ft.raw.get("fractions", [0.01, 0.1, 1.0])
+    numeric = isinstance(given, list) and all(
+        isinstance(f, int | float) and not isinstance(f, bool) for f in given)
     fractions = tuple(float(f) for f in given) if numeric else ()
     if not fractions or not all(0 < f <= 1 for f in fractions) or \
             len(set(fractions)) != len(fractions):
@@ -216,10 +222,11 @@ def parse_study(text: str, source: str = "<study>") -> Study:
     ev = top.table("evaluate")
     ev.allow("split", "bootstrap", "compare")
     split = ev.choice("split", "test", ("test", "val", "train"))
-    compare = ev._get("compare", [], (list,), "a list of [row, row] pairs")
+    compare = ev.raw.get("compare", [])
     rows = [baseline, *objectives]
-    if not all(isinstance(p, list) and len(p) == 2 and all(r in rows for r in p)
-               and p[0] != p[1] for p in compare):
+    if not isinstance(compare, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(r in rows for r in p) and p[0] != p[1]
+            for p in compare):
         raise ConfigError(source, "evaluate.compare", "must be a list of pairs of rows "
                           f"[\"a\", \"b\"] (rows: {', '.join(r for r in rows if r)}), got "
                           f"{compare!r}")
@@ -235,10 +242,6 @@ def parse_study(text: str, source: str = "<study>") -> Study:
         split=split, bootstrap=ev.integer("bootstrap", 200, 0),
         compare=tuple((a, b) for a, b in compare),
     )
-
-
-def _missing(t: _Table, name: str) -> Any:
-    raise ConfigError(t.source, t.key(name), "missing")
 
 
 # --------------------------------------------------------------------------- cards
