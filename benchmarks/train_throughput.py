@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from resim.train.encoders import Encoder, build_encoder
+from resim.train.features import N_FEATURES
 from resim.train.methods import build_method
 
 ENCODERS = ("part", "transformer", "particlenet")
@@ -174,7 +175,8 @@ def loader_throughput(jets: int, particles: int, n_batches: int = 4, repeats: in
 @click.command()
 @click.option("--jets", default=256, show_default=True, help="Jets per batch (groups x views).")
 @click.option("--particles", default=128, show_default=True, help="Padded particles per jet.")
-@click.option("--features", default=17, show_default=True, help="Features per particle.")
+@click.option("--features", default=N_FEATURES, show_default=True,
+              help="Features per particle (resim's encoder inputs by default).")
 @click.option("--steps", default=2, show_default=True, help="Steps per timing.")
 @click.option("--repeats", default=3, show_default=True, help="Timing rounds (median kept).")
 @click.option("--encoders", default=",".join(ENCODERS), show_default=True,

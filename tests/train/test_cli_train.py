@@ -166,12 +166,15 @@ def test_sigkill_mid_epoch_then_resume(top_dataset: Path, qcd_dataset: Path,
     resim = [sys.executable, "-m", "resim.cli", "train", "--config", str(config), *data,
              "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    full = subprocess.run([*resim, "--output", str(tmp_path / "full")], env=env,
+    # Not from the checkout: there `-m` would import its bare resim/, which has no
+    # resim.train (that mapping exists only in the installed package).
+    run = {"env": env, "cwd": tmp_path}
+    full = subprocess.run([*resim, "--output", str(tmp_path / "full")], **run,
                           capture_output=True, text=True, timeout=900)
     assert full.returncode == 0, full.stderr
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([*resim, "--output", str(out)], env=env)
+    proc = subprocess.Popen([*resim, "--output", str(out)], **run)
     deadline = time.time() + 600
     while time.time() < deadline:  # kill as soon as a mid-epoch checkpoint exists
         if (out / "last.pt").exists():
@@ -185,7 +188,7 @@ def test_sigkill_mid_epoch_then_resume(top_dataset: Path, qcd_dataset: Path,
     proc.wait()
     before = load_checkpoint(out / "last.pt")["position"]
     assert before["step"] < load_checkpoint(tmp_path / "full" / "last.pt")["position"]["step"]
-    resumed = subprocess.run([*resim, "--output", str(out), "--resume"], env=env,
+    resumed = subprocess.run([*resim, "--output", str(out), "--resume"], **run,
                              capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(out / "last.pt")
