@@ -47,7 +47,7 @@ def generate(card_name: str, output: Path | None, events: int | None, seed: int 
     from .generate import OutputError, WriteError
     from .generate import generate as run
     from .generators.hard_process import HardProcessError
-    from .parallel import world
+    from .parallel import AnotherRankFailedError, stand_by, world
 
     if resume and overwrite:
         _fail("--resume and --overwrite exclude each other")
@@ -64,6 +64,8 @@ def generate(card_name: str, output: Path | None, events: int | None, seed: int 
         _abort(comm, f"rank {rank}: {err}")
     except WriteError as err:
         _abort(comm, str(err))
+    except AnotherRankFailedError:  # another rank failed; it reports why and ends the job
+        stand_by(comm)
     except Exception:  # a rank that fails must not leave the others waiting forever
         _abort(comm, f"rank {rank} failed:\n{traceback.format_exc()}")
     if rank == 0:
@@ -71,10 +73,12 @@ def generate(card_name: str, output: Path | None, events: int | None, seed: int 
 
 
 def _abort(comm, message: str) -> None:
+    from .parallel import stop_all
+
     click.echo(f"error: {message}", err=True)
     if comm.Get_size() > 1:
         sys.stderr.flush()
-        comm.Abort(1)
+        stop_all(comm)  # the others commit what they finished, then the job is aborted
     sys.exit(1)
 
 

@@ -33,7 +33,15 @@ from .generators.pythia_setup import pythia_version, stdout_to
 from .generators.resimulate import Resimulator, job_table
 from .jets import make_jets
 from .layout import as_table, concatenate_tables, empty_tables
-from .parallel import Comm, SerialComm, launch_problem, split_ranges, wait_for_all
+from .parallel import (
+    AnotherRankFailedError,
+    Comm,
+    SerialComm,
+    launch_problem,
+    split_ranges,
+    stop_requested,
+    wait_for_all,
+)
 from .progress import Progress
 from .store import (
     SEGMENT_BYTES,
@@ -222,14 +230,16 @@ def _plan(comm: Comm, parts: Path,
     """Validate what earlier runs committed (shared among ranks) and split what is left."""
     rank, size = comm.Get_rank(), comm.Get_size()
     found = comm.bcast(segments(parts) if rank == 0 else None)
-    mine = {i: validate(s) for i, s in enumerate(found) if i % size == rank}
-    verdict: dict[int, bool] = {}
+    # validate() may cut a damaged segment back to its last intact commit: the segment
+    # as its validating rank left it is what everyone keeps.
+    mine = {i: s if validate(s) else None for i, s in enumerate(found) if i % size == rank}
+    verdict: dict[int, Segment | None] = {}
     for part in comm.allgather(mine):
         verdict.update(part)
-    kept = [s for i, s in enumerate(found) if verdict[i]]
+    kept = [verdict[i] for i in range(len(found)) if verdict[i] is not None]
     if rank == 0:
         for i, s in enumerate(found):
-            if not verdict[i]:
+            if verdict[i] is None:
                 discard(s)
     comm.barrier()
     return kept, split_ranges(missing_ranges(kept, n_events), size)
@@ -361,22 +371,14 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
         buffered: list[dict[str, dict[str, np.ndarray]]] = []
         since = time.monotonic()
         for first in range(a, b, step):
+            if stop_requested(comm):  # another rank failed: keep what is finished, stop
+                _commit(pipeline, writer, buffered, first, rank)
+                raise AnotherRankFailedError
             last = min(first + step, b)
             tables, stats = pipeline.block(first, last)
             buffered.append(tables)
             if last == b or time.monotonic() - since >= run.commit_seconds:
-                t = time.perf_counter()
-                try:
-                    writer.commit(concatenate_tables(buffered), done=last)
-                except OSError as err:
-                    seg = writer.segment
-                    raise WriteError(
-                        f"rank {rank}: cannot write hard events {seg.done}-{last - 1} to "
-                        f"{seg.path}: {err.strerror or err}; events up to {seg.done - 1} of "
-                        "this segment are committed and safe, fix the cause and rerun with "
-                        "--resume") from None
-                pipeline.timings["writing"] = pipeline.timings.get("writing", 0.0) + (
-                    time.perf_counter() - t)
+                _commit(pipeline, writer, buffered, last, rank)
                 buffered, since = [], time.monotonic()
                 if writer.nbytes > SEGMENT_BYTES and last < b:
                     writer = SegmentWriter(parts, last)
@@ -385,6 +387,25 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
             reports.send(stats)
     reports.finish()
     return made, realizations
+
+
+def _commit(pipeline: Pipeline, writer: SegmentWriter,
+            buffered: list[dict[str, dict[str, np.ndarray]]], done: int, rank: int) -> None:
+    """Write the finished blocks up to hard event ``done`` (if any) and record them."""
+    if not buffered:
+        return
+    t = time.perf_counter()
+    try:
+        writer.commit(concatenate_tables(buffered), done=done)
+    except OSError as err:
+        seg = writer.segment
+        raise WriteError(
+            f"rank {rank}: cannot write hard events {seg.done}-{done - 1} to "
+            f"{seg.path}: {err.strerror or err}; events up to {seg.done - 1} of "
+            "this segment are committed and safe, fix the cause and rerun with "
+            "--resume") from None
+    pipeline.timings["writing"] = pipeline.timings.get("writing", 0.0) + (
+        time.perf_counter() - t)
 
 
 class _ProgressReports:
@@ -428,6 +449,10 @@ class _ProgressReports:
                     return
                 time.sleep(0.05)
                 continue
+            if status.Get_tag() not in (_PROGRESS_TAG, _DONE_TAG):  # a stop request
+                if wait:  # not ours to receive: stand_by answers it
+                    raise AnotherRankFailedError
+                return
             report = self.comm.recv(source=status.Get_source(), tag=status.Get_tag())
             if status.Get_tag() == _DONE_TAG:
                 self.finished_ranks += 1

@@ -58,12 +58,14 @@ def _fsync(path: Path) -> None:
 
 @dataclass
 class Segment:
-    """What a segment's journal records: hard events [first, done) and their rows."""
+    """What a segment's journal records: hard events [first, done) and their rows, and the
+    same after every commit (so a damaged file can be cut back to its last intact commit)."""
 
     path: Path
     first: int
     done: int
     rows: dict[str, int] = field(default_factory=lambda: dict.fromkeys(TABLES, 0))
+    commits: list[tuple[int, dict[str, int]]] = field(default_factory=list)
 
     @property
     def journal(self) -> Path:
@@ -77,8 +79,20 @@ class Segment:
     @classmethod
     def load(cls, journal: Path) -> Segment:
         data = json.loads(journal.read_text())
+        # The totals are the truth; per-commit records (absent in older journals) lead up
+        # to them.
+        commits = [(done, rows) for done, rows in data.get("commits", [])
+                   if done < data["done"]]
+        if data["done"] > data["first"]:
+            commits.append((data["done"], data["rows"]))
         return cls(path=journal.with_name(data["path"]), first=data["first"],
-                   done=data["done"], rows=data["rows"])
+                   done=data["done"], rows=data["rows"], commits=commits)
+
+    def cut(self, commits: int) -> None:
+        """Forget every commit after the first ``commits`` (in memory; ``save`` records it)."""
+        self.commits = self.commits[:commits]
+        self.done, rows = self.commits[-1] if self.commits else (self.first, None)
+        self.rows = dict(rows) if rows else dict.fromkeys(TABLES, 0)
 
 
 class SegmentWriter:
@@ -114,6 +128,7 @@ class SegmentWriter:
         for table, columns in tables.items():
             seg.rows[table] += len(next(iter(columns.values())))
         seg.done = done
+        seg.commits.append((done, dict(seg.rows)))
         seg.save()
 
 
@@ -123,25 +138,56 @@ def segments(parts: Path) -> list[Segment]:
 
 
 def validate(seg: Segment) -> bool:
-    """Read every committed row back (checksums verify each chunk); drop rows past the
-    journal. False if the file is unreadable or a committed chunk is corrupt."""
+    """Read every committed row back (checksums verify each chunk) and keep what is intact.
+
+    Rows past the journal are dropped. If a committed chunk is damaged — a kill in the
+    middle of a commit can hit the chunk that commit was completing, or the file space
+    HDF5 had just freed and reused — the segment is cut back to its last commit whose rows
+    all read back, and the journal says so: its later events are made again on resume.
+    False if nothing committed is left (unreadable file, or damage in the first commit).
+    """
     if seg.done <= seg.first:
         return False
     try:
         with h5py.File(seg.path, "r+") as f:
+            intact = {table: min(_readable_rows(f[table][name], n) for name in TABLES[table])
+                      for table, n in seg.rows.items()}
+            keep = len(seg.commits)
+            while keep and any(rows > intact[t] for t, rows in seg.commits[keep - 1][1].items()):
+                keep -= 1
+            damaged = keep < len(seg.commits)
+            if not keep:
+                return False
+            if damaged:
+                seg.cut(keep)
             for table, n in seg.rows.items():
                 for name in TABLES[table]:
-                    ds = f[table][name]
-                    if ds.shape[0] < n:
-                        return False
-                    step = CHUNK_ROWS[table] * 16
-                    for a in range(0, n, step):
-                        ds[a:min(a + step, n)]
-                    if ds.shape[0] > n:
-                        ds.resize((n,))
+                    if f[table][name].shape[0] != n:
+                        f[table][name].resize((n,))
     except (OSError, KeyError, RuntimeError, ValueError):
         return False
+    if damaged:
+        seg.save()
     return True
+
+
+def _readable_rows(ds: h5py.Dataset, n: int) -> int:
+    """How many of the first ``n`` rows of ``ds`` read back: all, or up to the first chunk
+    that fails its checksum (found by re-reading a failed stretch chunk by chunk)."""
+    if ds.shape[0] < n:
+        n = ds.shape[0]
+    chunk = ds.chunks[0]
+    step = chunk * 16
+    for a in range(0, n, step):
+        try:
+            ds[a:min(a + step, n)]
+        except (OSError, RuntimeError, ValueError):
+            for c in range(a, min(a + step, n), chunk):
+                try:
+                    ds[c:min(c + chunk, n)]
+                except (OSError, RuntimeError, ValueError):
+                    return c
+    return n
 
 
 def discard(seg: Segment) -> None:

@@ -1,0 +1,83 @@
+"""Crash safety of a segment file at the level of its chunks: what ``validate`` keeps when a
+kill in the middle of a commit has damaged data an earlier commit wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import h5py
+import numpy as np
+
+from resim.layout import CHUNK_ROWS, TABLES
+from resim.store import Segment, SegmentWriter, segments, validate
+
+#: Constituent rows per commit: five commits straddle the 65,536-row chunks.
+PER_COMMIT = 30_000
+
+
+def block(k: int) -> dict[str, dict[str, np.ndarray]]:
+    """One commit's rows: two hard events, ``PER_COMMIT`` constituents, numbered so every
+    row says which commit wrote it."""
+    sizes = {"jets": 8, "constituents": PER_COMMIT, "groups": 4, "events": 2}
+    return {t: {c: np.full(sizes[t], k, dtype=dt) for c, dt in cols.items()}
+            for t, cols in TABLES.items()}
+
+
+def write_segment(parts, commits: int = 5) -> Segment:
+    writer = SegmentWriter(parts, 0)
+    for k in range(commits):
+        writer.commit(block(k), done=2 * (k + 1))
+    return writer.segment
+
+
+def damage_chunk(path, column: str, index: int) -> None:
+    with h5py.File(path, "r") as f:
+        chunk = f[column].id.get_chunk_info(index)
+    with open(path, "r+b") as f:
+        f.seek(chunk.byte_offset + chunk.size // 2)
+        f.write(os.urandom(64))
+
+
+def test_the_journal_records_every_commit(tmp_path):
+    seg = write_segment(tmp_path)
+    (loaded,) = segments(tmp_path)
+    assert loaded.done == 10 and loaded.rows["constituents"] == 5 * PER_COMMIT
+    assert [done for done, _ in loaded.commits] == [2, 4, 6, 8, 10]
+    assert loaded.commits[2][1] == {"jets": 24, "constituents": 90_000, "groups": 12,
+                                    "events": 6}
+    assert validate(loaded) and loaded.done == seg.done
+
+
+def test_a_damaged_chunk_cuts_the_segment_back_to_its_last_intact_commit(tmp_path):
+    seg = write_segment(tmp_path)
+    assert CHUNK_ROWS["constituents"] == 65_536
+    damage_chunk(seg.path, "constituents/px", 1)  # rows 65,536-131,071: commits 2-4
+    (found,) = segments(tmp_path)
+    assert validate(found)
+    # Commits 0 and 1 (rows < 60,000) lie in the intact first chunk; commit 2 reaches
+    # into the damaged one, so it and everything after it are made again on resume.
+    assert found.done == 4 and found.rows["constituents"] == 2 * PER_COMMIT
+    (reloaded,) = segments(tmp_path)
+    assert (reloaded.done, reloaded.rows, reloaded.commits) == (found.done, found.rows,
+                                                                found.commits)
+    with h5py.File(seg.path, "r") as f:
+        assert f["constituents/px"].shape == (60_000,) and f["jets/pt"].shape == (16,)
+        px = f["constituents/px"][:]
+        assert (px[:PER_COMMIT] == 0).all() and (px[PER_COMMIT:] == 1).all()
+        assert set(f["events/event"][:]) == {0, 1}
+
+
+def test_damage_in_the_first_commit_leaves_nothing_to_keep(tmp_path):
+    seg = write_segment(tmp_path)
+    damage_chunk(seg.path, "constituents/px", 0)
+    assert not validate(segments(tmp_path)[0])
+
+
+def test_journals_without_per_commit_records_are_one_commit(tmp_path):
+    seg = write_segment(tmp_path, commits=2)
+    data = json.loads(seg.journal.read_text())
+    del data["commits"]
+    seg.journal.write_text(json.dumps(data))
+    (old,) = segments(tmp_path)
+    assert old.commits == [(4, old.rows)] and validate(old) and old.done == 4
