@@ -29,13 +29,7 @@ SMALL = {
 PREDICTOR = dict(predictor_dim=16, predictor_heads=2, predictor_layers=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster, and immune to other processes on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def jet_batch(n: int = 8, p: int = 16, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -75,13 +75,7 @@ JEPA = TINY.replace('name = "rs3l"', 'name = "jepa"\npredictor_dim = 16\npredict
                     'predictor_heads = 2')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine, two threads are many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -54,12 +54,7 @@ threads = 1
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def distorted_copy(source: Path, directory: Path, variation: str, factor: float) -> Path:
