@@ -89,10 +89,10 @@ class Segment:
                    done=data["done"], rows=data["rows"], commits=commits)
 
     def cut(self, commits: int) -> None:
-        """Forget every commit after the first ``commits`` (in memory; ``save`` records it)."""
+        """Forget every commit after the first ``commits`` (>= 1; ``save`` records it)."""
         self.commits = self.commits[:commits]
-        self.done, rows = self.commits[-1] if self.commits else (self.first, None)
-        self.rows = dict(rows) if rows else dict.fromkeys(TABLES, 0)
+        self.done, rows = self.commits[-1]
+        self.rows = dict(rows)
 
 
 class SegmentWriter:
