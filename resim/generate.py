@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import awkward as ak
+import click
 import fastjet
 import h5py
 import numpy as np
@@ -225,11 +226,13 @@ def _prepare_output(card: Card, resume: bool, overwrite: bool) -> str:
     return "new"
 
 
-def _plan(comm: Comm, parts: Path,
-          n_events: int) -> tuple[list[Segment], list[list[tuple[int, int]]]]:
-    """Validate what earlier runs committed (shared among ranks) and split what is left."""
+def _plan(comm: Comm, parts: Path, n_events: int
+          ) -> tuple[list[Segment], list[list[tuple[int, int]]], list[str]]:
+    """Validate what earlier runs committed (shared among ranks) and split what is left.
+    Also returns, for rank 0 to print, what became of each damaged segment."""
     rank, size = comm.Get_rank(), comm.Get_size()
     found = comm.bcast(segments(parts) if rank == 0 else None)
+    committed = [s.done for s in found]
     # validate() may cut a damaged segment back to its last intact commit: the segment
     # as its validating rank left it is what everyone keeps.
     mine = {i: s if validate(s) else None for i, s in enumerate(found) if i % size == rank}
@@ -237,12 +240,21 @@ def _plan(comm: Comm, parts: Path,
     for part in comm.allgather(mine):
         verdict.update(part)
     kept = [verdict[i] for i in range(len(found)) if verdict[i] is not None]
-    if rank == 0:
-        for i, s in enumerate(found):
-            if verdict[i] is None:
+    repairs = []
+    for i, s in enumerate(found):
+        v = verdict[i]
+        if v is None:
+            if rank == 0:
                 discard(s)
+            if committed[i] > s.first:
+                repairs.append(f"{s.path.name} is unreadable: discarded, hard events "
+                               f"{s.first}-{committed[i] - 1} are made again")
+        elif v.done < committed[i]:
+            repairs.append(f"{s.path.name} was damaged (killed while writing): cut back to "
+                           f"its last intact commit, hard events {v.done}-{committed[i] - 1} "
+                           "are made again")
     comm.barrier()
-    return kept, split_ranges(missing_ranges(kept, n_events), size)
+    return kept, split_ranges(missing_ranges(kept, n_events), size), repairs
 
 
 def _tally(card: Card, segs: list[Segment]) -> dict[str, Any]:
@@ -315,7 +327,12 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
     output, parts = card.run.output, parts_dir(card.run.output)
 
     if state != "complete":
-        kept, shares = _plan(comm, parts, card.run.events)
+        kept, shares, repairs = _plan(comm, parts, card.run.events)
+        if rank == 0 and state == "resume":
+            click.echo(f"resuming {output}: {sum(s.done - s.first for s in kept)} of "
+                       f"{card.run.events} hard events kept from the interrupted run", err=True)
+            for line in repairs:
+                click.echo(f"  {line}", err=True)
         bar = Progress(card.run.events, enabled=progress and rank == 0)
         bar.resume_from(sum(s.done - s.first for s in kept))
         began, began_cpu = time.monotonic(), time.process_time()

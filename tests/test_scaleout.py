@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 import resim
 from resim.cli import main
-from resim.layout import TABLES
+from resim.layout import CHUNK_ROWS, TABLES
 from resim.store import parts_dir, segments, validate
 
 CARDS = Path(__file__).parent / "cards"
@@ -140,8 +140,17 @@ def test_killed_run_resumes_to_the_uninterrupted_data(tmp_path, reference):
     result = run("--card", str(RESUME), "--output", str(out), "--resume")
     assert result.returncode == 0, result.stderr
     assert_same_data(reference, out)
-    # What was committed before the kill was kept, not made again.
-    assert any(s.first == 0 and s.done >= done for s in segments(parts_dir(out)))
+    first = next(s for s in segments(parts_dir(out)) if s.first == 0)
+    if "cut back to its last intact commit" in result.stderr:
+        # The kill landed inside a commit and damaged it (HDF5 is not crash-proof): the
+        # segment was cut back to its last intact commit, and the report says what is
+        # made again.
+        assert 0 < first.done < done
+        assert f"hard events {first.done}-{done - 1} are made again" in result.stderr
+    else:
+        # What was committed before the kill was kept, not made again.
+        assert first.done >= done
+        assert f": {done} of 120 hard events kept from the interrupted run" in result.stderr
 
     again = run("--card", str(RESUME), "--output", str(out), "--resume")
     assert again.returncode == 0 and "groups" in again.stdout  # already complete
@@ -183,6 +192,7 @@ def test_corrupt_or_unfinished_segments_are_regenerated(tmp_path, reference):
     assert not validate(seg)
     result = CliRunner().invoke(main, ["generate", *card, "--resume"])
     assert result.exit_code == 0, result.output
+    assert f"{seg.path.name} is unreadable: discarded" in result.stderr
     assert_same_data(reference, out)
 
 
@@ -231,6 +241,34 @@ def test_a_full_disk_is_one_clear_error_and_the_run_resumes(tmp_path, reference,
     monkeypatch.setattr(store.SegmentWriter, "commit", real_commit)
     result = CliRunner().invoke(main, ["generate", *card, "--resume"])
     assert result.exit_code == 0, result.output
+    assert_same_data(reference, out)
+
+
+def test_a_segment_damaged_by_a_kill_is_cut_back_and_the_resume_says_so(
+        tmp_path, reference, monkeypatch):
+    # Small chunks, so the run's commits straddle many of them (real runs: 65,536 rows).
+    monkeypatch.setitem(CHUNK_ROWS, "constituents", 1024)
+    out = tmp_path / "cut.h5"
+    card = ["--card", str(RESUME), "--output", str(out), "--quiet"]
+    assert CliRunner().invoke(main, ["generate", *card]).exit_code == 0
+    out.unlink()  # as if killed before the data set was written
+    seg = segments(parts_dir(out))[0]
+    damage_chunk = 3  # constituent rows 3072-4095
+    with h5py.File(seg.path, "r") as f:
+        chunk = f["constituents/px"].id.get_chunk_info(damage_chunk)
+    with open(seg.path, "r+b") as f:
+        f.seek(chunk.byte_offset + chunk.size // 2)
+        f.write(os.urandom(64))
+    intact = [done for done, rows in seg.commits if rows["constituents"] <= 3 * 1024][-1]
+    assert 0 < intact < seg.done
+
+    result = CliRunner().invoke(main, ["generate", *card, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert (f"resuming {out}: {intact} of 120 hard events kept from the interrupted run"
+            in result.stderr)
+    assert (f"{seg.path.name} was damaged (killed while writing): cut back to its last "
+            f"intact commit, hard events {intact}-{seg.done - 1} are made again"
+            in result.stderr)
     assert_same_data(reference, out)
 
 

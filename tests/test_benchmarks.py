@@ -1,0 +1,33 @@
+"""The hand-run benchmarks still run: each on a few events, checking it prints its figures
+(their numbers are measured by hand, never asserted: this machine is shared and noisy)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
+
+
+@pytest.mark.slow
+def test_generator_overhead_runs_and_reports_every_figure(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "generator_overhead.py"), "--events", "12",
+         "--hadronization-events", "10", "--hadronization-rounds", "1"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    ratio = re.search(r"ratio resim / bare\s*: (\d\.\d+) wall \(95 % interval (\d\.\d+) \.\.\. "
+                      r"(\d\.\d+)\)", out)
+    assert ratio, out
+    low, mid, high = float(ratio[2]), float(ratio[1]), float(ratio[3])
+    assert 0 < low <= mid <= high
+    for figure in ("what resim adds per realization", "hand-over", "nextBatch copy",
+                   "hadronization-only", "re-hadronization alone"):
+        assert figure in out
+    # Pythia's messages go to a log, not over the benchmark's own lines.
+    assert "PYTHIA" not in out
