@@ -105,10 +105,9 @@ class Pairs(Progress):
     the time since the previous call is resim's block, and bare Pythia then makes the same
     hard events' worth of realizations. One (resim, bare) pair per block."""
 
-    bare: BarePythia  # set before the run
-
-    def __init__(self, *args, **kwargs):
+    def __init__(self, bare: BarePythia, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.bare = bare
         self.pairs: list[tuple[float, float, float, float, int]] = []
         self._mark()
 
@@ -125,11 +124,10 @@ class Pairs(Progress):
 
 def side_by_side(card: Card, bare: BarePythia, directory: Path) -> tuple[Pairs, RunSummary]:
     """One ``generate`` run of ``card``, bare Pythia interleaved block by block."""
-    Pairs.bare = bare
     bars: list[Pairs] = []
 
     def make_bar(*args, **kwargs) -> Pairs:
-        bars.append(Pairs(*args, **kwargs))
+        bars.append(Pairs(bare, *args, **kwargs))
         return bars[-1]
 
     out = directory / f"overhead-{time.monotonic_ns()}.h5"
@@ -145,15 +143,15 @@ def side_by_side(card: Card, bare: BarePythia, directory: Path) -> tuple[Pairs, 
     return bars[0], summary
 
 
-def interval(pairs: list[tuple[float, float, float, float, int]], column: tuple[int, int],
+def interval(pairs: list[tuple[float, float, float, float, int]],
              draws: int = 2000) -> tuple[float, float]:
-    """95 % interval of sum(bare) / sum(resim) from resampling the block pairs."""
+    """95 % interval of the wall-clock ratio sum(bare) / sum(resim) from resampling the
+    block pairs."""
     rng = random.Random(1)
-    ours, theirs = column
     ratios = []
     for _ in range(draws):
         sample = rng.choices(pairs, k=len(pairs))
-        ratios.append(sum(p[theirs] for p in sample) / sum(p[ours] for p in sample))
+        ratios.append(sum(p[2] for p in sample) / sum(p[0] for p in sample))
     ratios.sort()
     return ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
 
@@ -292,7 +290,7 @@ def main() -> None:
     rw, rc, bw, bc = (sum(p[k] for p in pairs) for k in range(4))
     # What generate does outside its blocks: set-up (not counted) and once-per-run work.
     once = run.wall - summary.setup_seconds - rw - bw
-    lo, hi = interval(pairs, (0, 2))
+    lo, hi = interval(pairs)
     block_ratios = sorted(p[2] / p[0] for p in pairs)
     print(f"bare Pythia next() loop : {n / bw:7.1f} realizations/s wall, {n / bc:7.1f}/s CPU "
           f"({n} realizations)")

@@ -328,13 +328,14 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
 
     if state != "complete":
         kept, shares, repairs = _plan(comm, parts, card.run.events)
+        kept_events = sum(s.done - s.first for s in kept)
         if rank == 0 and state == "resume":
-            click.echo(f"resuming {output}: {sum(s.done - s.first for s in kept)} of "
-                       f"{card.run.events} hard events kept from the interrupted run", err=True)
+            click.echo(f"resuming {output}: {kept_events} of {card.run.events} hard events "
+                       "kept from the interrupted run", err=True)
             for line in repairs:
                 click.echo(f"  {line}", err=True)
         bar = Progress(card.run.events, enabled=progress and rank == 0)
-        bar.resume_from(sum(s.done - s.first for s in kept))
+        bar.resume_from(kept_events)
         began, began_cpu = time.monotonic(), time.process_time()
         with stdout_to(parts / f"pythia-rank{rank}.log"):
             made, realizations = _run_share(pipeline, shares[rank], parts, comm, bar)

@@ -124,6 +124,15 @@ def test_one_two_and_three_ranks_make_identical_data(tmp_path, reference):
 
 
 @pytest.mark.slow
+def damage_chunk(path: Path, column: str, index: int) -> None:
+    """Overwrite part of one stored chunk of ``column``, as a kill mid-write could."""
+    with h5py.File(path, "r") as f:
+        chunk = f[column].id.get_chunk_info(index)
+    with open(path, "r+b") as f:
+        f.seek(chunk.byte_offset + chunk.size // 2)
+        f.write(os.urandom(64))
+
+
 def test_killed_run_resumes_to_the_uninterrupted_data(tmp_path, reference):
     out = tmp_path / "killed.h5"
     proc = subprocess.Popen(command("--card", str(RESUME), "--output", str(out)))
@@ -184,11 +193,7 @@ def test_corrupt_or_unfinished_segments_are_regenerated(tmp_path, reference):
     out.unlink()  # as if killed before the data set was written
     seg = segments(parts_dir(out))[0]
     # Damage one stored chunk of committed constituents: its checksum catches it.
-    with h5py.File(seg.path, "r") as f:
-        chunk = f["constituents/px"].id.get_chunk_info(0)
-    with open(seg.path, "r+b") as f:
-        f.seek(chunk.byte_offset + chunk.size // 2)
-        f.write(os.urandom(64))
+    damage_chunk(seg.path, "constituents/px", 0)
     assert not validate(seg)
     result = CliRunner().invoke(main, ["generate", *card, "--resume"])
     assert result.exit_code == 0, result.output
@@ -253,12 +258,7 @@ def test_a_segment_damaged_by_a_kill_is_cut_back_and_the_resume_says_so(
     assert CliRunner().invoke(main, ["generate", *card]).exit_code == 0
     out.unlink()  # as if killed before the data set was written
     seg = segments(parts_dir(out))[0]
-    damage_chunk = 3  # constituent rows 3072-4095
-    with h5py.File(seg.path, "r") as f:
-        chunk = f["constituents/px"].id.get_chunk_info(damage_chunk)
-    with open(seg.path, "r+b") as f:
-        f.seek(chunk.byte_offset + chunk.size // 2)
-        f.write(os.urandom(64))
+    damage_chunk(seg.path, "constituents/px", 3)  # constituent rows 3072-4095
     intact = [done for done, rows in seg.commits if rows["constituents"] <= 3 * 1024][-1]
     assert 0 < intact < seg.done
 
