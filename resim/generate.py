@@ -49,7 +49,9 @@ from .store import (
     Segment,
     SegmentWriter,
     build_dataset,
+    compact,
     discard,
+    discard_unfinished,
     missing_ranges,
     parts_dir,
     segments,
@@ -125,7 +127,7 @@ class Pipeline:
         self.setup_cpu_seconds = time.process_time() - cpu
         #: Seconds spent in each step so far (for benchmarks and the curious).
         self.timings: dict[str, float] = dict.fromkeys(
-            ("hard process", "re-simulation", "truth", "final state", "jets"), 0.0)
+            ("hard process", "re-simulation", "truth", "final state", "jets", "writing"), 0.0)
 
     def _clock(self, step: str, start: float) -> float:
         now = time.perf_counter()
@@ -231,6 +233,8 @@ def _plan(comm: Comm, parts: Path, n_events: int
     """Validate what earlier runs committed (shared among ranks) and split what is left.
     Also returns, for rank 0 to print, what became of each damaged segment."""
     rank, size = comm.Get_rank(), comm.Get_size()
+    if rank == 0:
+        discard_unfinished(parts)
     found = comm.bcast(segments(parts) if rank == 0 else None)
     committed = [s.done for s in found]
     # validate() may cut a damaged segment back to its last intact commit: the segment
@@ -398,7 +402,10 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
             if last == b or time.monotonic() - since >= run.commit_seconds:
                 _commit(pipeline, writer, buffered, last, rank)
                 buffered, since = [], time.monotonic()
-                if writer.nbytes > SEGMENT_BYTES and last < b:
+                full = writer.nbytes > SEGMENT_BYTES
+                if last == b or full:
+                    _compact(pipeline, writer.segment)
+                if full and last < b:
                     writer = SegmentWriter(parts, last)
                     made.append(writer.segment)
             realizations += stats.realizations
@@ -422,8 +429,20 @@ def _commit(pipeline: Pipeline, writer: SegmentWriter,
             f"{seg.path}: {err.strerror or err}; events up to {seg.done - 1} of "
             "this segment are committed and safe, fix the cause and rerun with "
             "--resume") from None
-    pipeline.timings["writing"] = pipeline.timings.get("writing", 0.0) + (
-        time.perf_counter() - t)
+    pipeline._clock("writing", t)
+
+
+def _compact(pipeline: Pipeline, seg: Segment) -> None:
+    """Rewrite a finished segment without the space its commits left unused. Not being
+    able to (the copy needs as much free space again) costs only that space."""
+    t = time.perf_counter()
+    try:
+        compact(seg)
+    except OSError as err:
+        seg.path.with_suffix(".compacting").unlink(missing_ok=True)
+        click.echo(f"warning: cannot compact {seg.path}: {err.strerror or err}; it is "
+                   "intact, only larger than its data", err=True)
+    pipeline._clock("writing", t)
 
 
 class _ProgressReports:

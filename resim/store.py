@@ -132,6 +132,40 @@ class SegmentWriter:
         seg.save()
 
 
+def compact(seg: Segment) -> None:
+    """Rewrite a finished segment without the space its commits left unused.
+
+    Every commit rewrites the partly filled last chunk of each column elsewhere in the
+    file, and HDF5 forgets the space it freed once the file is closed: a segment of many
+    commits is a fifth or more larger than its data. The compressed chunks are copied
+    as they are (no decompression) into a new file that then replaces the segment
+    atomically; the journal still describes it. A crash during the copy leaves the
+    segment as it was and a ``.compacting`` file, which :func:`discard_unfinished`
+    removes.
+    """
+    tmp = seg.path.with_suffix(".compacting")
+    with h5py.File(seg.path, "r") as src, h5py.File(tmp, "w") as dst:
+        for table, columns in TABLES.items():
+            group = dst.create_group(table)
+            for name, dtype in columns.items():
+                old = src[table][name]
+                new = group.create_dataset(name, shape=old.shape, maxshape=(None,),
+                                           dtype=dtype, chunks=old.chunks, **COMPRESSION)
+                for i in range(old.id.get_num_chunks()):
+                    offset = old.id.get_chunk_info(i).chunk_offset
+                    mask, data = old.id.read_direct_chunk(offset)
+                    new.id.write_direct_chunk(offset, data, mask)
+    _fsync(tmp)
+    os.replace(tmp, seg.path)
+    _fsync(seg.path.parent)
+
+
+def discard_unfinished(parts: Path) -> None:
+    """Remove what a compaction cut short by a crash left (the segment itself is intact)."""
+    for path in parts.glob("events-*.compacting"):
+        path.unlink()
+
+
 def segments(parts: Path) -> list[Segment]:
     """Every segment journal in ``parts``, by first event."""
     return sorted((Segment.load(j) for j in parts.glob("events-*.json")), key=lambda s: s.first)

@@ -249,6 +249,24 @@ def test_a_full_disk_is_one_clear_error_and_the_run_resumes(tmp_path, reference,
     assert_same_data(reference, out)
 
 
+def test_a_segment_that_cannot_be_compacted_is_kept_as_written(tmp_path, reference,
+                                                               monkeypatch):
+    import resim.generate
+
+    def no_space(seg):
+        seg.path.with_suffix(".compacting").write_bytes(b"part of a copy")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(resim.generate, "compact", no_space)
+    out = tmp_path / "full.h5"
+    result = CliRunner().invoke(main, ["generate", "--card", str(RESUME), "--output",
+                                       str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "warning: cannot compact" in result.stderr and "No space left" in result.stderr
+    assert not list(parts_dir(out).glob("*.compacting"))
+    assert_same_data(reference, out)
+
+
 def test_a_segment_damaged_by_a_kill_is_cut_back_and_the_resume_says_so(
         tmp_path, reference, monkeypatch):
     # Small chunks, so the run's commits straddle many of them (real runs: 65,536 rows).

@@ -10,7 +10,14 @@ import h5py
 import numpy as np
 
 from resim.layout import CHUNK_ROWS, TABLES
-from resim.store import Segment, SegmentWriter, segments, validate
+from resim.store import (
+    Segment,
+    SegmentWriter,
+    compact,
+    discard_unfinished,
+    segments,
+    validate,
+)
 
 #: Constituent rows per commit: five commits straddle the 65,536-row chunks.
 PER_COMMIT = 30_000
@@ -81,3 +88,43 @@ def test_journals_without_per_commit_records_are_one_commit(tmp_path):
     seg.journal.write_text(json.dumps(data))
     (old,) = segments(tmp_path)
     assert old.commits == [(4, old.rows)] and validate(old) and old.done == 4
+
+
+def test_compacting_a_segment_drops_the_space_commits_left_and_keeps_every_row(tmp_path):
+    rng = np.random.default_rng(7)
+    blocks = [{t: {c: (rng.normal(size=len(v)) * 100).astype(v.dtype) for c, v in cols.items()}
+               for t, cols in block(k).items()} for k in range(5)]
+    writer = SegmentWriter(tmp_path, 0)
+    for k, rows in enumerate(blocks):
+        writer.commit(rows, done=2 * (k + 1))
+    seg = writer.segment
+    # The same rows in one commit: no chunk rewritten, the size the data need.
+    (tmp_path / "once").mkdir()
+    once = SegmentWriter(tmp_path / "once", 0)
+    once.commit({t: {c: np.concatenate([b[t][c] for b in blocks]) for c in TABLES[t]}
+                 for t in TABLES}, done=10)
+    with h5py.File(seg.path, "r") as f:
+        before = {f"{t}/{c}": f[t][c][:] for t in TABLES for c in TABLES[t]}
+    # Each commit rewrote the partly filled last chunks elsewhere in the file.
+    assert seg.path.stat().st_size > 1.3 * once.nbytes
+    compact(seg)
+    assert seg.path.stat().st_size < 1.02 * once.nbytes
+    with h5py.File(seg.path, "r") as f:
+        for name, values in before.items():
+            assert f[name].dtype == values.dtype and np.array_equal(f[name][:], values)
+            assert f[name].chunks == (CHUNK_ROWS[name.split("/")[0]],)
+            assert f[name].compression == "gzip" and f[name].fletcher32
+    (found,) = segments(tmp_path)
+    assert validate(found) and found.done == seg.done and found.commits == seg.commits
+    assert not list(tmp_path.glob("*.compacting"))
+
+
+def test_a_compaction_cut_short_leaves_the_segment_and_its_leftover_is_removed(tmp_path):
+    seg = write_segment(tmp_path, commits=2)
+    size = seg.path.stat().st_size
+    leftover = seg.path.with_suffix(".compacting")
+    leftover.write_bytes(b"half a copy")
+    discard_unfinished(tmp_path)
+    assert not leftover.exists() and seg.path.stat().st_size == size
+    (found,) = segments(tmp_path)
+    assert validate(found) and found.done == 4
