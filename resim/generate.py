@@ -50,6 +50,7 @@ from .store import (
     SegmentWriter,
     build_dataset,
     compact,
+    dead_space,
     discard,
     discard_unfinished,
     missing_ranges,
@@ -240,6 +241,11 @@ def _plan(comm: Comm, parts: Path, n_events: int
     # validate() may cut a damaged segment back to its last intact commit: the segment
     # as its validating rank left it is what everyone keeps.
     mine = {i: s if validate(s) else None for i, s in enumerate(found) if i % size == rank}
+    # What an interrupted run left was never compacted (a run compacts a segment when it
+    # finishes it); a quarter or more of such a file can be dead space.
+    for s in mine.values():
+        if s is not None and dead_space(s.path) > 0.05:
+            _compact(s)
     verdict: dict[int, Segment | None] = {}
     for part in comm.allgather(mine):
         verdict.update(part)
@@ -404,7 +410,9 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
                 buffered, since = [], time.monotonic()
                 full = writer.nbytes > SEGMENT_BYTES
                 if last == b or full:
-                    _compact(pipeline, writer.segment)
+                    t = time.perf_counter()
+                    _compact(writer.segment)
+                    pipeline._clock("writing", t)
                 if full and last < b:
                     writer = SegmentWriter(parts, last)
                     made.append(writer.segment)
@@ -432,17 +440,15 @@ def _commit(pipeline: Pipeline, writer: SegmentWriter,
     pipeline._clock("writing", t)
 
 
-def _compact(pipeline: Pipeline, seg: Segment) -> None:
+def _compact(seg: Segment) -> None:
     """Rewrite a finished segment without the space its commits left unused. Not being
     able to (the copy needs as much free space again) costs only that space."""
-    t = time.perf_counter()
     try:
         compact(seg)
     except OSError as err:
         seg.path.with_suffix(".compacting").unlink(missing_ok=True)
         click.echo(f"warning: cannot compact {seg.path}: {err.strerror or err}; it is "
                    "intact, only larger than its data", err=True)
-    pipeline._clock("writing", t)
 
 
 class _ProgressReports:

@@ -160,6 +160,21 @@ def compact(seg: Segment) -> None:
     _fsync(seg.path.parent)
 
 
+def dead_space(path: Path) -> float:
+    """Fraction of a segment file that is neither its chunks nor a generous allowance for
+    its metadata: what :func:`compact` would give back."""
+    with h5py.File(path, "r") as f:
+        stored = sum(f[table][name].id.get_chunk_info(i).size
+                     for table, columns in TABLES.items() for name in columns
+                     for i in range(f[table][name].id.get_num_chunks()))
+    size = path.stat().st_size
+    return max(0, size - stored - METADATA_BYTES) / size
+
+
+#: Room for a segment's own metadata (object headers and chunk indices of 36 columns).
+METADATA_BYTES = 256 * 1024
+
+
 def discard_unfinished(parts: Path) -> None:
     """Remove what a compaction cut short by a crash left (the segment itself is intact)."""
     for path in parts.glob("events-*.compacting"):

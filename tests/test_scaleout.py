@@ -21,7 +21,7 @@ from click.testing import CliRunner
 import resim
 from resim.cli import main
 from resim.layout import CHUNK_ROWS, TABLES
-from resim.store import parts_dir, segments, validate
+from resim.store import dead_space, parts_dir, segments, validate
 
 CARDS = Path(__file__).parent / "cards"
 RESUME = CARDS / "resume.toml"
@@ -264,6 +264,25 @@ def test_a_segment_that_cannot_be_compacted_is_kept_as_written(tmp_path, referen
     assert result.exit_code == 0, result.output
     assert "warning: cannot compact" in result.stderr and "No space left" in result.stderr
     assert not list(parts_dir(out).glob("*.compacting"))
+    assert_same_data(reference, out)
+
+
+def test_segments_an_interrupted_run_left_are_compacted_on_resume(tmp_path, reference,
+                                                                  monkeypatch):
+    import resim.generate
+
+    out = tmp_path / "left.h5"
+    card = ["--card", str(RESUME), "--output", str(out), "--quiet"]
+    with monkeypatch.context() as m:  # killed before it finished its segment
+        m.setattr(resim.generate, "compact", lambda seg: None)
+        assert CliRunner().invoke(main, ["generate", *card]).exit_code == 0
+    out.unlink()
+    (seg,) = segments(parts_dir(out))
+    assert dead_space(seg.path) > 0.2  # one commit per block of 2 events: much rewritten
+    result = CliRunner().invoke(main, ["generate", *card, "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "120 of 120 hard events kept" in result.stderr
+    assert dead_space(seg.path) < 0.01
     assert_same_data(reference, out)
 
 
