@@ -95,17 +95,25 @@ class Segment:
         self.rows = dict(rows)
 
 
+def _create_tables(f: h5py.File, rows: dict[str, int] | None = None,
+                   chunks: dict[str, int] | None = None) -> None:
+    """Every table's columns in ``f``: resizable, with the layout's compression and
+    ``chunks`` rows per chunk (the layout's unless given), ``rows`` long (0 unless given)."""
+    for table, columns in TABLES.items():
+        group = f.create_group(table)
+        for name, dtype in columns.items():
+            group.create_dataset(name, shape=((rows or {}).get(table, 0),), maxshape=(None,),
+                                 dtype=dtype, chunks=((chunks or CHUNK_ROWS)[table],),
+                                 **COMPRESSION)
+
+
 class SegmentWriter:
     """Appends blocks of hard events to one new segment file."""
 
     def __init__(self, parts: Path, first: int):
         self.segment = Segment(path=parts / f"events-{first:010d}.h5", first=first, done=first)
         with h5py.File(self.segment.path, "w") as f:
-            for table, columns in TABLES.items():
-                group = f.create_group(table)
-                for name, dtype in columns.items():
-                    group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
-                                         chunks=(CHUNK_ROWS[table],), **COMPRESSION)
+            _create_tables(f)
         _fsync(self.segment.path)
         self.segment.save()
 
@@ -145,12 +153,12 @@ def compact(seg: Segment) -> None:
     """
     tmp = seg.path.with_suffix(".compacting")
     with h5py.File(seg.path, "r") as src, h5py.File(tmp, "w") as dst:
+        first = {table: src[table][next(iter(columns))] for table, columns in TABLES.items()}
+        _create_tables(dst, rows={t: c.shape[0] for t, c in first.items()},
+                       chunks={t: c.chunks[0] for t, c in first.items()})
         for table, columns in TABLES.items():
-            group = dst.create_group(table)
-            for name, dtype in columns.items():
-                old = src[table][name]
-                new = group.create_dataset(name, shape=old.shape, maxshape=(None,),
-                                           dtype=dtype, chunks=old.chunks, **COMPRESSION)
+            for name in columns:
+                old, new = src[table][name], dst[table][name]
                 for i in range(old.id.get_num_chunks()):
                     offset = old.id.get_chunk_info(i).chunk_offset
                     mask, data = old.id.read_direct_chunk(offset)
@@ -158,6 +166,10 @@ def compact(seg: Segment) -> None:
     _fsync(tmp)
     os.replace(tmp, seg.path)
     _fsync(seg.path.parent)
+
+
+#: Room for a segment's own metadata (object headers and chunk indices of 36 columns).
+METADATA_BYTES = 256 * 1024
 
 
 def dead_space(path: Path) -> float:
@@ -169,10 +181,6 @@ def dead_space(path: Path) -> float:
                      for i in range(f[table][name].id.get_num_chunks()))
     size = path.stat().st_size
     return max(0, size - stored - METADATA_BYTES) / size
-
-
-#: Room for a segment's own metadata (object headers and chunk indices of 36 columns).
-METADATA_BYTES = 256 * 1024
 
 
 def discard_unfinished(parts: Path) -> None:
@@ -329,12 +337,8 @@ class DatasetWriter:
         self.tmp = self.target.with_name(self.target.name + ".tmp")
         self.rows = dict.fromkeys(TABLES, 0)
         self._file: h5py.File | None = h5py.File(self.tmp, "w")
-        for table, columns in TABLES.items():
-            group = self._file.create_group(table)
-            for name, dtype in columns.items():
-                # Resizable, like the segments, so chunks may exceed a short table.
-                group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
-                                     chunks=(CHUNK_ROWS[table],), **COMPRESSION)
+        # Resizable, like the segments, so chunks may exceed a short table.
+        _create_tables(self._file)
 
     def append(self, tables: dict[str, dict[str, np.ndarray]]) -> None:
         """Append rows to some or all tables; each table's block must have every column."""

@@ -6,6 +6,7 @@ Nothing is downloaded: the trainer's tests use jets generated here from the card
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -45,3 +46,20 @@ def generate_card(tmp_path: Path):
         return make_dataset(tmp_path, card, **overrides)
 
     return run
+
+
+def _damage_chunk(path: Path, column: str, index: int) -> None:
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        chunk = f[column].id.get_chunk_info(index)
+    with open(path, "r+b") as f:
+        f.seek(chunk.byte_offset + chunk.size // 2)
+        f.write(os.urandom(64))
+
+
+@pytest.fixture
+def damage_chunk():
+    """``damage_chunk(path, column, index)`` overwrites part of one stored chunk of
+    ``column`` in an HDF5 file, as a kill in the middle of a write could."""
+    return _damage_chunk

@@ -13,7 +13,6 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -124,15 +123,6 @@ def test_one_two_and_three_ranks_make_identical_data(tmp_path, reference):
 
 
 @pytest.mark.slow
-def damage_chunk(path: Path, column: str, index: int) -> None:
-    """Overwrite part of one stored chunk of ``column``, as a kill mid-write could."""
-    with h5py.File(path, "r") as f:
-        chunk = f[column].id.get_chunk_info(index)
-    with open(path, "r+b") as f:
-        f.seek(chunk.byte_offset + chunk.size // 2)
-        f.write(os.urandom(64))
-
-
 def test_killed_run_resumes_to_the_uninterrupted_data(tmp_path, reference):
     out = tmp_path / "killed.h5"
     proc = subprocess.Popen(command("--card", str(RESUME), "--output", str(out)))
@@ -186,7 +176,7 @@ def test_sigkill_under_mpi_then_resume_on_another_rank_count(tmp_path, reference
     assert_same_data(reference, out)
 
 
-def test_corrupt_or_unfinished_segments_are_regenerated(tmp_path, reference):
+def test_corrupt_or_unfinished_segments_are_regenerated(tmp_path, reference, damage_chunk):
     out = tmp_path / "c.h5"
     card = ["--card", str(RESUME), "--output", str(out), "--quiet"]
     assert CliRunner().invoke(main, ["generate", *card]).exit_code == 0
@@ -287,7 +277,7 @@ def test_segments_an_interrupted_run_left_are_compacted_on_resume(tmp_path, refe
 
 
 def test_a_segment_damaged_by_a_kill_is_cut_back_and_the_resume_says_so(
-        tmp_path, reference, monkeypatch):
+        tmp_path, reference, monkeypatch, damage_chunk):
     # Small chunks, so the run's commits straddle many of them (real runs: 65,536 rows).
     monkeypatch.setitem(CHUNK_ROWS, "constituents", 1024)
     out = tmp_path / "cut.h5"

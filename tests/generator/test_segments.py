@@ -4,7 +4,6 @@ kill in the middle of a commit has damaged data an earlier commit wrote."""
 from __future__ import annotations
 
 import json
-import os
 
 import h5py
 import numpy as np
@@ -38,14 +37,6 @@ def write_segment(parts, commits: int = 5) -> Segment:
     return writer.segment
 
 
-def damage_chunk(path, column: str, index: int) -> None:
-    with h5py.File(path, "r") as f:
-        chunk = f[column].id.get_chunk_info(index)
-    with open(path, "r+b") as f:
-        f.seek(chunk.byte_offset + chunk.size // 2)
-        f.write(os.urandom(64))
-
-
 def test_the_journal_records_every_commit(tmp_path):
     seg = write_segment(tmp_path)
     (loaded,) = segments(tmp_path)
@@ -56,7 +47,8 @@ def test_the_journal_records_every_commit(tmp_path):
     assert validate(loaded) and loaded.done == seg.done
 
 
-def test_a_damaged_chunk_cuts_the_segment_back_to_its_last_intact_commit(tmp_path):
+def test_a_damaged_chunk_cuts_the_segment_back_to_its_last_intact_commit(tmp_path,
+                                                                          damage_chunk):
     seg = write_segment(tmp_path)
     assert CHUNK_ROWS["constituents"] == 65_536
     damage_chunk(seg.path, "constituents/px", 1)  # rows 65,536-131,071: commits 2-4
@@ -75,7 +67,7 @@ def test_a_damaged_chunk_cuts_the_segment_back_to_its_last_intact_commit(tmp_pat
         assert set(f["events/event"][:]) == {0, 1}
 
 
-def test_damage_in_the_first_commit_leaves_nothing_to_keep(tmp_path):
+def test_damage_in_the_first_commit_leaves_nothing_to_keep(tmp_path, damage_chunk):
     seg = write_segment(tmp_path)
     damage_chunk(seg.path, "constituents/px", 0)
     assert not validate(segments(tmp_path)[0])
