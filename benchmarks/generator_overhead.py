@@ -53,11 +53,11 @@ import awkward as ak
 
 import resim.generate as resim_generate
 from resim.card import Card, load_card
-from resim.generate import Pipeline, RunSummary, block_size, generate
+from resim.generate import Pipeline, RunSummary, generate
 from resim.generators.handoff import Job
 from resim.generators.hard_process import HardEvent, HardProcessSource
 from resim.generators.pythia_setup import configure, initialize, new_pythia, stdout_to
-from resim.generators.resimulate import Realizations
+from resim.generators.resimulate import EVENTS_PER_CALL, Realizations
 from resim.progress import Progress
 
 CARD = Path(__file__).parent / "cards" / "overhead.toml"
@@ -188,9 +188,9 @@ def pythia_side_costs(card: Card, events: int, rounds: int) -> dict[str, float]:
     - ``hadronization``: a hadronization-only realization, with the shared parton-level
       event amortised over its 5 realizations; ``rehadronize``: the re-hadronization alone;
     - ``hand-over``: the feeder's ``setEvent`` alone (re-seed, copy the frozen event in);
-    - ``copy``: what ``nextBatch``'s columnar copy costs per event over ``next()`` in a
-      batch of ``block_size`` events (as resim's blocks call it), from the same jobs (same
-      seeds, so identical events) run both ways.
+    - ``copy``: what ``nextBatch``'s columnar copy costs per event over ``next()``, from
+      the same jobs (same seeds, so identical events) run both ways; ``copy per call``:
+      its fixed cost per call, which resim's blocks spread over many events.
 
     The work is done in slices of 10 hard events (under a second each), the measurements
     of a slice one after the other in an order that alternates, so that the drift of the
@@ -255,7 +255,7 @@ def pythia_side_costs(card: Card, events: int, rounds: int) -> dict[str, float]:
     return {"full": cpu["full"] / n, "rehadronize": cpu["rehadronize"] / n,
             "hadronization": (cpu["partons"] + cpu["rehadronize"]) / n,
             "hand-over": cpu["hand-over"] / n,
-            "copy": copy + per_call / block_size(card), "copy per call": per_call}
+            "copy": copy, "copy per call": per_call}
 
 
 def main() -> None:
@@ -307,9 +307,13 @@ def main() -> None:
         f"{k} {v:.3f} ms" for k, v in per.items()) + f"; bare Pythia {1e3 * bw / n:.3f} ms")
     with tempfile.TemporaryDirectory() as tmp, stdout_to(Path(tmp) / "p.log"):
         cost = pythia_side_costs(card, args.hadronization_events, args.hadronization_rounds)
+    # Each variation's nextBatch call in a block takes the block's hard events (x its
+    # realizations; one each on this card), at most EVENTS_PER_CALL.
+    per_call = min(EVENTS_PER_CALL, n / len(pairs) / card.realizations_per_event)
+    cost["copy"] += cost["copy per call"] / per_call
     print(f"inside re-simulation (CPU per realization): hand-over {1e3 * cost['hand-over']:.3f}"
           f" ms (re-seed and copy the frozen event in), nextBatch's columnar copy "
-          f"{1e3 * cost['copy']:.3f} ms over next() in batches of {block_size(card)} "
+          f"{1e3 * cost['copy']:.3f} ms over next() in calls of {per_call:.0f} events "
           f"({1e3 * cost['copy per call']:.1f} ms per call of it); a full re-simulation "
           f"{1e3 * cost['full']:.2f} ms")
     # Composed from pieces timed inside resim or measured on identical work, so free of

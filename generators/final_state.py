@@ -145,19 +145,23 @@ def visible_final_state(events: ak.Array, table: ParticleTable,
     """Visible final-state particles of every (non-missing) event of a ``nextBatch`` array."""
     prt, starts, stops = _event_ranges(events)
     status = _numpy(prt.content("status"))
-    if len(starts) and np.array_equal(starts[1:], stops[:-1]):  # events back to back
+    owner = None  # which event each entry belongs to, when events are not back to back
+    if len(starts) and np.array_equal(starts[1:], stops[:-1]):  # as nextBatch builds them
         final = starts[0] + np.flatnonzero(status[starts[0]:stops[-1]] > 0)
-        owner = np.searchsorted(stops, final, "right")
     else:
         entries, owner = _ranges(starts, stops)
         is_final = status[entries] > 0
         final, owner = entries[is_final], owner[is_final]
-    pid = _numpy(prt.content("id"))[final]
-    charge, keep = table.lookup(pid)
+    # Cheapest cut first: about half the final state is below a typical pT threshold.
     momentum = prt.content("p")
     px, py = _numpy(momentum.content("px")), _numpy(momentum.content("py"))
     if pt_min > 0:
-        keep &= np.hypot(px[final], py[final]) >= pt_min
+        pfx, pfy = px[final], py[final]
+        hard_enough = pfx * pfx + pfy * pfy >= pt_min * pt_min
+        final = final[hard_enough]
+        owner = None if owner is None else owner[hard_enough]
+    pid = _numpy(prt.content("id"))[final]
+    charge, keep = table.lookup(pid)
     take = final[keep]  # the kept particles' entries: every column is gathered once
     columns = {
         "px": px[take], "py": py[take], "pz": _numpy(momentum.content("pz"))[take],
@@ -165,7 +169,11 @@ def visible_final_state(events: ak.Array, table: ParticleTable,
         "charge": charge[keep],
     }
     columns.update(_vertices(prt.content("vProd"), take))
-    counts = np.bincount(owner[keep], minlength=len(starts))
+    if owner is None:  # entries ascend through the events: count by the events' ends
+        ends = np.searchsorted(take, np.concatenate([starts[:1], stops]))
+        counts = np.diff(ends)
+    else:
+        counts = np.bincount(owner[keep], minlength=len(starts))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     return FinalState({c: columns[c] for c in COLUMNS}, offsets)
 

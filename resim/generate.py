@@ -60,9 +60,16 @@ from .store import (
 )
 from .truth import TruthObjects
 
-#: Realizations per block when the card does not say: enough to amortise the columnar
-#: work, few enough that a block is a few seconds and a few hundred MB at most.
-REALIZATIONS_PER_BLOCK = 256
+#: Blocks are sized, when the card does not fix them, to take about this long: long
+#: enough to spread what each block pays once (awkward wraps every ``nextBatch`` call's
+#: buffers for ~2-3 ms; FastJet and numpy have their own costs per call), short enough
+#: for a lively progress bar, commits on time and a prompt stop when another rank fails.
+BLOCK_SECONDS = 5.0
+#: Realizations of the first block, before anything is measured (a few seconds with the
+#: simple shower, under a minute with Vincia), and the most of any block: a block's
+#: visible particles stay in memory until it is clustered (~20 kB per realization).
+FIRST_BLOCK_REALIZATIONS = 256
+MAX_BLOCK_REALIZATIONS = 2048
 
 _PROGRESS_TAG, _DONE_TAG = 71, 72
 
@@ -180,10 +187,29 @@ class Pipeline:
         return tables, stats
 
 
-def block_size(card: Card) -> int:
-    if card.run.batch_events:
-        return card.run.batch_events
-    return max(1, REALIZATIONS_PER_BLOCK // card.realizations_per_event)
+class BlockSizes:
+    """Hard events per block: the card's ``batch_events`` if it sets it, else as many as
+    take about ``BLOCK_SECONDS`` at the rate measured so far. Output does not depend on
+    how hard events are split into blocks (every realization has its own seed)."""
+
+    def __init__(self, card: Card):
+        self.fixed = card.run.batch_events
+        self.per_event = card.realizations_per_event
+        self.events, self.seconds = 0, 0.0
+
+    def record(self, events: int, seconds: float) -> None:
+        """A block of ``events`` hard events took ``seconds``."""
+        self.events += events
+        self.seconds += seconds
+
+    def next(self) -> int:
+        if self.fixed:
+            return self.fixed
+        most = MAX_BLOCK_REALIZATIONS / self.per_event
+        wanted = FIRST_BLOCK_REALIZATIONS / self.per_event
+        if self.seconds > 0:
+            wanted = self.events / self.seconds * BLOCK_SECONDS
+        return max(1, round(min(wanted, most)))
 
 
 def fingerprint(card: Card) -> str:
@@ -391,19 +417,22 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
     made: list[Segment] = []
     realizations = 0
     run = pipeline.card.run
-    step = block_size(pipeline.card)
+    sizes = BlockSizes(pipeline.card)
     reports = _ProgressReports(comm, bar)
     for a, b in share:
         writer = SegmentWriter(parts, a)
         made.append(writer.segment)
         buffered: list[dict[str, dict[str, np.ndarray]]] = []
         since = time.monotonic()
-        for first in range(a, b, step):
+        first = a
+        while first < b:
             if stop_requested(comm):  # another rank failed: keep what is finished, stop
                 _commit(pipeline, writer, buffered, first, rank)
                 raise AnotherRankFailedError
-            last = min(first + step, b)
+            last = min(first + sizes.next(), b)
+            started = time.monotonic()
             tables, stats = pipeline.block(first, last)
+            sizes.record(last - first, time.monotonic() - started)
             buffered.append(tables)
             if last == b or time.monotonic() - since >= run.commit_seconds:
                 _commit(pipeline, writer, buffered, last, rank)
@@ -418,6 +447,7 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
                     made.append(writer.segment)
             realizations += stats.realizations
             reports.send(stats)
+            first = last
     reports.finish()
     return made, realizations
 

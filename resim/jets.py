@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import awkward as ak
 import fastjet
 import numpy as np
 import vector
@@ -67,11 +66,14 @@ def make_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthOb
               spec: Jets, contained: bool) -> JetBlock:
     """Cluster ``particles`` (one event per realization, in ``jobs`` order) into grouped jets."""
     cs = fastjet.ClusterSequence(particles.momenta(), jet_definition(spec))
-    jets = cs.inclusive_jets(min_pt=spec.pt_min)
-    n_per_row = ak.to_numpy(ak.num(jets))
-    row = np.repeat(np.arange(len(n_per_row)), n_per_row)
-    p4 = vector.array({c: ak.to_numpy(ak.flatten(jets[c])) for c in ("px", "py", "pz", "E")})
-    selected = np.flatnonzero((p4.pt < spec.pt_max) & (np.abs(p4.eta) < spec.abs_eta_max))
+    # FastJet's answer is one list of jets per realization, flat columns underneath.
+    jets = cs.inclusive_jets(min_pt=spec.pt_min).layout
+    offsets = np.asarray(jets.offsets.data)
+    row = np.repeat(np.arange(len(jets)), np.diff(offsets))
+    p4 = vector.array({c: np.asarray(jets.content.content(c).data)[offsets[0]:offsets[-1]]
+                       for c in ("px", "py", "pz", "E")})
+    pt, eta = p4.pt, p4.eta
+    selected = np.flatnonzero((pt < spec.pt_max) & (np.abs(eta) < spec.abs_eta_max))
 
     # Candidate (jet, object) pairs: every selected jet with every object of its event.
     order = np.argsort(truth.event, kind="stable")
@@ -153,5 +155,5 @@ def _constituents(particles: FinalState, cs: fastjet.ClusterSequence, pt_min: fl
     at = np.arange(n.sum()) + np.repeat(start - (np.cumsum(n) - n), n)
     take = local[at] + particles.offsets[rows][jet_of]
     cols = {f: c[take] for f, c in particles.columns.items()}
-    by_pt = np.lexsort((-np.hypot(cols["px"], cols["py"]), jet_of))
+    by_pt = np.lexsort((-(cols["px"] * cols["px"] + cols["py"] * cols["py"]), jet_of))
     return {f: c[by_pt] for f, c in cols.items()}, n

@@ -3,13 +3,23 @@ rank-independent output and of resuming."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
 import resim
+import resim.generate as resim_generate
 from resim.card import load_card
-from resim.generate import Pipeline
+from resim.generate import (
+    BLOCK_SECONDS,
+    FIRST_BLOCK_REALIZATIONS,
+    MAX_BLOCK_REALIZATIONS,
+    BlockSizes,
+    Pipeline,
+    generate,
+)
+from resim.generators import resimulate
 from resim.generators.hard_process import HardProcessSource
 from resim.generators.seeds import PYTHIA_MAX_SEED, derive_seed
 from resim.layout import TABLES
@@ -76,3 +86,48 @@ def test_same_card_and_seed_give_identical_files_and_another_seed_does_not(gener
         for name in columns:
             assert np.array_equal(a.column(table, name), b.column(table, name)), (table, name)
     assert not np.array_equal(a.column("jets", "pt"), c.column("jets", "pt"))
+
+
+def test_block_sizes_follow_the_card_or_the_measured_rate():
+    card = load_card(CARDS / "top_small.toml")  # four realizations per hard event
+    fixed = BlockSizes(dataclasses.replace(card, run=dataclasses.replace(card.run,
+                                                                         batch_events=3)))
+    fixed.record(1000, 0.001)
+    assert fixed.next() == 3
+
+    sizes = BlockSizes(card)
+    assert sizes.next() == FIRST_BLOCK_REALIZATIONS // 4
+    sizes.record(20, 2 * BLOCK_SECONDS)  # 2 hard events per second so far
+    assert sizes.next() == 10
+    sizes.record(10, 0.0)  # the rate is that of everything measured: 30 in 10 s
+    assert sizes.next() == 15
+    sizes.record(10**6, 1.0)  # a flood: capped, so a block's memory stays bounded
+    assert sizes.next() == MAX_BLOCK_REALIZATIONS // 4
+    slow = BlockSizes(card)
+    slow.record(1, 1000.0)
+    assert slow.next() == 1  # never an empty block
+
+
+def test_output_does_not_depend_on_how_events_are_split_into_blocks_and_calls(
+        tmp_path, monkeypatch):
+    card = load_card(CARDS.parent.parent / "cards" / "smoke.toml").with_overrides(events=7)
+
+    def run(name: str, batch_events: int | None) -> resim.JetDataset:
+        out = tmp_path / f"{name}.h5"
+        generate(dataclasses.replace(card, run=dataclasses.replace(
+            card.run, output=out, batch_events=batch_events)), progress=False)
+        return resim.open(out)
+
+    whole = run("whole", 7)  # one block, one nextBatch call per variation
+    one_by_one = run("one", 1)
+    # Adaptive sizes that change from block to block, and nextBatch calls of 2 events.
+    monkeypatch.setattr(resim_generate, "FIRST_BLOCK_REALIZATIONS", 3 * card.realizations_per_event)
+    monkeypatch.setattr(resim_generate, "BLOCK_SECONDS", 1e-9)
+    monkeypatch.setattr(resimulate, "EVENTS_PER_CALL", 2)
+    adaptive = run("adaptive", None)
+    assert len(whole) > 0
+    for table, columns in TABLES.items():
+        for name in columns:
+            expected = whole.column(table, name)
+            for other in (one_by_one, adaptive):
+                assert np.array_equal(other.column(table, name), expected), (table, name)
