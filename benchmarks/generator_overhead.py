@@ -17,8 +17,8 @@ simple-shower variations):
   over (a Python ``LHAup`` and a re-seed per realization), ``nextBatch``'s columnar copy
   of every event, visible final state, truth objects, clustering, matching and writing.
 
-The two are interleaved block by block: after each of resim's blocks (~255
-realizations, a few seconds), its progress callback runs bare Pythia for the same hard
+The two are interleaved block by block: after each of resim's blocks (~5 s,
+~500 realizations), its progress callback runs bare Pythia for the same hard
 events' worth of realizations, and that time is taken out of resim's. On this shared
 machine the speed of a core drifts by tens of per cent over tens of seconds, and a
 comparison of separate runs measures the drift as much as resim; side by side in

@@ -141,7 +141,8 @@ def split_ranges(ranges: list[tuple[int, int]], size: int) -> list[list[tuple[in
 STOP_TAG, STOPPED_TAG = 81, 82
 
 #: How long a failing rank waits for the others to reach a safe point before it aborts
-#: the job: a block of 256 realizations takes about a minute with Vincia.
+#: the job: blocks are sized to take ~5 s, but the first (256 realizations, before any
+#: rate is measured) takes about a minute with Vincia.
 STOP_GRACE_SECONDS = 120.0
 
 
