@@ -72,8 +72,7 @@ def make_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthOb
     row = np.repeat(np.arange(len(jets)), np.diff(offsets))
     p4 = vector.array({c: np.asarray(jets.content.content(c).data)[offsets[0]:offsets[-1]]
                        for c in ("px", "py", "pz", "E")})
-    pt, eta = p4.pt, p4.eta
-    selected = np.flatnonzero((pt < spec.pt_max) & (np.abs(eta) < spec.abs_eta_max))
+    selected = np.flatnonzero((p4.pt < spec.pt_max) & (np.abs(p4.eta) < spec.abs_eta_max))
 
     # Candidate (jet, object) pairs: every selected jet with every object of its event.
     order = np.argsort(truth.event, kind="stable")
