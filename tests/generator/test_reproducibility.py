@@ -110,7 +110,7 @@ def test_block_sizes_follow_the_card_or_the_measured_rate():
 
 def test_output_does_not_depend_on_how_events_are_split_into_blocks_and_calls(
         tmp_path, monkeypatch):
-    card = load_card(CARDS.parent.parent / "cards" / "smoke.toml").with_overrides(events=7)
+    card = load_card("smoke").with_overrides(events=7)  # the shipped card
 
     def run(name: str, batch_events: int | None) -> resim.JetDataset:
         out = tmp_path / f"{name}.h5"
