@@ -10,6 +10,7 @@ progress bar for all and, at the end, writes the data set over every rank's segm
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -46,6 +47,7 @@ from .parallel import (
 from .progress import Progress
 from .store import (
     SEGMENT_BYTES,
+    WORTH_COMPACTING,
     Segment,
     SegmentWriter,
     build_dataset,
@@ -268,9 +270,9 @@ def _plan(comm: Comm, parts: Path, n_events: int
     # as its validating rank left it is what everyone keeps.
     mine = {i: s if validate(s) else None for i, s in enumerate(found) if i % size == rank}
     # What an interrupted run left was never compacted (a run compacts a segment when it
-    # finishes it); a quarter or more of such a file can be dead space.
+    # finishes it), and rows validate() dropped leave their chunks behind.
     for s in mine.values():
-        if s is not None and dead_space(s.path) > 0.05:
+        if s is not None:
             _compact(s)
     verdict: dict[int, Segment | None] = {}
     for part in comm.allgather(mine):
@@ -425,29 +427,36 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
         buffered: list[dict[str, dict[str, np.ndarray]]] = []
         since = time.monotonic()
         first = a
-        while first < b:
-            if stop_requested(comm):  # another rank failed: keep what is finished, stop
-                _commit(pipeline, writer, buffered, first, rank)
-                raise AnotherRankFailedError
-            last = min(first + sizes.next(), b)
-            started = time.monotonic()
-            tables, stats = pipeline.block(first, last)
-            sizes.record(last - first, time.monotonic() - started)
-            buffered.append(tables)
-            if last == b or time.monotonic() - since >= run.commit_seconds:
-                _commit(pipeline, writer, buffered, last, rank)
-                buffered, since = [], time.monotonic()
-                full = writer.nbytes > SEGMENT_BYTES
-                if last == b or full:
-                    t = time.perf_counter()
-                    _compact(writer.segment)
-                    pipeline._clock("writing", t)
-                if full and last < b:
-                    writer = SegmentWriter(parts, last)
-                    made.append(writer.segment)
-            realizations += stats.realizations
-            reports.send(stats)
-            first = last
+        try:
+            while first < b:
+                if stop_requested(comm):  # another rank failed: keep what is finished, stop
+                    _commit(pipeline, writer, buffered, first, rank)
+                    raise AnotherRankFailedError
+                last = min(first + sizes.next(), b)
+                started = time.monotonic()
+                tables, stats = pipeline.block(first, last)
+                sizes.record(last - first, time.monotonic() - started)
+                buffered.append(tables)
+                if last == b or time.monotonic() - since >= run.commit_seconds:
+                    _commit(pipeline, writer, buffered, last, rank)
+                    buffered, since = [], time.monotonic()
+                    full = writer.nbytes > SEGMENT_BYTES
+                    if last == b or full:
+                        t = time.perf_counter()
+                        writer.close()
+                        _compact(writer.segment)
+                        pipeline._clock("writing", t)
+                    if full and last < b:
+                        writer = SegmentWriter(parts, last)
+                        made.append(writer.segment)
+                realizations += stats.realizations
+                reports.send(stats)
+                first = last
+        finally:
+            # Committed rows are on disk already; on an error (a full disk) the close
+            # may fail too, and must not hide that first error.
+            with contextlib.suppress(OSError):
+                writer.close()
     reports.finish()
     return made, realizations
 
@@ -471,8 +480,11 @@ def _commit(pipeline: Pipeline, writer: SegmentWriter,
 
 
 def _compact(seg: Segment) -> None:
-    """Rewrite a finished segment without the space its commits left unused. Not being
-    able to (the copy needs as much free space again) costs only that space."""
+    """Rewrite a finished segment without the space it does not use, if that is worth a
+    copy. Not being able to (the copy needs as much free space again) costs only that
+    space."""
+    if dead_space(seg.path) <= WORTH_COMPACTING:
+        return
     try:
         compact(seg)
     except OSError as err:

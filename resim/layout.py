@@ -44,9 +44,21 @@ TABLES: dict[str, dict[str, type]] = {
 #: training batch does not decompress much more than it needs.
 CHUNK_ROWS = {"jets": 8192, "constituents": 65536, "groups": 8192, "events": 8192}
 
-#: gzip (readable by every HDF5 tool) at a low level: most of the gain, little CPU.
-COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True,
-               "fletcher32": True}
+#: gzip (readable by every HDF5 tool) at a low level: most of the gain, little CPU; a
+#: Fletcher-32 checksum per chunk, by which a resumed run finds chunks a crash damaged.
+COMPRESSION = {"compression": "gzip", "compression_opts": 1, "fletcher32": True}
+
+#: Columns stored without HDF5's shuffle filter. Shuffling (grouping the bytes of each
+#: value by significance) helps smooth floats and slowly varying integers — momenta
+#: compress to 0.83 of raw with it, 0.94 without — but not production vertices, mostly
+#: exact zeros for particles from the primary vertex (0.55 without, 0.87 with), nor PDG
+#: ids, a few distinct values (0.17 without, 0.29 with). Measured on top-quark jets.
+UNSHUFFLED = {("constituents", c) for c in ("pid", "vx", "vy", "vz")}
+
+
+def filters(table: str, column: str) -> dict[str, object]:
+    """h5py ``create_dataset`` filter options of one column."""
+    return {**COMPRESSION, "shuffle": (table, column) not in UNSHUFFLED}
 
 
 def empty_tables() -> dict[str, dict[str, np.ndarray]]:

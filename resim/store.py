@@ -1,8 +1,8 @@
 """Crash-safe output: segment files written block by block, and the data set over them.
 
 A run writes into ``OUTPUT.parts/``. Each rank appends its hard events to a *segment*
-file, ``events-<first event>.h5``, one block at a time: open, append, close, fsync, and
-only then record the block in the segment's journal (``.json``, replaced atomically).
+file, ``events-<first event>.h5``, one block at a time: append, flush, fsync, and only
+then record the block in the segment's journal (``.json``, replaced atomically).
 The journal is the truth: rows past it are from a block that never finished and are
 ignored. A run killed at any moment therefore leaves committed rows that are intact
 (every chunk carries a Fletcher-32 checksum, and :func:`validate` reads them all back
@@ -28,7 +28,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5p, h5s, h5t
 
-from .layout import CHUNK_ROWS, COMPRESSION, FORMAT, FORMAT_VERSION, TABLES
+from .layout import CHUNK_ROWS, FORMAT, FORMAT_VERSION, TABLES, filters
 
 #: Start a new segment once a file is this large, which bounds what a segment lost to
 #: a crash mid-write can cost (it is regenerated on resume).
@@ -95,25 +95,32 @@ class Segment:
         self.rows = dict(rows)
 
 
-def _create_tables(f: h5py.File, rows: dict[str, int] | None = None,
-                   chunks: dict[str, int] | None = None) -> None:
-    """Every table's columns in ``f``: resizable, with the layout's compression and
-    ``chunks`` rows per chunk (the layout's unless given), ``rows`` long (0 unless given)."""
+def _create_tables(f: h5py.File) -> None:
+    """Every table's columns in ``f``: empty, resizable, with the layout's chunking and
+    filters."""
     for table, columns in TABLES.items():
         group = f.create_group(table)
         for name, dtype in columns.items():
-            group.create_dataset(name, shape=((rows or {}).get(table, 0),), maxshape=(None,),
-                                 dtype=dtype, chunks=((chunks or CHUNK_ROWS)[table],),
-                                 **COMPRESSION)
+            group.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype,
+                                 chunks=(CHUNK_ROWS[table],), **filters(table, name))
 
 
 class SegmentWriter:
-    """Appends blocks of hard events to one new segment file."""
+    """Appends blocks of hard events to one new segment file, kept open until :meth:`close`.
+
+    Each commit ends with HDF5's flush and an fsync before the journal records it, so
+    between commits the file on disk is complete, as if closed (a run killed there leaves
+    a segment that opens and reads back whole). Keeping it open spares every commit
+    reopening the file and its 36 columns and reading back (decompressing) the partly
+    filled last chunk of each — together more than writing a block's rows took.
+    """
 
     def __init__(self, parts: Path, first: int):
         self.segment = Segment(path=parts / f"events-{first:010d}.h5", first=first, done=first)
-        with h5py.File(self.segment.path, "w") as f:
-            _create_tables(f)
+        self._file: h5py.File | None = h5py.File(self.segment.path, "w")
+        _create_tables(self._file)
+        self._columns = {t: {c: self._file[t][c] for c in cols} for t, cols in TABLES.items()}
+        self._file.flush()
         _fsync(self.segment.path)
         self.segment.save()
 
@@ -123,15 +130,16 @@ class SegmentWriter:
 
     def commit(self, tables: dict[str, dict[str, np.ndarray]], done: int) -> None:
         """Append one block (every table) covering hard events up to ``done``; then record it."""
+        assert self._file is not None, "commit after close"
         seg = self.segment
-        with h5py.File(seg.path, "a") as f:
-            for table, columns in tables.items():
-                n0 = seg.rows[table]
-                n = len(next(iter(columns.values())))
-                for name, values in columns.items():
-                    ds = f[table][name]
-                    ds.resize((n0 + n,))
-                    ds[n0:] = values
+        for table, columns in tables.items():
+            n0 = seg.rows[table]
+            n = len(next(iter(columns.values())))
+            for name, values in columns.items():
+                ds = self._columns[table][name]
+                ds.resize((n0 + n,))
+                ds[n0:] = values
+        self._file.flush()
         _fsync(seg.path)
         for table, columns in tables.items():
             seg.rows[table] += len(next(iter(columns.values())))
@@ -139,26 +147,41 @@ class SegmentWriter:
         seg.commits.append((done, dict(seg.rows)))
         seg.save()
 
+    def close(self) -> None:
+        """Close the file (nothing more to write: every commit is already on disk)."""
+        if self._file is not None:
+            self._columns = {}
+            file, self._file = self._file, None
+            file.close()
+
+
+#: A finished segment is compacted when more than this fraction of it is dead space.
+WORTH_COMPACTING = 0.05
+
 
 def compact(seg: Segment) -> None:
-    """Rewrite a finished segment without the space its commits left unused.
+    """Rewrite a finished segment without the space it holds but does not use.
 
-    Every commit rewrites the partly filled last chunk of each column elsewhere in the
-    file, and HDF5 forgets the space it freed once the file is closed: a segment of many
-    commits is a fifth or more larger than its data. The compressed chunks are copied
-    as they are (no decompression) into a new file that then replaces the segment
-    atomically; the journal still describes it. A crash during the copy leaves the
-    segment as it was and a ``.compacting`` file, which :func:`discard_unfinished`
-    removes.
+    Every commit rewrites the partly filled last chunk of each column. While the file
+    stays open HDF5 reuses most of the space that frees, but what it had freed when a run
+    was killed, and the chunks of rows a resume drops, stay in the file as dead space.
+    The compressed chunks are copied as they are (no decompression) into a new file with
+    each column's own chunking and filters (a segment written by another resim version
+    keeps its own), which then replaces the segment atomically; the journal still
+    describes it. A crash during the copy leaves the segment as it was and a
+    ``.compacting`` file, which :func:`discard_unfinished` removes.
     """
     tmp = seg.path.with_suffix(".compacting")
     with h5py.File(seg.path, "r") as src, h5py.File(tmp, "w") as dst:
-        first = {table: src[table][next(iter(columns))] for table, columns in TABLES.items()}
-        _create_tables(dst, rows={t: c.shape[0] for t, c in first.items()},
-                       chunks={t: c.chunks[0] for t, c in first.items()})
         for table, columns in TABLES.items():
+            group = dst.create_group(table)
             for name in columns:
-                old, new = src[table][name], dst[table][name]
+                old = src[table][name]
+                new = group.create_dataset(
+                    name, shape=old.shape, maxshape=(None,), dtype=old.dtype,
+                    chunks=old.chunks, compression=old.compression,
+                    compression_opts=old.compression_opts, shuffle=old.shuffle,
+                    fletcher32=old.fletcher32)
                 for i in range(old.id.get_num_chunks()):
                     offset = old.id.get_chunk_info(i).chunk_offset
                     mask, data = old.id.read_direct_chunk(offset)

@@ -7,6 +7,7 @@ import json
 import pickle
 
 import awkward as ak
+import h5py
 import numpy as np
 import pytest
 import vector
@@ -15,9 +16,9 @@ from click.testing import CliRunner
 import resim
 from resim.cli import main
 from resim.dataset import DatasetError
-from resim.layout import TABLES
+from resim.layout import TABLES, UNSHUFFLED
 from resim.parallel import split_ranges
-from resim.store import Segment, missing_ranges
+from resim.store import Segment, missing_ranges, parts_dir
 
 
 def test_open_gives_lazy_awkward_jet_records(top_dataset):
@@ -142,3 +143,19 @@ def test_merge_makes_a_self_contained_copy(top_dataset, tmp_path):
     assert b.card == a.card and b.summary == a.summary
     result = CliRunner().invoke(main, ["merge", str(top_dataset), str(target)])
     assert result.exit_code == 2 and "exists" in result.stderr
+
+
+def test_every_column_is_stored_with_its_own_filters(top_dataset, tmp_path):
+    """Segments and a merged copy alike: gzip with checksums everywhere, shuffle except
+    where it makes a column larger (PDG ids, production vertices)."""
+    target = tmp_path / "merged.h5"
+    assert CliRunner().invoke(main, ["merge", str(top_dataset), str(target)]).exit_code == 0
+    files = [*parts_dir(top_dataset).glob("events-*.h5"), target]
+    for path in files:
+        with h5py.File(path, "r") as f:
+            for table, columns in TABLES.items():
+                for name in columns:
+                    ds = f[table][name]
+                    assert ds.compression == "gzip" and ds.fletcher32, (path, table, name)
+                    assert ds.shuffle == ((table, name) not in UNSHUFFLED), (table, name)
+    assert ("constituents", "vz") in UNSHUFFLED and ("constituents", "px") not in UNSHUFFLED
