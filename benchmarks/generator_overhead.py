@@ -11,7 +11,12 @@ simple-shower variations):
 
 - bare: for each variation, one Pythia with the upstream's settings (process, beams,
   decays, ``[pythia]``) plus the variation's, and ``next()`` called events x realizations
-  times. It makes its own hard process every time and hands nothing over;
+  times. It makes its own hard process every time and hands nothing over. Before the
+  first realization of each hard event it is re-seeded with the seed resim's upstream
+  uses for that event, so it makes the same hard process and the two sides shower the
+  same hard processes (a realization takes 2-30 ms, mostly by what its hard process is:
+  without this, the sides' different hard events were a large part of the spread).
+  Those re-seeds are timed and taken out of its time;
 - resim: one ``resim.generate.generate`` run of the card into a temporary file. Its time
   includes everything resim adds: making and freezing each hard process once, handing it
   over (a Python ``LHAup`` and a re-seed per realization), ``nextBatch``'s columnar copy
@@ -23,8 +28,9 @@ events' worth of realizations, and that time is taken out of resim's. On this sh
 machine the speed of a core drifts by tens of per cent over tens of seconds, and a
 comparison of separate runs measures the drift as much as resim; side by side in
 seconds-long pairs the drift cancels. What is left is the spread of Pythia's own time
-between different events (a realization takes 2-30 ms), which a long run averages out:
-the 95 % interval printed comes from resampling the block pairs.
+between different showers of the same hard processes, and what remains of the drift,
+which a long run averages out: the 95 % interval printed comes from resampling the
+block pairs.
 
 Initialising the Pythia instances is excluded on both sides (and printed), after a short
 warm-up of each side (first calls in a process: imports, FastJet's banner). What
@@ -58,6 +64,7 @@ from resim.generators.handoff import Job
 from resim.generators.hard_process import HardEvent, HardProcessSource
 from resim.generators.pythia_setup import configure, initialize, new_pythia, stdout_to
 from resim.generators.resimulate import EVENTS_PER_CALL, Realizations
+from resim.generators.seeds import derive_seed
 from resim.progress import Progress
 
 CARD = Path(__file__).parent / "cards" / "overhead.toml"
@@ -81,6 +88,7 @@ class BarePythia:
 
     def __init__(self, card: Card):
         upstream = [s for s in HardProcessSource._settings(card) if "Level:all" not in s.line]
+        self.seed = card.run.seed
         self.runs = []
         for v in card.variations:
             pythia = new_pythia()
@@ -88,14 +96,23 @@ class BarePythia:
             initialize(pythia, card.path, v.name, "bare Pythia")
             self.runs.append((pythia, v.realizations))
 
-    def run(self, events: int) -> tuple[float, float, int]:
-        """(wall s, CPU s, realizations) for ``events`` hard events' worth of realizations."""
+    def run(self, first: int, events: int) -> tuple[float, float, int]:
+        """(wall s, CPU s, realizations) for the realizations of hard events [first,
+        first + events): the same hard processes as resim's (the upstream's seed for each,
+        first attempt), the re-seeds' own time taken out."""
         n = sum(events * r for _, r in self.runs)
+        seeds = [derive_seed(self.seed, "hard", i, 0) for i in range(first, first + events)]
+        reseed_wall = reseed_cpu = 0.0
         with Clock() as clock:
             for pythia, realizations in self.runs:
-                for _ in range(events * realizations):
-                    pythia.next()
-        return clock.wall, clock.cpu, n
+                for seed in seeds:
+                    wall, cpu = time.perf_counter(), time.process_time()
+                    pythia.rndm.init(seed)
+                    reseed_wall += time.perf_counter() - wall
+                    reseed_cpu += time.process_time() - cpu
+                    for _ in range(realizations):
+                        pythia.next()
+        return clock.wall - reseed_wall, clock.cpu - reseed_cpu, n
 
 
 class Pairs(Progress):
@@ -109,6 +126,7 @@ class Pairs(Progress):
         super().__init__(*args, **kwargs)
         self.bare = bare
         self.pairs: list[tuple[float, float, float, float, int]] = []
+        self.events = 0  # hard events done so far: blocks come in order
         self._mark()
 
     def _mark(self) -> None:
@@ -117,7 +135,8 @@ class Pairs(Progress):
     def update(self, events: int, realizations: int, jets: int, failed: int) -> None:
         super().update(events, realizations, jets, failed)
         wall, cpu = time.perf_counter() - self._wall, time.process_time() - self._cpu
-        bare_wall, bare_cpu, n = self.bare.run(events)
+        bare_wall, bare_cpu, n = self.bare.run(self.events, events)
+        self.events += events
         self.pairs.append((wall, cpu, bare_wall, bare_cpu, n))
         self._mark()
 
@@ -280,7 +299,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         with stdout_to(Path(tmp) / "pythia.log"):
             bare = BarePythia(card)
-            bare.run(2)  # warm-up, not counted (first calls in a process)
+            bare.run(0, 2)  # warm-up, not counted (first calls in a process)
         generate(card.with_overrides(events=2, output=Path(tmp) / "warm-up.h5"),
                  progress=False)
         with Clock() as run:

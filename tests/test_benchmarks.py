@@ -31,3 +31,31 @@ def test_generator_overhead_runs_and_reports_every_figure(tmp_path):
         assert figure in out
     # Pythia's messages go to a log, not over the benchmark's own lines.
     assert "PYTHIA" not in out
+
+
+@pytest.mark.slow
+def test_bare_pythia_showers_the_hard_processes_resim_freezes():
+    """The overhead benchmark's two sides must differ only by what resim adds: bare Pythia
+    re-seeded per hard event makes exactly the upstream's hard process."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generator_overhead",
+                                                  BENCHMARKS / "generator_overhead.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    from resim.generators.hard_process import HardProcessSource
+    from resim.generators.pythia_setup import stdout_to
+
+    card = bench.load_card(bench.CARD)
+    with stdout_to(Path("/dev/null")):
+        bare, source = bench.BarePythia(card), HardProcessSource(card)
+        for event in (0, 7):
+            wall, cpu, n = bare.run(event, 1)
+            assert wall > 0 and cpu > 0 and n == card.realizations_per_event
+            hard = source.event(event)
+            for pythia, _ in bare.runs:
+                process = pythia.process
+                assert process.size() - 3 == len(hard.particles)
+                for k, row in enumerate(hard.particles):
+                    assert process[k + 3].id() == row["id"]
+                    assert process[k + 3].px() == row["px"] and process[k + 3].pz() == row["pz"]
