@@ -269,8 +269,9 @@ def _plan(comm: Comm, parts: Path, n_events: int
     # validate() may cut a damaged segment back to its last intact commit: the segment
     # as its validating rank left it is what everyone keeps.
     mine = {i: s if validate(s) else None for i, s in enumerate(found) if i % size == rank}
-    # What an interrupted run left was never compacted (a run compacts a segment when it
-    # finishes it), and rows validate() dropped leave their chunks behind.
+    # What an interrupted run left was never checked for dead space (a run does so when
+    # it finishes a segment), and rows validate() dropped leave their chunks behind;
+    # _compact copies a segment only when that is worth it.
     for s in mine.values():
         if s is not None:
             _compact(s)
