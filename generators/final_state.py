@@ -57,7 +57,8 @@ class ParticleTable:
 @dataclass
 class FinalState:
     """Particles of many events, flat: event ``i`` owns rows ``offsets[i]:offsets[i+1]``
-    of every column (``COLUMNS``)."""
+    of every column (``COLUMNS``, and whatever else a producer adds: the detector's
+    candidates carry impact parameters and their kind)."""
 
     columns: dict[str, np.ndarray]
     offsets: np.ndarray  # int64, one more than the number of events
@@ -76,8 +77,25 @@ class FinalState:
         sizes = np.cumsum([0] + [p.offsets[-1] for p in parts[:-1]])
         offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, sizes,
                                                                                strict=True)])
-        return cls({c: np.concatenate([p.columns[c] for p in parts]) for c in COLUMNS},
+        return cls({c: np.concatenate([p.columns[c] for p in parts]) for c in parts[0].columns},
                    offsets.astype(np.int64))
+
+    def take(self, events: np.ndarray) -> FinalState:
+        """Events ``events`` (in that order, repeats allowed) as a new FinalState."""
+        counts = self.counts[events]
+        rows = np.repeat(self.offsets[events] - (np.cumsum(counts) - counts), counts)
+        rows += np.arange(counts.sum(), dtype=np.int64)
+        return FinalState({c: v[rows] for c, v in self.columns.items()},
+                          np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+    def where(self, keep: np.ndarray) -> FinalState:
+        """The rows where ``keep`` is true, each event keeping its own."""
+        ends = np.concatenate([[0], np.cumsum(keep)])[self.offsets]
+        return FinalState({c: v[keep] for c, v in self.columns.items()}, ends.astype(np.int64))
+
+    def event_index(self) -> np.ndarray:
+        """The event of every row."""
+        return np.repeat(np.arange(len(self)), self.counts)
 
     def momenta(self) -> ak.Array:
         """Per event, the (px, py, pz, E) records — a packed jagged array over the columns

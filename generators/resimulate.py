@@ -7,7 +7,10 @@ the variation's own, and fed by a :class:`~.handoff.Feeder`:
   MPI, colour reconnection, hadronization, decays;
 - ``stage = "hadronization"``: one shared instance first makes a parton-level event per
   hard event with the base settings (kept in memory), then the variation's instance
-  re-hadronizes it through a :class:`~.handoff.PartonLevelSwap`.
+  re-hadronizes it through a :class:`~.handoff.PartonLevelSwap`;
+- ``stage = "detector"``: no Pythia at all: its realizations are copies of the base
+  variation's first realization of each hard event (:attr:`Realizations.copies`), which
+  the detector then sees with new seeds.
 
 A realization Pythia cannot make (``next()`` false) is retried with the seed of the next
 attempt; failures are counted per hard event, never fatal.
@@ -82,9 +85,9 @@ class Downstream:
         return pythia8mc.Event(self.pythia.event) if ok else None
 
 
-#: Turns one ``nextBatch`` array (None for a failed event) into what is kept of its
-#: successful events, in order — e.g. their visible final state.
-Reader = Callable[[ak.Array], Any]
+#: Turns one ``nextBatch`` array (None for a failed event) and the jobs of its successful
+#: events into what is kept of those events, in order — e.g. their visible final state.
+Reader = Callable[[ak.Array, list[Job]], Any]
 
 
 @dataclass
@@ -97,15 +100,20 @@ class Realizations:
     jobs: list[Job] = field(default_factory=list)
     failed: dict[int, int] = field(default_factory=dict)  # hard event → failed attempts
     lost: dict[int, int] = field(default_factory=dict)  # hard event → realizations lost
+    #: Realizations of ``stage = "detector"`` variations, and for each the position in
+    #: ``jobs`` of the realization whose particle-level event it re-uses.
+    copies: list[Job] = field(default_factory=list)
+    copy_of: list[int] = field(default_factory=list)
 
     def add(self, batch: ak.Array, jobs: list[Job], read: Reader | None = None) -> list[Job]:
         """Keep the successful entries of a batch; return the jobs that failed."""
         ok = present(batch)
         if ok.any():
+            made = [job for job, good in zip(jobs, ok, strict=True) if good]
             # Read at once, so the full event records (~2000 entries each) of only one
             # batch are in memory at a time.
-            self.events.append(batch if read is None else read(batch))
-            self.jobs.extend(job for job, good in zip(jobs, ok, strict=True) if good)
+            self.events.append(batch if read is None else read(batch, made))
+            self.jobs.extend(made)
         bad = [job for job, good in zip(jobs, ok, strict=True) if not good]
         for job in bad:
             self.failed[job.event] = self.failed.get(job.event, 0) + 1
@@ -120,8 +128,11 @@ class Resimulator:
 
     def __init__(self, card: Card, beams: tuple[int, int, float, float]):
         self.card = card
-        self.stages: list[Downstream] = []
+        self.stages: list[Downstream | None] = []
         for v in card.variations:
+            if v.stage == "detector":  # re-uses another variation's events
+                self.stages.append(None)
+                continue
             key = f"variations.{v.name}"
             extra = _HADRONIZE_ONLY if v.stage == "hadronization" else ()
             self.stages.append(Downstream(card, beams, (*extra, *v.settings), key,
@@ -141,6 +152,8 @@ class Resimulator:
         out = Realizations()
         partons = self._freeze_partons(hard_events, out)
         for vi, (v, stage) in enumerate(zip(self.card.variations, self.stages, strict=True)):
+            if stage is None:
+                continue
             items = []
             for hard in hard_events:
                 saved = partons.get(hard.index) if v.stage == "hadronization" else None
@@ -152,7 +165,28 @@ class Resimulator:
                     items.append((job, hard, saved))
             for i in range(0, len(items), EVENTS_PER_CALL):
                 self._run_with_retries(stage, v, items[i:i + EVENTS_PER_CALL], out, read)
+        self._copy_for_detector(hard_events, out)
         return out
+
+    def _copy_for_detector(self, hard_events: list[HardEvent], out: Realizations) -> None:
+        """The realizations of ``stage = "detector"`` variations: copies of their base
+        variation's realization 0 (lost with it, if it was)."""
+        names = self.card.variation_names
+        first = {(job.event, job.variation): i for i, job in enumerate(out.jobs)
+                 if job.realization == 0}
+        for vi, v in enumerate(self.card.variations):
+            if v.stage != "detector":
+                continue
+            base = names.index(v.base)
+            for hard in hard_events:
+                source = first.get((hard.index, base))
+                if source is None:
+                    out.count_lost(hard.index, v.realizations)
+                    continue
+                made = out.jobs[source]
+                for r in range(v.realizations):
+                    out.copies.append(Job(hard.index, vi, r, made.attempt, made.seed))
+                    out.copy_of.append(source)
 
     def _run_with_retries(self, stage: Downstream, v: Variation,
                           items: list[tuple[Job, HardEvent, pythia8mc.Event | None]],

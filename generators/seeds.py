@@ -3,14 +3,32 @@
 Pythia is re-seeded (``rndm.init``) before every hard event and every realization with
 a seed that is a pure function of where it sits in the run, so output does not depend on
 how events are split across ranks, batches or restarts.
+
+The detector draws its random numbers without a generator state: each is a pure function
+of a 64-bit key of its realization (:func:`derive_key`), a stream (what it is for) and a
+counter (which particle or calorimeter cell), hashed with SplitMix64's finaliser
+(counter-based random numbers, as Random123's Philox; Steele, Lea & Flood, OOPSLA 2014,
+for SplitMix64). So a realization's detector response is the same whichever other
+realizations share its block, rank or numpy call, and all of a block's draws are one
+vectorised call.
 """
 
 from __future__ import annotations
 
 import hashlib
 
+import numpy as np
+
 #: Pythia accepts seeds 1 ... 900 000 000.
 PYTHIA_MAX_SEED = 900_000_000
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_STREAM = 0xD1B54A32D192ED03
+
+
+def _digest(card_seed: int, coordinates: tuple[int | str, ...]) -> int:
+    text = "/".join(map(str, (card_seed, *coordinates))).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
 
 
 def derive_seed(card_seed: int, *coordinates: int | str) -> int:
@@ -19,6 +37,48 @@ def derive_seed(card_seed: int, *coordinates: int | str) -> int:
     Hashing (rather than arithmetic on the indices) keeps streams of neighbouring events,
     variations and attempts unrelated.
     """
-    text = "/".join(map(str, (card_seed, *coordinates))).encode()
-    digest = hashlib.blake2b(text, digest_size=8).digest()
-    return int.from_bytes(digest, "little") % PYTHIA_MAX_SEED + 1
+    return _digest(card_seed, coordinates) % PYTHIA_MAX_SEED + 1
+
+
+def derive_key(card_seed: int, *coordinates: int | str) -> int:
+    """A 64-bit key for counter-based random numbers (:func:`uniform`, :func:`normal`)."""
+    return _digest(card_seed, coordinates)
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser: a bijective scramble of uint64 values."""
+    x = np.asarray(x, dtype=np.uint64)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def uniform(keys: np.ndarray, stream: int, counters: np.ndarray) -> np.ndarray:
+    """Uniform numbers in (0, 1), one per (key, counter), for random-number ``stream``."""
+    salt = np.uint64((stream + 1) * _STREAM % 2**64)  # Python ints: no uint64 overflow
+    base = mix64(np.asarray(keys, np.uint64) ^ salt)
+    x = mix64(base + (np.asarray(counters).astype(np.uint64) + np.uint64(1)) * _GOLDEN)
+    return ((x >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+
+
+def _box_muller(keys: np.ndarray, stream: int, counters: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(radius, angle) of Box–Muller from the uniforms at counters 2c and 2c + 1."""
+    counters = np.asarray(counters).astype(np.uint64) * np.uint64(2)
+    u1 = uniform(keys, stream, counters)
+    u2 = uniform(keys, stream, counters + np.uint64(1))
+    return np.sqrt(-2.0 * np.log(u1)), 2.0 * np.pi * u2
+
+
+def normal(keys: np.ndarray, stream: int, counters: np.ndarray) -> np.ndarray:
+    """Standard normal numbers, one per (key, counter) (Box–Muller on two uniforms)."""
+    radius, angle = _box_muller(keys, stream, counters)
+    return radius * np.cos(angle)
+
+
+def normal_pair(keys: np.ndarray, stream: int, counters: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Two independent standard normal numbers per (key, counter); the first is
+    :func:`normal`'s."""
+    radius, angle = _box_muller(keys, stream, counters)
+    return radius * np.cos(angle), radius * np.sin(angle)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import detector_spec
+from .detector_spec import DetectorSpec
 from .schema import SchemaError, Shipped, Table
 
 #: Variation names used across the project (cards, trainer configs, plots).
@@ -36,7 +38,7 @@ HADRONIZATION_PREFIXES = (
 )
 
 JET_ALGORITHMS = ("antikt", "kt", "cambridge")
-STAGES = ("shower", "hadronization")
+STAGES = ("shower", "hadronization", "detector")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -137,13 +139,20 @@ class Variation:
     ``stage = "shower"`` re-runs everything after the hard process (ISR, FSR, MPI,
     hadronization, decays). ``stage = "hadronization"`` re-hadronizes one frozen
     parton-level event per hard event (made with the card's base settings), which is
-    several times cheaper and isolates hadronization effects.
+    several times cheaper and isolates hadronization effects. ``stage = "detector"``
+    re-runs only the detector, with new seeds, on the particle-level event of variation
+    ``base`` (its realization 0).
     """
 
     name: str
     realizations: int = 1
     stage: str = "shower"
     settings: tuple[PythiaSetting, ...] = ()
+    #: The detector this variation's realizations go through: the card's ``[detector]``
+    #: with the variation's own ``detector = { ... }`` overrides (None: no detector).
+    detector: DetectorSpec | None = None
+    #: ``stage = "detector"``: the variation whose particle-level events are re-detected.
+    base: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,6 +181,8 @@ class Card:
     variations: tuple[Variation, ...]
     pythia: tuple[PythiaSetting, ...] = ()
     decays: tuple[Decay, ...] = ()
+    #: The card's ``[detector]`` (None: particle-level jets only).
+    detector: DetectorSpec | None = None
     labels: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -211,8 +222,13 @@ class Card:
             "events": self.run.events,
             "seed": self.run.seed,
             "variations": {v.name: v.realizations for v in self.variations},
+            "stages": {v.name: v.stage for v in self.variations},
             "labels": list(self.labels),
             "lhe": str(self.hard_process.lhe) if self.hard_process.lhe else None,
+            # The effective parameters, so a data set says which detector made it even
+            # after a preset changes.
+            "detector": None if self.detector is None else {
+                v.name: dataclasses.asdict(v.detector) for v in self.variations},
         }
 
 
@@ -244,7 +260,8 @@ def load_card(name: str | Path) -> Card:
 
 def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
     t = _Table(path, raw, "")
-    t.allow("run", "beams", "hard_process", "pythia", "decays", "objects", "jets", "variations")
+    t.allow("run", "beams", "hard_process", "pythia", "decays", "objects", "jets", "variations",
+            "detector")
     run = _run(t.table("run"))
     beams = _beams(t.table("beams"))
     hard = _hard_process(t.table("hard_process", required=True), path)
@@ -252,11 +269,15 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
     pythia.allow("settings")
     objects = _objects(t.table("objects", required=True))
     jets = _jets(t.table("jets"))
-    variations = _variations(t.table("variations", required=True))
+    detector_raw = (detector_spec.resolve(t.table("detector")) if "detector" in raw
+                    else None)
+    detector = (None if detector_raw is None
+                else detector_spec.parse(_Table(path, detector_raw, "detector.")))
+    variations = _variations(t.table("variations", required=True), detector_raw, detector)
     return Card(
         path=path, text=text, run=run, beams=beams, hard_process=hard, objects=objects,
         jets=jets, variations=variations, pythia=pythia.settings("settings"),
-        decays=_decays(t.table("decays")),
+        decays=_decays(t.table("decays")), detector=detector,
     )
 
 
@@ -357,14 +378,15 @@ def _jets(t: _Table) -> Jets:
     return jets
 
 
-def _variations(t: _Table) -> tuple[Variation, ...]:
+def _variations(t: _Table, detector_raw: dict[str, Any] | None,
+                detector: DetectorSpec | None) -> tuple[Variation, ...]:
     variations = []
     for name in t:
         key = t.key(name)
         if not _NAME.match(name):
             raise CardError(t.source, key, "variation names are lower-case identifiers")
         v = t.table(name, required=True)
-        v.allow("realizations", "stage", "settings")
+        v.allow("realizations", "stage", "settings", "detector", "base")
         stage = v.string("stage", "shower")
         if stage not in STAGES:
             raise CardError(t.source, v.key("stage"),
@@ -376,13 +398,53 @@ def _variations(t: _Table) -> tuple[Variation, ...]:
                 if not (s.name.startswith(HADRONIZATION_PREFIXES) or particle_data):
                     raise CardError(t.source, s.key, "not a hadronization or decay setting; a "
                                     "stage = \"hadronization\" variation re-uses the parton shower")
-        variations.append(Variation(name=name, realizations=v.integer("realizations", 1, minimum=1),
-                                    stage=stage, settings=settings))
+        if stage == "detector" and settings:
+            raise CardError(t.source, settings[0].key, "a stage = \"detector\" variation "
+                            "re-runs only the detector: Pythia settings do not apply")
+        if "base" in v.raw and stage != "detector":
+            raise CardError(t.source, v.key("base"), "only a stage = \"detector\" variation "
+                            "has a base variation")
+        variations.append(Variation(
+            name=name, realizations=v.integer("realizations", 1, minimum=1), stage=stage,
+            settings=settings, detector=_variation_detector(v, detector_raw, detector),
+            base=v.string("base", None) if stage == "detector" else None))
     if not variations:
         raise CardError(t.source, t.here, "define at least one variation")
     if len(variations) > 127:
         raise CardError(t.source, t.here, "at most 127 variations")
-    return tuple(variations)
+    return tuple(_with_base(t, v, variations) for v in variations)
+
+
+def _variation_detector(v: _Table, card_raw: dict[str, Any] | None,
+                        card: DetectorSpec | None) -> DetectorSpec | None:
+    """The card's detector with the variation's ``detector = { ... }`` merged in."""
+    if card_raw is None:
+        if "detector" in v.raw or v.raw.get("stage") == "detector":
+            v.fail("detector" if "detector" in v.raw else "stage",
+                   "needs the card's [detector] section (e.g. preset = \"cms\")")
+        return None
+    if "detector" not in v.raw:
+        return card
+    override = v.table("detector")
+    if "preset" in override.raw:
+        override.fail("preset", "the preset is chosen in [detector]; a variation overrides "
+                      "its parameters")
+    raw = detector_spec.merge(card_raw, override.raw)
+    return detector_spec.parse(_Table(v.source, raw, override.prefix))
+
+
+def _with_base(t: _Table, v: Variation, variations: list[Variation]) -> Variation:
+    """A detector-stage variation's base: as given, else ``nominal``, else the first
+    variation Pythia makes."""
+    if v.stage != "detector":
+        return v
+    makers = [w.name for w in variations if w.stage != "detector"]
+    base = v.base or ("nominal" if "nominal" in makers else (makers or [None])[0])
+    if base not in makers:
+        raise CardError(t.source, f"{t.key(v.name)}.base", "must name a variation Pythia "
+                        f"makes (stage shower or hadronization): {', '.join(makers) or 'none'}; "
+                        f"got {base!r}")
+    return dataclasses.replace(v, base=base)
 
 
 def pythia_value(value: Any) -> str:

@@ -1,9 +1,12 @@
 """Reading resim data sets: ``ds = resim.open(path)``; ``ds[a:b]`` is an awkward array.
 
 Only the slice asked for is read from disk. Each jet record has the fields
-``pt, eta, phi, mass, n_constituents, group, event, variation, realization, seed, label``
-(``variation`` and ``label`` as strings) and ``constituents``, a list of records
-``px, py, pz, E, pid, charge, vx, vy, vz``. All jets of one group are contiguous.
+``pt, eta, phi, mass, n_constituents, group, event, variation, realization, seed, label,
+level`` (``variation``, ``label`` and ``level`` as strings) and ``constituents``, a list
+of records ``px, py, pz, E, pid, charge, vx, vy, vz, d0, dz, d0_err, dz_err, kind``. All
+jets of one group are contiguous. Files of format version 1 (before detector-level jets)
+read the same: their jets are particle-level and the constituents' impact parameters and
+kinds are derived as for particle-level jets (:func:`resim.layout.particle_level_columns`).
 
 The HDF5 file is opened on first use and reopened after unpickling, so a data set can be
 handed to DataLoader worker processes (h5py handles cannot cross a fork or a pickle).
@@ -19,7 +22,7 @@ import awkward as ak
 import h5py
 import numpy as np
 
-from .layout import FORMAT, TABLES
+from .layout import DERIVED, FORMAT, LEVELS, TABLES, particle_level_columns
 from .store import open_data_set, parts_dir
 
 JET_FIELDS = tuple(TABLES["jets"])
@@ -46,6 +49,9 @@ class JetDataset:
             raise DatasetError(f"{self.path}: not a resim data set (no format={FORMAT!r})")
         self.variations: tuple[str, ...] = tuple(str(v) for v in f.attrs["variations"])
         self.labels: tuple[str, ...] = tuple(str(v) for v in f.attrs["labels"])
+        self.levels: tuple[str, ...] = LEVELS
+        #: Columns the file does not store (a version-1 file's level and derived columns).
+        self.derived = {t: {c for c in cols if c not in f[t]} for t, cols in TABLES.items()}
         counts = f["jets/n_constituents"][:]
         self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
 
@@ -99,7 +105,21 @@ class JetDataset:
         """One column of one table (``jets``, ``constituents``, ``groups``, ``events``)."""
         if table not in TABLES or name not in TABLES[table]:
             raise KeyError(f"no column {table}/{name}")
+        if name in self.derived[table]:
+            return self._derived(table, name, start, stop)
         return self._h5[table][name][start:stop]
+
+    def _derived(self, table: str, name: str, start: int, stop: int | None) -> np.ndarray:
+        """A column a version-1 file lacks: level 0 (particle), or what particle-level
+        constituents derive from their other columns."""
+        if table == "jets" and name == "level":
+            n = len(self._h5["jets/pt"][start:stop])
+            return np.zeros(n, TABLES[table][name])
+        if table == "constituents" and name in DERIVED:
+            stored = {c: self._h5["constituents"][c][start:stop] for c in
+                      ("px", "py", "pz", "vx", "vy", "vz", "pid", "charge")}
+            return particle_level_columns(stored)[name].astype(TABLES[table][name])
+        raise KeyError(f"{self.path}: no column {table}/{name}")
 
     def table(self, table: str) -> ak.Array:
         """A whole small table (``groups`` or ``events``) as an awkward record array."""
@@ -120,13 +140,13 @@ class JetDataset:
         return self._read(start, stop)
 
     def _read(self, start: int, stop: int) -> ak.Array:
-        f = self._h5
-        jets = {c: f["jets"][c][start:stop] for c in JET_FIELDS}
+        jets = {c: self.column("jets", c, start, stop) for c in JET_FIELDS}
         lo, hi = self._offsets[start], self._offsets[stop]
-        cons = ak.zip({c: f["constituents"][c][lo:hi] for c in CONSTITUENT_FIELDS})
+        cons = ak.zip({c: self.column("constituents", c, lo, hi) for c in CONSTITUENT_FIELDS})
         fields: dict[str, Any] = dict(jets)
-        fields["variation"] = ak.Array(list(self.variations))[jets["variation"].astype(np.int64)]
-        fields["label"] = ak.Array(list(self.labels))[jets["label"].astype(np.int64)]
+        for name, names in (("variation", self.variations), ("label", self.labels),
+                            ("level", self.levels)):
+            fields[name] = ak.Array(list(names))[jets[name].astype(np.int64)]
         fields["constituents"] = ak.unflatten(cons, jets["n_constituents"])
         return ak.zip(fields, depth_limit=1)
 

@@ -29,10 +29,13 @@ import numpy as np
 
 from . import __version__
 from .card import Card
+from .generators.detector import Detector
 from .generators.final_state import FinalState, ParticleTable, visible_final_state
+from .generators.handoff import Job
 from .generators.hard_process import HardProcessSource
 from .generators.pythia_setup import pythia_version, stdout_to
 from .generators.resimulate import Resimulator, job_table
+from .generators.seeds import derive_key
 from .jets import make_jets
 from .layout import as_table, concatenate_tables, empty_tables
 from .parallel import (
@@ -133,24 +136,52 @@ class Pipeline:
         self.source = HardProcessSource(card)
         self.resimulator = Resimulator(card, self.source.beams())
         self.particles = ParticleTable(self.source.pythia.particleData)
+        #: One detector per distinct set of parameters among the variations.
+        self.detectors = {v.detector: Detector(v.detector) for v in card.variations
+                          if v.detector is not None}
+        #: Visible particles are read down to the softest the jets or a detector take.
+        self.read_pt_min = min([card.jets.constituent_pt_min] + [
+            d.geometry.particle_pt_min for d in self.detectors])
         #: CPU seconds spent setting up (initialising every Pythia instance).
         self.setup_cpu_seconds = time.process_time() - cpu
         #: Seconds spent in each step so far (for benchmarks and the curious).
         self.timings: dict[str, float] = dict.fromkeys(
-            ("hard process", "re-simulation", "truth", "final state", "jets", "writing"), 0.0)
+            ("hard process", "re-simulation", "truth", "final state", "detector", "jets",
+             "writing"), 0.0)
 
     def _clock(self, step: str, start: float) -> float:
         now = time.perf_counter()
         self.timings[step] += now - start
         return now
 
-    def _final_state(self, events: ak.Array) -> FinalState:
+    def _final_state(self, events: ak.Array, jobs: list[Job]) -> FinalState:
         """Visible final state of a batch of realizations, read as soon as it is made."""
         start = time.perf_counter()
-        particles = visible_final_state(events, self.particles,
-                                        self.card.jets.constituent_pt_min)
+        particles = visible_final_state(events, self.particles, self.read_pt_min)
         self._clock("final state", start)
         return particles
+
+    def _detect(self, particles: FinalState, jobs: list[Job]) -> FinalState:
+        """Candidates of every realization: each variation's detector, with seeds derived
+        from the realization's coordinates, down to the jets' constituent threshold."""
+        card = self.card
+        names = card.variation_names
+        keys = np.array([derive_key(card.run.seed, "detector", names[j.variation], j.event,
+                                    j.realization, j.attempt) for j in jobs], np.uint64)
+        spec = [card.variations[j.variation].detector for j in jobs]
+        parts, order = [], []
+        for s, detector in self.detectors.items():
+            mine = np.array([i for i, x in enumerate(spec) if x == s], np.int64)
+            if len(mine) == len(jobs):
+                parts, order = [detector.simulate(particles, keys)], [mine]
+                break
+            if len(mine):
+                parts.append(detector.simulate(particles.take(mine), keys[mine]))
+                order.append(mine)
+        candidates = FinalState.concatenate(parts)
+        if len(parts) > 1:  # back into job order
+            candidates = candidates.take(np.argsort(np.concatenate(order)))
+        return _above(candidates, card.jets.constituent_pt_min)
 
     def block(self, first: int, last: int) -> tuple[dict[str, dict[str, np.ndarray]], BlockStats]:
         """Output tables for hard events [first, last)."""
@@ -168,9 +199,17 @@ class Pipeline:
         tables = empty_tables()
         if real.jobs:
             particles = FinalState.concatenate(real.events)
+            jobs = real.jobs + real.copies
+            if real.copies:  # detector-stage realizations see their base's particles
+                particles = particles.take(np.concatenate(
+                    [np.arange(len(real.jobs)), np.asarray(real.copy_of, np.int64)]))
             t = self._clock("final state", t)
-            jets = make_jets(particles, job_table(real.jobs), truth, card.jets,
-                             card.objects.contained)
+            candidates = self._detect(particles, jobs) if self.detectors else None
+            t = self._clock("detector", t)
+            if self.read_pt_min < card.jets.constituent_pt_min:
+                particles = _above(particles, card.jets.constituent_pt_min)
+            jets = make_jets(particles, job_table(jobs), truth, card.jets,
+                             card.objects.contained, candidates)
             t = self._clock("jets", t)
             tables["jets"] = as_table("jets", jets.jets)
             tables["constituents"] = as_table("constituents", jets.constituents)
@@ -184,9 +223,16 @@ class Pipeline:
             "hard_ok": [h is not None for h in hard],
             "weight": [h.weight if h is not None else 0.0 for h in hard],
         })
-        stats = BlockStats(events=last - first, realizations=len(real.jobs),
+        stats = BlockStats(events=last - first, realizations=len(real.jobs) + len(real.copies),
                            jets=len(tables["jets"]["pt"]), failed=sum(real.failed.values()))
         return tables, stats
+
+
+def _above(particles: FinalState, pt_min: float) -> FinalState:
+    """The particles (or candidates) with pT >= ``pt_min``."""
+    c = particles.columns
+    keep = c["px"] * c["px"] + c["py"] * c["py"] >= pt_min * pt_min
+    return particles if keep.all() else particles.where(keep)
 
 
 class BlockSizes:

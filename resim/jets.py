@@ -8,8 +8,10 @@ each object takes its nearest jet within the matching radius; a jet claimed by t
 objects goes to the nearer one. With ``[objects] contained = true`` every coloured parton
 from the object's decay must also lie within the radius.
 
-The result is plain numpy columns, jets ordered by (group, variation, realization) so
-that all jets of a group are contiguous, constituents ordered by decreasing pT.
+With a detector, the same is done for its candidates: detector-level jets are matched to
+the same truth objects and join the same groups. The result is plain numpy columns, jets
+ordered by (group, level, variation, realization) so that all jets of a group are
+contiguous, constituents ordered by decreasing pT.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import vector
 
 from resim.card import Jets
 from resim.generators.final_state import FinalState
+from resim.layout import DETECTOR, PARTICLE, particle_level_columns
 from resim.truth import TruthObjects
 
 _ALGORITHMS = {
@@ -63,8 +66,43 @@ def _first_of_each(keys: tuple[np.ndarray, ...]) -> np.ndarray:
 
 
 def make_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthObjects,
-              spec: Jets, contained: bool) -> JetBlock:
-    """Cluster ``particles`` (one event per realization, in ``jobs`` order) into grouped jets."""
+              spec: Jets, contained: bool, candidates: FinalState | None = None) -> JetBlock:
+    """Cluster ``particles`` (one event per realization, in ``jobs`` order) into grouped
+    jets; with ``candidates`` (the detector's, same order) detector-level jets too."""
+    levels = [_matched_jets(particles, jobs, truth, spec, contained, PARTICLE)]
+    if candidates is not None:
+        levels.append(_matched_jets(candidates, jobs, truth, spec, contained, DETECTOR))
+    jet_cols = {k: np.concatenate([lv[0][k] for lv in levels]) for k in levels[0][0]}
+    shared = [k for k in levels[0][1] if all(k in lv[1] for lv in levels)]
+    constituents = {k: np.concatenate([lv[1][k] for lv in levels]) for k in shared}
+    obj = np.concatenate([lv[2] for lv in levels])
+
+    # Jets ordered by (group, level, variation, realization): a group is contiguous.
+    out = np.lexsort((jet_cols["realization"], jet_cols["variation"], jet_cols["level"],
+                      jet_cols["group"]))
+    n = jet_cols["n_constituents"]
+    _, take = _segments((np.cumsum(n) - n)[out], n[out])
+    jet_cols = {k: v[out] for k, v in jet_cols.items()}
+    constituents = {k: v[take] for k, v in constituents.items()}
+    group, obj = jet_cols["group"], obj[out]
+
+    g_first = np.flatnonzero(_first_of_each((group,)))
+    g_obj = obj[g_first]
+    tp4 = truth.p4[g_obj]
+    group_cols = {
+        "group": group[g_first], "event": truth.event[g_obj], "object": truth.index[g_obj],
+        "label": truth.label[g_obj], "pid": truth.pid[g_obj],
+        "pt": tp4.pt, "eta": tp4.eta, "phi": tp4.phi, "mass": tp4.mass,
+        "n_jets": np.diff(np.append(g_first, len(group))),
+    }
+    return JetBlock(jets=jet_cols, constituents=constituents, groups=group_cols)
+
+
+def _matched_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthObjects,
+                  spec: Jets, contained: bool, level: int
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], np.ndarray]:
+    """Jets of one level matched to truth objects: (jet columns, constituents, object row
+    of each jet), jets in no particular order."""
     cs = fastjet.ClusterSequence(particles.momenta(), jet_definition(spec))
     # FastJet's answer is one list of jets per realization, flat columns underneath.
     jets = cs.inclusive_jets(min_pt=spec.pt_min).layout
@@ -98,30 +136,19 @@ def make_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthOb
     if contained and len(m_jet):
         m_jet, m_obj = _contained(m_jet, m_obj, p4, truth, spec.radius)
 
-    # Jets ordered by (group, variation, realization): a group is contiguous.
     m_row = row[m_jet]
-    group = truth.group[m_obj]
-    out = np.lexsort((jobs["realization"][m_row], jobs["variation"][m_row], group))
-    m_jet, m_obj, m_row, group = m_jet[out], m_obj[out], m_row[out], group[out]
-
     constituents, n_const = _constituents(particles, cs, spec.pt_min, m_row, m_jet)
+    if "kind" not in constituents:
+        constituents.update(particle_level_columns(constituents))
     jp4 = p4[m_jet]
     jet_cols = {
         "pt": jp4.pt, "eta": jp4.eta, "phi": jp4.phi, "mass": jp4.mass,
-        "n_constituents": n_const, "group": group, "event": jobs["event"][m_row],
+        "n_constituents": n_const, "group": truth.group[m_obj], "event": jobs["event"][m_row],
         "variation": jobs["variation"][m_row], "realization": jobs["realization"][m_row],
         "seed": jobs["seed"][m_row], "label": truth.label[m_obj],
+        "level": np.full(len(m_jet), level, np.int8),
     }
-    g_first = np.flatnonzero(_first_of_each((group,)))
-    g_obj = m_obj[g_first]
-    tp4 = truth.p4[g_obj]
-    group_cols = {
-        "group": group[g_first], "event": truth.event[g_obj], "object": truth.index[g_obj],
-        "label": truth.label[g_obj], "pid": truth.pid[g_obj],
-        "pt": tp4.pt, "eta": tp4.eta, "phi": tp4.phi, "mass": tp4.mass,
-        "n_jets": np.diff(np.append(g_first, len(group))),
-    }
-    return JetBlock(jets=jet_cols, constituents=constituents, groups=group_cols)
+    return jet_cols, constituents, m_obj
 
 
 def _contained(m_jet: np.ndarray, m_obj: np.ndarray, p4: vector.MomentumNumpy4D,

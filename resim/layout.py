@@ -2,7 +2,8 @@
 
 A data set has four tables, each an HDF5 group of equally long 1-D columns:
 
-- ``jets``: one row per jet; all jets of a group are contiguous;
+- ``jets``: one row per jet, particle- or detector-level (``level``); all jets of a
+  group are contiguous;
 - ``constituents``: one row per constituent, the jets' lists concatenated in jet order
   (a jet's rows start at the sum of ``n_constituents`` of the jets before it);
 - ``groups``: one row per group (truth object with at least one jet);
@@ -16,8 +17,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from .generators.propagation import impact_parameters
+
 FORMAT = "resim-jets"
-FORMAT_VERSION = 1
+#: 2: jets carry ``level``, constituents ``d0, dz, d0_err, dz_err, kind`` (version-1 files
+#: still open: :mod:`resim.dataset` fills these in for them).
+FORMAT_VERSION = 2
+
+#: Values of ``jets/level``: jets of the generated particles, or of the detector's
+#: reconstructed candidates.
+LEVELS = ("particle", "detector")
+PARTICLE, DETECTOR = range(len(LEVELS))
+
+#: Values of ``constituents/kind`` (the particle-flow types of CMS and JetClass).
+KINDS = ("charged_hadron", "neutral_hadron", "photon", "electron", "muon")
+CHARGED_HADRON, NEUTRAL_HADRON, PHOTON, ELECTRON, MUON = range(len(KINDS))
 
 f4, f8, i1, i2, i4, i8 = np.float32, np.float64, np.int8, np.int16, np.int32, np.int64
 
@@ -25,10 +39,12 @@ TABLES: dict[str, dict[str, type]] = {
     "jets": {
         "pt": f4, "eta": f4, "phi": f4, "mass": f4, "n_constituents": i4,
         "group": i8, "event": i8, "variation": i1, "realization": i2, "seed": i4, "label": i1,
+        "level": i1,
     },
     "constituents": {
         "px": f4, "py": f4, "pz": f4, "E": f4, "pid": i4, "charge": i1,
-        "vx": f4, "vy": f4, "vz": f4,
+        "vx": f4, "vy": f4, "vz": f4, "d0": f4, "dz": f4, "d0_err": f4, "dz_err": f4,
+        "kind": i1,
     },
     "groups": {
         "group": i8, "event": i8, "object": i1, "label": i1, "pid": i4,
@@ -54,6 +70,33 @@ COMPRESSION = {"compression": "gzip", "compression_opts": 1, "fletcher32": True}
 #: exact zeros for particles from the primary vertex (0.55 without, 0.87 with), nor PDG
 #: ids, a few distinct values (0.17 without, 0.29 with). Measured on top-quark jets.
 UNSHUFFLED = {("constituents", c) for c in ("pid", "vx", "vy", "vz")}
+
+
+def kind_of(pid: np.ndarray, charge: np.ndarray) -> np.ndarray:
+    """The :data:`KINDS` index of particles with PDG ids ``pid`` and charges ``charge``."""
+    apid = np.abs(pid)
+    return np.select(
+        [apid == 11, apid == 13, apid == 22, np.asarray(charge) != 0],
+        [ELECTRON, MUON, PHOTON, CHARGED_HADRON],
+        NEUTRAL_HADRON,
+    ).astype(np.int8)
+
+
+#: Constituent columns that particle-level jets derive from the others.
+DERIVED = ("d0", "dz", "d0_err", "dz_err", "kind")
+
+
+def particle_level_columns(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The :data:`DERIVED` columns of particle-level constituents (``c``: the others):
+    kind from the PDG id and charge, straight-line impact parameters of charged particles
+    from their vertex (0 for neutral ones), uncertainties 0. Version-1 files get them
+    this way when read."""
+    d0, dz = impact_parameters(*(np.asarray(c[k], np.float64)
+                                 for k in ("px", "py", "pz", "vx", "vy", "vz")))
+    charged = np.asarray(c["charge"]) != 0
+    zeros = np.zeros(len(charged), np.float32)
+    return {"d0": np.where(charged, d0, 0.0), "dz": np.where(charged, dz, 0.0),
+            "d0_err": zeros, "dz_err": zeros, "kind": kind_of(c["pid"], c["charge"])}
 
 
 def filters(table: str, column: str) -> dict[str, object]:

@@ -2,10 +2,12 @@
 
 A converter reads its upstream format in blocks of jets and hands each block over as a
 :class:`JetBlock` — per-jet constituent counts, the constituents' flat columns (resim's
-``px, py, pz, E, pid, charge, vx, vy, vz``), class indices and what truth the source
-keeps. :func:`write_benchmark` turns the blocks into resim's four tables and streams them
-into one self-contained data set (:class:`resim.store.DatasetWriter`), so nothing larger
-than a block is ever in memory.
+``px, py, pz, E, pid, charge, vx, vy, vz``, and ``d0, dz, d0_err, dz_err, kind`` where the
+source measured them; else they are derived as for particle-level jets), class indices
+and what truth the source keeps. Both benchmarks are Delphes output: their jets are
+detector-level (``level = "detector"``). :func:`write_benchmark` turns the blocks into
+resim's four tables and streams them into one self-contained data set
+(:class:`resim.store.DatasetWriter`), so nothing larger than a block is ever in memory.
 
 In the result every jet is its own group with one realization, variation ``nominal``, and
 is its own "hard event": ``event`` = the jet's position in the output, ``group`` =
@@ -29,7 +31,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..layout import Tables, as_table
+from ..layout import DERIVED, DETECTOR, Tables, as_table, particle_level_columns
 from ..progress import Progress
 from ..store import DatasetWriter
 
@@ -83,10 +85,13 @@ def block_tables(block: JetBlock, first_event: int) -> Tables:
     event = first_event + np.arange(n, dtype=np.int64)
     group = event * 16
     c = block.constituents
+    if not all(k in c for k in DERIVED):
+        c = {**particle_level_columns(c), **c}
     kin = jet_kinematics(c["px"], c["py"], c["pz"], c["E"], block.counts)
     zeros = np.zeros(n, np.int64)
     jets = {**kin, "n_constituents": block.counts, "group": group, "event": event,
-            "variation": zeros, "realization": zeros, "seed": zeros, "label": block.label}
+            "variation": zeros, "realization": zeros, "seed": zeros, "label": block.label,
+            "level": np.full(n, DETECTOR)}
     groups = {"group": group, "event": event, "object": zeros, "label": block.label,
               **block.truth, "n_jets": np.ones(n, np.int64)}
     events = {"event": event, "n_objects": np.ones(n, np.int64), "n_failed": zeros,

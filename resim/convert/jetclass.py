@@ -11,24 +11,29 @@ Jagged ``part_*`` branches per constituent — ``part_px/py/pz/energy`` (GeV),
 
 How it maps onto resim's columns (``docs/benchmarks.md`` has the full table):
 
-* four-momenta are copied, constituents re-ordered by decreasing pT;
+* jets are detector-level (``level = "detector"``); four-momenta are copied,
+  constituents re-ordered by decreasing pT;
+* ``d0, dz, d0_err, dz_err`` are ``part_d0val, part_dzval, part_d0err, part_dzerr``:
+  Delphes' track D0/DZ and their errors in mm with Delphes' sign,
+  ``d0 = (x py − y px)/pT`` at the point of closest approach — the same unit and sign as
+  resim's detector; ``kind`` is the set flag (``resim.layout.KINDS``);
 * ``pid`` is synthesised from the flags and the charge — 211·q (charged hadron), 130
-  (neutral hadron), 22, −11·q (electron), −13·q (muon), 0 if no flag is set — so
-  resim's particle kind (``resim.train.features.particle_kind``) gives back the flags;
+  (neutral hadron), 22, −11·q (electron), −13·q (muon), 0 if no flag is set — as
+  resim's detector writes particle-flow candidates, so resim's particle kind
+  (``resim.layout.kind_of``) gives back the flags;
 * the production vertex is the track's point of closest approach,
   ``(d0·py/pT, −d0·px/pT, dz)``: resim's straight-line impact parameters
-  (``impact_parameters``) then return ``part_d0val`` and ``part_dzval`` exactly. Both are
-  Delphes' track D0/DZ in mm with Delphes' sign, ``d0 = (x py − y px)/pT`` at the point of
-  closest approach — the same unit and sign as resim's;
+  (``resim.generators.propagation.impact_parameters``) return ``part_d0val`` and
+  ``part_dzval`` from it exactly;
 * labels are the index of the set ``label_*`` branch in :data:`LABELS`;
 * the truth object (``groups`` table) is ``aux_genpart_pid/pt/eta/phi`` where the file
   has those branches (mass 0: JetClass stores none), else a PDG id from the class.
 
-Not carried (resim has no column for them): ``part_d0err``, ``part_dzerr``, ``jet_sdmass``,
-``jet_tau1..4``. ``part_deta``/``part_dphi`` are not copied but recomputed by resim's
-features from the four-momenta, relative to the constituent sum; their convention is
-JetClass's (Δη flipped for jets with η ≤ 0). uproot is imported only when converting
-(``pip install 'resim[formats]'``).
+Not carried (resim has no column for them): ``jet_sdmass``, ``jet_tau1..4``.
+``part_deta``/``part_dphi`` are not copied but recomputed by resim's features from the
+four-momenta, relative to the constituent sum; their convention is JetClass's (Δη
+flipped for jets with η ≤ 0). uproot is imported only when converting (``pip install
+'resim[formats]'``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
+from ..layout import kind_of
 from .common import ConvertError, JetBlock, check_output, pt_order, write_benchmark
 
 TREE = "tree"
@@ -49,7 +55,7 @@ LABEL_BRANCHES = tuple(f"label_{c}" for c in LABELS)
 FLAGS = ("part_isChargedHadron", "part_isNeutralHadron", "part_isPhoton",
          "part_isElectron", "part_isMuon")
 PARTICLE_BRANCHES = ("part_px", "part_py", "part_pz", "part_energy", "part_charge",
-                     "part_d0val", "part_dzval", *FLAGS)
+                     "part_d0val", "part_dzval", "part_d0err", "part_dzerr", *FLAGS)
 REQUIRED = (*PARTICLE_BRANCHES, *LABEL_BRANCHES)
 #: Optional truth branches; used only when all are present.
 AUX = ("aux_genpart_pid", "aux_genpart_pt", "aux_genpart_eta", "aux_genpart_phi")
@@ -134,10 +140,12 @@ def jetclass_block(path: Path, arrays: ak.Array, first_entry: int, has_aux: bool
     charge = np.rint(p["part_charge"]).astype(np.int8)
     vx, vy, vz = vertex_from_impact_parameters(p["part_px"], p["part_py"], p["part_d0val"],
                                                p["part_dzval"])
+    pid = synthesise_pid(charge, *(p[f] for f in FLAGS))
     constituents = {
         "px": p["part_px"], "py": p["part_py"], "pz": p["part_pz"], "E": p["part_energy"],
-        "pid": synthesise_pid(charge, *(p[f] for f in FLAGS)), "charge": charge,
-        "vx": vx, "vy": vy, "vz": vz,
+        "pid": pid, "charge": charge, "vx": vx, "vy": vy, "vz": vz,
+        "d0": p["part_d0val"], "dz": p["part_dzval"], "d0_err": p["part_d0err"],
+        "dz_err": p["part_dzerr"], "kind": kind_of(pid, charge),
     }
     n = len(label)
     if has_aux:

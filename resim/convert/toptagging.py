@@ -15,9 +15,10 @@ have used: ``format="fixed"`` (``table/block<i>_items`` name the columns of the 
 ``values_block_<i>`` fields hold the columns listed, as a pickled list of names, in its
 ``values_block_<i>_kind`` attribute — unpickled with nothing but lists and strings allowed).
 
-Only four-momenta are stored: resim's ``pid`` and ``charge`` are 0 and the vertex is the
-origin, so the encoder sees every particle as a neutral hadron (``is_neutral_hadron`` 1, the
-other kinds 0, charge 0, tanh d0 = tanh dz = 0) — see ``docs/benchmarks.md``.
+The jets are Delphes' (detector-level, ``level = "detector"``), but only four-momenta are
+stored: resim's ``pid`` and ``charge`` are 0 and the vertex is the origin, so every
+constituent is a neutral hadron (``kind``; ``is_neutral_hadron`` 1, the other kinds 0,
+charge 0, d0 = dz = 0 and their uncertainties 0) — see ``docs/benchmarks.md``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,230 @@
+"""The detector stage: visible particles in, particle-flow candidates out.
+
+A parametrized detector after Delphes (its CMS card as JetClass used it is the preset,
+``cards/detectors/cms.toml``), columnar over every realization of a block at once:
+
+1. **Propagation** (Delphes' ParticlePropagator): a particle made inside the tracker
+   follows its helix (charged) or line (neutral) to the tracker's surface, the front of
+   the calorimeters. One made beyond the tracker but inside the calorimeters (a K0S or Λ
+   decaying there: Pythia decays them anywhere) leaves no track and deposits its energy
+   where it is made; one made beyond the calorimeters is not seen.
+2. **Tracking** (Efficiency, MomentumSmearing, TrackSmearing): a charged particle made
+   inside the tracker is found with its class's efficiency (charged hadron, electron,
+   muon) in (|η|, pT); its pT is smeared log-normally, its direction kept; its impact
+   parameters d0 and dz (of its helix) are smeared with Gaussian resolutions, which are
+   stored as their uncertainties.
+3. **Calorimeters** (SimpleCalorimeter, its particle flow): each particle deposits its
+   energy shares (by |PDG id|) in an ECAL and an HCAL cell where it arrives;
+   :class:`~.calorimeter.Calorimeter` smears the cells, subtracts the tracks pointing at
+   them, and turns significant excesses into photons (ECAL) and neutral hadrons (HCAL).
+4. **Candidates** (EFlowMerger): the tracks (as charged hadrons, or electrons and muons
+   with the identification efficiency), the photons and the neutral hadrons.
+
+Random numbers are counter-based (:mod:`.seeds`): a realization's response is a pure
+function of its particles and its 64-bit key, however realizations are batched.
+
+Extra particles — pileup, say — pass through with the signal: add them to a realization's
+rows with their own vertices. Any input column beyond the standard ones (e.g. ``origin``:
+which collision a particle comes from) is carried to the candidates: a track takes its
+particle's value, a neutral candidate that of the particle with the largest deposit in
+its cell.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from resim.detector_spec import DetectorSpec, TrackClass
+from resim.layout import CHARGED_HADRON, ELECTRON, MUON, NEUTRAL_HADRON, PHOTON
+
+from .calorimeter import Calorimeter, Deposits, Measured, lognormal
+from .final_state import COLUMNS, FinalState
+from .propagation import helix_impact_parameters, to_cylinder
+from .seeds import normal, normal_pair, uniform
+
+#: Columns of the candidates (before any carried extra column).
+CANDIDATE_COLUMNS = (*COLUMNS, "d0", "dz", "d0_err", "dz_err", "kind")
+
+# Random-number streams (each calorimeter uses three from its own).
+_TRACK_FOUND, _TRACK_PT, _TRACK_IP, _LEPTON_ID, _PHOTON_ID = range(5)
+_ECAL, _HCAL = 10, 20
+
+
+class Detector:
+    """A :class:`~resim.detector_spec.DetectorSpec` made ready to simulate."""
+
+    def __init__(self, spec: DetectorSpec):
+        self.spec = spec
+        self.ecal = Calorimeter(spec.ecal, _ECAL)
+        self.hcal = Calorimeter(spec.hcal, _HCAL)
+        self._ids = np.array([f[0] for f in spec.fractions], np.int64)
+        self._shares = np.array([f[1:] for f in spec.fractions], float).reshape(-1, 2)
+
+    def shares(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ECAL, HCAL) energy shares of particles with PDG ids ``pid``."""
+        apid = np.abs(pid)
+        at = np.minimum(np.searchsorted(self._ids, apid), max(len(self._ids) - 1, 0))
+        known = (self._ids[at] == apid) if len(self._ids) else np.zeros(len(apid), bool)
+        default = np.asarray(self.spec.default_fraction)
+        shares = np.where(known[:, None], self._shares[at] if len(self._ids) else 0, default)
+        return shares[:, 0], shares[:, 1]
+
+    def simulate(self, particles: FinalState, keys: np.ndarray) -> FinalState:
+        """Candidates of every realization of ``particles`` (realization i drawing its
+        random numbers with ``keys[i]``, uint64), in the same realization order."""
+        geo = self.spec.geometry
+        c = particles.columns
+        event = particles.event_index()
+        # The random-number counter of a particle: its row within its realization.
+        index = np.arange(len(event), dtype=np.int64) - particles.offsets[event]
+        pt = np.hypot(c["px"], c["py"])
+        rows = np.flatnonzero(pt >= geo.particle_pt_min) if geo.particle_pt_min > 0 else None
+        if rows is not None:
+            c = {name: v[rows] for name, v in c.items()}
+            event, index, pt = event[rows], index[rows], pt[rows]
+        keys = np.asarray(keys, np.uint64)
+        px, py, pz, energy = (np.asarray(c[k], float) for k in ("px", "py", "pz", "E"))
+        vx, vy, vz = (np.asarray(c[k], float) for k in ("vx", "vy", "vz"))
+        pid, charge = np.asarray(c["pid"]), np.asarray(c["charge"])
+
+        # 1. Where each particle meets the calorimeters.
+        made_at = np.hypot(vx, vy)
+        in_tracker = (made_at < geo.tracker_radius) & (np.abs(vz) < geo.tracker_half_length)
+        in_calo = (~in_tracker & (made_at < geo.calorimeter_radius)
+                   & (np.abs(vz) < geo.calorimeter_half_length))
+        x, y, z = vx.copy(), vy.copy(), vz.copy()
+        t = np.flatnonzero(in_tracker)
+        x[t], y[t], z[t], reaches = to_cylinder(
+            vx[t], vy[t], vz[t], px[t], py[t], pz[t], charge[t], geo.magnetic_field,
+            geo.tracker_radius, geo.tracker_half_length)
+        seen = in_calo.copy()
+        seen[t] = reaches
+        at_eta = np.arcsinh(z / np.maximum(np.hypot(x, y), 1e-9))
+        at_phi = np.arctan2(y, x)
+
+        # 2. Tracks.
+        tracks = self._tracks(np.flatnonzero(in_tracker & (charge != 0)), c, pt, event,
+                              index, keys)
+        tr = tracks["row"]
+
+        # 3. Calorimeters: particles deposit their shares where they arrive; tracks are
+        # subtracted in the same cells, and scaled where the cells measure them better.
+        e_share, h_share = self.shares(pid)
+        measured = []
+        for calo, share in ((self.ecal, e_share), (self.hcal, h_share)):
+            cell = np.where(seen, calo.grid.cell(at_eta, at_phi), -1)
+            dep = np.flatnonzero((share > 0) & (cell >= 0))
+            trk = np.flatnonzero((share[tr] > 0) & (cell[tr] >= 0))
+            track_e = tracks["E"][trk] * share[tr[trk]]
+            m = calo.measure(Deposits(
+                event=event[dep], cell=cell[dep], energy=energy[dep] * share[dep],
+                track_event=event[tr[trk]], track_cell=cell[tr[trk]], track_energy=track_e,
+                track_sigma2=(tracks["resolution"][trk] * track_e) ** 2),
+                keys, leading=len(c) > len(COLUMNS))
+            _scale_tracks(tracks, trk, m.track_scale)
+            m.leading = np.where(m.leading >= 0, dep[np.maximum(m.leading, 0)], -1)
+            measured.append(m)
+
+        # 4. Candidates, per realization: tracks, then photons, then neutral hadrons.
+        return self._candidates(tracks, *measured, c, event, index, keys, len(particles))
+
+    def _tracks(self, rows: np.ndarray, c: dict[str, np.ndarray], pt: np.ndarray,
+                event: np.ndarray, index: np.ndarray,
+                keys: np.ndarray) -> dict[str, np.ndarray]:
+        """Tracks of the charged particles ``rows``: found, smeared, with impact
+        parameters. Returns columns over the found ones (``row``: their particle)."""
+        tr = self.spec.tracking
+        apid = np.abs(c["pid"][rows])
+        pt = pt[rows]
+        abs_eta = np.abs(np.arcsinh(c["pz"][rows] / np.maximum(pt, 1e-12)))
+        k = keys[event[rows]]
+
+        def by_class(what: str) -> np.ndarray:
+            cls: dict[int, TrackClass] = {11: tr.electron, 13: tr.muon}
+            out = getattr(tr.charged_hadron, what)(pt, abs_eta)
+            for code, spec in cls.items():
+                lepton = apid == code
+                if lepton.any():
+                    out[lepton] = getattr(spec, what)(pt[lepton], abs_eta[lepton])
+            return out
+
+        efficiency = np.minimum(by_class("efficiency") * tr.efficiency_scale, 1.0)
+        found = uniform(k, _TRACK_FOUND, index[rows]) < efficiency
+        rows, pt, abs_eta, k, apid = rows[found], pt[found], abs_eta[found], k[found], apid[found]
+        resolution = np.minimum(by_class("resolution") * tr.resolution_scale, 1.0)
+        smeared = lognormal(pt, resolution * pt, normal(k, _TRACK_PT, index[rows]))
+        px, py, pz, e = (np.asarray(c[name][rows], float) for name in ("px", "py", "pz", "E"))
+        mass2 = np.maximum(e * e - px * px - py * py - pz * pz, 0.0)
+        d0, dz = helix_impact_parameters(
+            np.asarray(c["vx"][rows], float), np.asarray(c["vy"][rows], float),
+            np.asarray(c["vz"][rows], float), px, py, pz, np.asarray(c["charge"][rows], float),
+            self.spec.geometry.magnetic_field)
+        scale = smeared / pt
+        px, py, pz = px * scale, py * scale, pz * scale
+        d0_err = tr.d0_resolution(smeared, abs_eta) * tr.impact_parameter_scale
+        dz_err = tr.dz_resolution(smeared, abs_eta) * tr.impact_parameter_scale
+        z0, z1 = normal_pair(k, _TRACK_IP, index[rows])
+        return {"row": rows, "px": px, "py": py, "pz": pz,
+                "E": np.sqrt(px * px + py * py + pz * pz + mass2), "mass2": mass2,
+                "resolution": resolution, "d0": d0 + d0_err * z0, "dz": dz + dz_err * z1,
+                "d0_err": d0_err, "dz_err": dz_err}
+
+    def _candidates(self, tracks: dict[str, np.ndarray], photons: Measured,
+                    neutrals: Measured, c: dict[str, np.ndarray], event: np.ndarray,
+                    index: np.ndarray, keys: np.ndarray, n_events: int) -> FinalState:
+        ident = self.spec.identification
+        tr = tracks["row"]
+        charge = np.asarray(c["charge"][tr])
+        sign = np.where(charge < 0, -1, 1)
+        apid = np.abs(c["pid"][tr])
+        pt = np.hypot(tracks["px"], tracks["py"])
+        abs_eta = np.abs(np.arcsinh(tracks["pz"] / np.maximum(pt, 1e-12)))
+        kind = np.full(len(tr), CHARGED_HADRON, np.int8)
+        for code, table, lepton in ((11, ident.electron, ELECTRON), (13, ident.muon, MUON)):
+            sel = np.flatnonzero(apid == code)
+            passed = uniform(keys[event[tr[sel]]], _LEPTON_ID, index[tr[sel]]) < table(
+                pt[sel], abs_eta[sel])
+            kind[sel[passed]] = lepton
+        pid = np.select([kind == ELECTRON, kind == MUON], [-11 * sign, -13 * sign], 211 * sign)
+
+        photon_pt = photons.energy / np.cosh(photons.eta)
+        is_photon = uniform(keys[photons.event], _PHOTON_ID, photons.cell) < ident.photon(
+            photon_pt, np.abs(photons.eta))
+        photon_kind = np.where(is_photon, PHOTON, NEUTRAL_HADRON).astype(np.int8)
+
+        n_p, n_n = len(photons.energy), len(neutrals.energy)
+        zeros = np.zeros(n_p + n_n)
+        eta = np.concatenate([photons.eta, neutrals.eta])
+        phi = np.concatenate([photons.phi, neutrals.phi])
+        e = np.concatenate([photons.energy, neutrals.energy])
+        npt = e / np.cosh(eta)
+        neutral_kind = np.concatenate([photon_kind, np.full(n_n, NEUTRAL_HADRON, np.int8)])
+        neutral = {"px": npt * np.cos(phi), "py": npt * np.sin(phi), "pz": npt * np.sinh(eta),
+                   "E": e, "pid": np.where(neutral_kind == PHOTON, 22, 130),
+                   "charge": zeros, "vx": zeros, "vy": zeros, "vz": zeros, "d0": zeros,
+                   "dz": zeros, "d0_err": zeros, "dz_err": zeros, "kind": neutral_kind}
+        charged = {"px": tracks["px"], "py": tracks["py"], "pz": tracks["pz"], "E": tracks["E"],
+                   "pid": pid, "charge": charge, "vx": c["vx"][tr], "vy": c["vy"][tr],
+                   "vz": c["vz"][tr], "d0": tracks["d0"], "dz": tracks["dz"],
+                   "d0_err": tracks["d0_err"], "dz_err": tracks["dz_err"], "kind": kind}
+        which = np.concatenate([event[tr], photons.event, neutrals.event])
+        order = np.argsort(which, kind="stable")
+        columns = {name: np.concatenate([charged[name], neutral[name]])[order]
+                   for name in CANDIDATE_COLUMNS}
+        leading = np.concatenate([photons.leading, neutrals.leading])
+        for name in c:
+            if name not in columns:  # carried along: from the track's or leading particle
+                columns[name] = np.concatenate([c[name][tr], c[name][leading]])[order]
+        counts = np.bincount(which, minlength=n_events)
+        return FinalState(columns, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+
+def _scale_tracks(tracks: dict[str, np.ndarray], which: np.ndarray, scale: np.ndarray) -> None:
+    """Scale the momenta of tracks ``which`` by ``scale`` (pT, keeping direction and mass)."""
+    for name in ("px", "py", "pz"):
+        tracks[name][which] *= scale
+    p2 = tracks["px"][which] ** 2 + tracks["py"][which] ** 2 + tracks["pz"][which] ** 2
+    tracks["E"][which] = np.sqrt(p2 + tracks["mass2"][which])
+
+
+__all__ = ["CANDIDATE_COLUMNS", "Detector"]

@@ -1,0 +1,359 @@
+"""The ``[detector]`` card section: a parametrized detector, as frozen dataclasses.
+
+A card's ``[detector]`` names a shipped preset (``preset = "cms"``,
+``cards/detectors/cms.toml``: the CMS card as JetClass used it in Delphes, every number
+with its source) and may override any of its keys by the same key path; a variation may
+override keys again with its own ``detector = { ... }`` table. Tables merge key by key,
+so ``[detector.tracking.d0_resolution] values = [...]`` keeps the preset's bin edges.
+
+The parametrizations are evaluated here, as columnar numpy over many particles at once:
+piecewise-constant tables in (|η|, pT) (:class:`BinnedTable`: efficiencies, impact-
+parameter resolutions), the relative track-pT resolution (:class:`TrackResolution`) and
+the calorimeter energy resolution (:class:`EnergyResolution`). The simulation that uses
+them is :mod:`resim.generators.detector`; ``docs/cards.md`` documents every key.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+
+from .schema import Table
+
+#: Presets shipped in ``cards/detectors/``.
+PRESETS = ("cms",)
+
+
+def _column(edges: tuple[float, ...], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(bin index, inside) of each ``x`` among half-open bins [edges[i], edges[i+1])."""
+    i = np.searchsorted(np.asarray(edges), x, side="right") - 1
+    inside = (i >= 0) & (i < len(edges) - 1)
+    return np.clip(i, 0, len(edges) - 2), inside
+
+
+@dataclass(frozen=True)
+class BinnedTable:
+    """A value per (|η| bin, pT bin): 0 outside the |η| edges and below the first pT edge;
+    the last pT bin extends to any pT."""
+
+    eta_edges: tuple[float, ...]
+    pt_edges: tuple[float, ...]
+    values: tuple[tuple[float, ...], ...]
+
+    def __call__(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+        row, inside = _column(self.eta_edges, abs_eta)
+        col = np.searchsorted(np.asarray(self.pt_edges), pt, side="right") - 1
+        above = col >= 0
+        value = np.asarray(self.values)[row, np.maximum(col, 0)]
+        return np.where(inside & above, value, 0.0)
+
+
+@dataclass(frozen=True)
+class TrackResolution:
+    """Relative pT resolution sqrt(constant² + (slope·pT)²) per |η| bin (Delphes'
+    MomentumSmearing formulas); 0 outside the edges."""
+
+    eta_edges: tuple[float, ...]
+    constant: tuple[float, ...]
+    slope: tuple[float, ...]
+
+    def __call__(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+        row, inside = _column(self.eta_edges, abs_eta)
+        a, b = np.asarray(self.constant)[row], np.asarray(self.slope)[row] * pt
+        return np.where(inside, np.sqrt(a * a + b * b), 0.0)
+
+
+@dataclass(frozen=True)
+class EnergyResolution:
+    """Calorimeter resolution σ(E) = shape(η) · sqrt((constant·E)² + stochastic²·E +
+    noise²) per |η| bin, with shape = s0 + s2·(|η| − η0)² from ``shape = [s0, s2, η0]``
+    (Delphes' ECal/HCal ResolutionFormula); 0 outside the edges."""
+
+    eta_edges: tuple[float, ...]
+    constant: tuple[float, ...]
+    stochastic: tuple[float, ...]
+    noise: tuple[float, ...]
+    shape: tuple[tuple[float, float, float], ...]
+
+    def __call__(self, energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+        row, inside = _column(self.eta_edges, abs_eta)
+        c, s, n = (np.asarray(v)[row] for v in (self.constant, self.stochastic, self.noise))
+        s0, s2, eta0 = np.asarray(self.shape)[row].T
+        shape = s0 + s2 * (abs_eta - eta0) ** 2
+        sigma = shape * np.sqrt((c * energy) ** 2 + s * s * np.maximum(energy, 0.0) + n * n)
+        return np.where(inside, sigma, 0.0)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    magnetic_field: float  # T, along +z
+    tracker_radius: float  # mm: tracks are made inside, calorimeters start at its surface
+    tracker_half_length: float
+    calorimeter_radius: float  # mm: particles made beyond are not seen
+    calorimeter_half_length: float
+    particle_pt_min: float  # GeV: softer visible particles are not simulated
+
+
+@dataclass(frozen=True)
+class TrackClass:
+    """Tracking efficiency and pT resolution of charged hadrons, electrons or muons."""
+
+    efficiency: BinnedTable
+    resolution: TrackResolution
+
+
+@dataclass(frozen=True)
+class Tracking:
+    efficiency_scale: float
+    resolution_scale: float
+    impact_parameter_scale: float
+    charged_hadron: TrackClass
+    electron: TrackClass
+    muon: TrackClass
+    d0_resolution: BinnedTable  # mm
+    dz_resolution: BinnedTable  # mm
+
+
+@dataclass(frozen=True)
+class CalorimeterSpec:
+    """One calorimeter (ECAL or HCAL): cells, thresholds and resolution."""
+
+    energy_min: float
+    significance_min: float
+    smear_cell_center: bool
+    energy_scale: float
+    resolution_scale: float
+    #: Segments (eta_lo, eta_hi, rings, phi_bins): equal η rings, each of equal φ cells.
+    geometry: tuple[tuple[float, float, int, int], ...]
+    resolution: EnergyResolution
+
+
+@dataclass(frozen=True)
+class Identification:
+    """Probability that a candidate is reconstructed as what it is (see the preset)."""
+
+    electron: BinnedTable
+    muon: BinnedTable
+    photon: BinnedTable
+
+
+@dataclass(frozen=True)
+class DetectorSpec:
+    preset: str
+    geometry: Geometry
+    tracking: Tracking
+    #: Energy shares (|PDG id|, ECAL, HCAL); ``default_fraction`` for every other id.
+    fractions: tuple[tuple[int, float, float], ...]
+    default_fraction: tuple[float, float]
+    ecal: CalorimeterSpec
+    hcal: CalorimeterSpec
+    identification: Identification
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def preset_text(name: str) -> str:
+    """The TOML text of a shipped preset (``cards/detectors/NAME.toml``)."""
+    return resources.files("resim.cards").joinpath("detectors", f"{name}.toml").read_text()
+
+
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``override``'s keys: tables merge key by key, other values replace."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve(t: Table) -> dict[str, Any]:
+    """A card's ``[detector]`` table (``t``) as the full raw parameters: its preset with
+    the card's keys merged in (checked by :func:`parse`)."""
+    name = t.raw.get("preset", "cms")
+    if name not in PRESETS:
+        t.fail("preset", f"must be one of {', '.join(PRESETS)}; got {name!r}")
+    raw = merge(tomllib.loads(preset_text(name)), {k: v for k, v in t.raw.items()
+                                                   if k != "preset"})
+    raw["preset"] = name
+    return raw
+
+
+def _number(t: Table, name: str, **limits: float) -> float:
+    value = t.number(name, None, **limits)
+    if value is None:
+        t.fail(name, "missing")
+    return value
+
+
+def _floats(t: Table, name: str, length: int | None = None, minimum: float | None = None,
+            increasing: bool = False) -> tuple[float, ...]:
+    value = t.raw.get(name)
+    if value is None:
+        t.fail(name, "missing")
+    ok = isinstance(value, list) and value and all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    if not ok or (length is not None and len(value) != length):
+        what = f"{length} numbers" if length is not None else "numbers"
+        t.fail(name, f"must be a list of {what}, got {value!r}")
+    if minimum is not None and min(value) < minimum:
+        t.fail(name, f"values must be >= {minimum}, got {value!r}")
+    if increasing and any(b <= a for a, b in itertools.pairwise(value)):
+        t.fail(name, f"must increase, got {value!r}")
+    return tuple(float(v) for v in value)
+
+
+def _rows(t: Table, name: str, n_rows: int, n_cols: int, minimum: float | None = None,
+          at_most: float | None = None) -> tuple[tuple[float, ...], ...]:
+    value = t.raw.get(name)
+    shape_ok = isinstance(value, list) and len(value) == n_rows and all(
+        isinstance(r, list) and len(r) == n_cols and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in r) for r in value)
+    if not shape_ok:
+        t.fail(name, f"must be {n_rows} lists of {n_cols} numbers (one per bin), "
+               f"got {value!r}")
+    flat = [v for r in value for v in r]
+    if minimum is not None and min(flat) < minimum:
+        t.fail(name, f"values must be >= {minimum}")
+    if at_most is not None and max(flat) > at_most:
+        t.fail(name, f"values must be <= {at_most}")
+    return tuple(tuple(float(v) for v in r) for r in value)
+
+
+def _binned(t: Table, at_most: float | None = None) -> BinnedTable:
+    t.allow("eta_edges", "pt_edges", "values")
+    eta = _floats(t, "eta_edges", minimum=0.0, increasing=True)
+    pt = _floats(t, "pt_edges", minimum=0.0, increasing=True)
+    if len(eta) < 2:
+        t.fail("eta_edges", "needs at least two edges")
+    return BinnedTable(eta, pt, _rows(t, "values", len(eta) - 1, len(pt), 0.0, at_most))
+
+
+def _track_resolution(t: Table) -> TrackResolution:
+    t.allow("eta_edges", "constant", "slope")
+    eta = _floats(t, "eta_edges", minimum=0.0, increasing=True)
+    n = len(eta) - 1
+    return TrackResolution(eta, _floats(t, "constant", n, 0.0), _floats(t, "slope", n, 0.0))
+
+
+def _energy_resolution(t: Table) -> EnergyResolution:
+    t.allow("eta_edges", "constant", "stochastic", "noise", "shape")
+    eta = _floats(t, "eta_edges", minimum=0.0, increasing=True)
+    n = len(eta) - 1
+    shape = _rows(t, "shape", n, 3)
+    return EnergyResolution(eta, _floats(t, "constant", n, 0.0), _floats(t, "stochastic", n, 0.0),
+                            _floats(t, "noise", n, 0.0),
+                            tuple((a, b, c) for a, b, c in shape))
+
+
+def _calorimeter(t: Table) -> CalorimeterSpec:
+    t.allow("energy_min", "significance_min", "smear_cell_center", "energy_scale",
+            "resolution_scale", "geometry", "resolution")
+    geometry = t.raw.get("geometry")
+    segments = []
+    ok = isinstance(geometry, list) and geometry
+    for seg in geometry if ok else ():
+        good = (isinstance(seg, list) and len(seg) == 4
+                and all(isinstance(v, int | float) and not isinstance(v, bool) for v in seg[:2])
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                        for v in seg[2:]) and seg[1] > seg[0])
+        if not good or (segments and seg[0] != segments[-1][1]):
+            t.fail("geometry", "must be a list of [eta_lo, eta_hi, rings, phi_bins] "
+                   f"segments, each starting where the last ended; got {seg!r}")
+        segments.append((float(seg[0]), float(seg[1]), int(seg[2]), int(seg[3])))
+    if not segments:
+        t.fail("geometry", f"must be a non-empty list of segments, got {geometry!r}")
+    return CalorimeterSpec(
+        energy_min=_number(t, "energy_min", minimum=0.0),
+        significance_min=_number(t, "significance_min", minimum=0.0),
+        smear_cell_center=t.boolean("smear_cell_center", True),
+        energy_scale=_number(t, "energy_scale", above=0.0),
+        resolution_scale=_number(t, "resolution_scale", minimum=0.0),
+        geometry=tuple(segments),
+        resolution=_energy_resolution(t.table("resolution", required=True)),
+    )
+
+
+def _fractions(t: Table) -> tuple[tuple[tuple[int, float, float], ...], tuple[float, float]]:
+    default = None
+    fractions = []
+    for name in t:
+        pair = t.numbers(name, (), 2, minimum=0.0)
+        if sum(pair) > 1.0 + 1e-9:
+            t.fail(name, f"ECAL and HCAL shares add up to more than 1: {list(pair)}")
+        if name == "default":
+            default = pair
+        elif name.isdigit():
+            fractions.append((int(name), *pair))
+        else:
+            t.fail(name, "keys are |PDG ids| (e.g. 22) or `default`")
+    if default is None:
+        t.fail("default", "missing (the shares of every particle not listed)")
+    return tuple(sorted(fractions)), default
+
+
+def parse(t: Table) -> DetectorSpec:
+    """Check the full raw parameters (from :func:`resolve`) and build the spec; problems
+    raise ``t``'s error naming the key."""
+    t.allow("preset", "geometry", "tracking", "calorimeter", "identification")
+    g = t.table("geometry", required=True)
+    g.allow("magnetic_field", "tracker_radius", "tracker_half_length", "calorimeter_radius",
+            "calorimeter_half_length", "particle_pt_min")
+    geometry = Geometry(
+        magnetic_field=_number(g, "magnetic_field"),
+        tracker_radius=_number(g, "tracker_radius", above=0.0),
+        tracker_half_length=_number(g, "tracker_half_length", above=0.0),
+        calorimeter_radius=_number(g, "calorimeter_radius", above=0.0),
+        calorimeter_half_length=_number(g, "calorimeter_half_length", above=0.0),
+        particle_pt_min=_number(g, "particle_pt_min", minimum=0.0),
+    )
+    if (geometry.calorimeter_radius < geometry.tracker_radius
+            or geometry.calorimeter_half_length < geometry.tracker_half_length):
+        g.fail("calorimeter_radius", "the calorimeters must enclose the tracker")
+
+    tr = t.table("tracking", required=True)
+    tr.allow("efficiency_scale", "resolution_scale", "impact_parameter_scale",
+             "charged_hadron", "electron", "muon", "d0_resolution", "dz_resolution")
+
+    def track_class(name: str) -> TrackClass:
+        c = tr.table(name, required=True)
+        c.allow("efficiency", "resolution")
+        return TrackClass(_binned(c.table("efficiency", required=True), at_most=1.0),
+                          _track_resolution(c.table("resolution", required=True)))
+
+    tracking = Tracking(
+        efficiency_scale=_number(tr, "efficiency_scale", minimum=0.0),
+        resolution_scale=_number(tr, "resolution_scale", minimum=0.0),
+        impact_parameter_scale=_number(tr, "impact_parameter_scale", minimum=0.0),
+        charged_hadron=track_class("charged_hadron"), electron=track_class("electron"),
+        muon=track_class("muon"),
+        d0_resolution=_binned(tr.table("d0_resolution", required=True)),
+        dz_resolution=_binned(tr.table("dz_resolution", required=True)),
+    )
+
+    cal = t.table("calorimeter", required=True)
+    cal.allow("fractions", "ecal", "hcal")
+    fractions, default = _fractions(cal.table("fractions", required=True))
+    ident = t.table("identification", required=True)
+    ident.allow("electron", "muon", "photon")
+    return DetectorSpec(
+        preset=t.raw["preset"], geometry=geometry, tracking=tracking, fractions=fractions,
+        default_fraction=default, ecal=_calorimeter(cal.table("ecal", required=True)),
+        hcal=_calorimeter(cal.table("hcal", required=True)),
+        identification=Identification(
+            *(_binned(ident.table(k, required=True), at_most=1.0)
+              for k in ("electron", "muon", "photon"))),
+    )
+
+
+__all__ = ["PRESETS", "BinnedTable", "CalorimeterSpec", "DetectorSpec", "EnergyResolution",
+           "Geometry", "Identification", "TrackClass", "TrackResolution", "Tracking",
+           "merge", "parse", "preset_text", "resolve"]
