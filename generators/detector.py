@@ -39,15 +39,21 @@ from resim.layout import CHARGED_HADRON, ELECTRON, MUON, NEUTRAL_HADRON, PHOTON
 
 from .calorimeter import Calorimeter, Deposits, Measured, lognormal
 from .final_state import COLUMNS, FinalState
-from .propagation import helix_impact_parameters, to_cylinder
+from .propagation import from_beam_line, helix_impact_parameters, to_cylinder
 from .seeds import normal, normal_pair, uniform
 
 #: Columns of the candidates (before any carried extra column).
 CANDIDATE_COLUMNS = (*COLUMNS, "d0", "dz", "d0_err", "dz_err", "kind")
 
+#: Particles made closer than this to the beam line (mm) are propagated as if made on it:
+#: their calorimeter cell moves by at most this much (cells are ~20 mm wide), and their
+#: impact parameters are those of a straight line (curvature changes them by ~1e-9 mm).
+ON_AXIS = 1e-3
+
 # Random-number streams (each calorimeter uses three from its own).
 _TRACK_FOUND, _TRACK_PT, _TRACK_IP, _LEPTON_ID, _PHOTON_ID = range(5)
 _ECAL, _HCAL = 10, 20
+_LOOKUP = 4096
 
 
 class Detector:
@@ -57,16 +63,25 @@ class Detector:
         self.spec = spec
         self.ecal = Calorimeter(spec.ecal, _ECAL)
         self.hcal = Calorimeter(spec.hcal, _HCAL)
-        self._ids = np.array([f[0] for f in spec.fractions], np.int64)
-        self._shares = np.array([f[1:] for f in spec.fractions], float).reshape(-1, 2)
+        # Shares by |PDG id|: a table for ids below _LOOKUP (every stable hadron), the
+        # listed ids beyond it (e.g. neutralinos) looked up one by one.
+        self._table = np.tile(np.asarray(spec.default_fraction, float), (_LOOKUP, 1))
+        self._beyond = []
+        for pid, ecal, hcal in spec.fractions:
+            if pid < _LOOKUP:
+                self._table[pid] = ecal, hcal
+            else:
+                self._beyond.append((pid, ecal, hcal))
 
     def shares(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ECAL, HCAL) energy shares of particles with PDG ids ``pid``."""
         apid = np.abs(pid)
-        at = np.minimum(np.searchsorted(self._ids, apid), max(len(self._ids) - 1, 0))
-        known = (self._ids[at] == apid) if len(self._ids) else np.zeros(len(apid), bool)
-        default = np.asarray(self.spec.default_fraction)
-        shares = np.where(known[:, None], self._shares[at] if len(self._ids) else 0, default)
+        shares = self._table[np.minimum(apid, _LOOKUP - 1)]
+        large = np.flatnonzero(apid >= _LOOKUP)
+        if len(large):
+            shares[large] = self.spec.default_fraction
+            for code, ecal, hcal in self._beyond:
+                shares[large[apid[large] == code]] = ecal, hcal
         return shares[:, 0], shares[:, 1]
 
     def simulate(self, particles: FinalState, keys: np.ndarray) -> FinalState:
@@ -77,7 +92,7 @@ class Detector:
         event = particles.event_index()
         # The random-number counter of a particle: its row within its realization.
         index = np.arange(len(event), dtype=np.int64) - particles.offsets[event]
-        pt = np.hypot(c["px"], c["py"])
+        pt = np.sqrt(c["px"] * c["px"] + c["py"] * c["py"])
         rows = np.flatnonzero(pt >= geo.particle_pt_min) if geo.particle_pt_min > 0 else None
         if rows is not None:
             c = {name: v[rows] for name, v in c.items()}
@@ -88,19 +103,28 @@ class Detector:
         pid, charge = np.asarray(c["pid"]), np.asarray(c["charge"])
 
         # 1. Where each particle meets the calorimeters.
-        made_at = np.hypot(vx, vy)
+        made_at = np.sqrt(vx * vx + vy * vy)
         in_tracker = (made_at < geo.tracker_radius) & (np.abs(vz) < geo.tracker_half_length)
         in_calo = (~in_tracker & (made_at < geo.calorimeter_radius)
                    & (np.abs(vz) < geo.calorimeter_half_length))
-        x, y, z = vx.copy(), vy.copy(), vz.copy()
-        t = np.flatnonzero(in_tracker)
-        x[t], y[t], z[t], reaches = to_cylinder(
-            vx[t], vy[t], vz[t], px[t], py[t], pz[t], charge[t], geo.magnetic_field,
-            geo.tracker_radius, geo.tracker_half_length)
+        at_eta, at_phi = np.zeros(len(pt)), np.zeros(len(pt))
         seen = in_calo.copy()
-        seen[t] = reaches
-        at_eta = np.arcsinh(z / np.maximum(np.hypot(x, y), 1e-9))
-        at_phi = np.arctan2(y, x)
+        inside = np.flatnonzero(in_calo)  # deposits where it is made
+        at_eta[inside] = np.arcsinh(vz[inside] / made_at[inside])
+        at_phi[inside] = np.arctan2(vy[inside], vx[inside])
+        # Particles from the beam line (Pythia's primary particles and, within a micron,
+        # most decay products) take the closed form; the others follow their helices.
+        axis = in_tracker & (made_at < ON_AXIS)
+        a = np.flatnonzero(axis)
+        at_eta[a], at_phi[a], seen[a] = from_beam_line(
+            vz[a], px[a], py[a], pz[a], charge[a], geo.magnetic_field, geo.tracker_radius,
+            geo.tracker_half_length)
+        d = np.flatnonzero(in_tracker & ~axis)
+        x, y, z, seen[d] = to_cylinder(vx[d], vy[d], vz[d], px[d], py[d], pz[d], charge[d],
+                                       geo.magnetic_field, geo.tracker_radius,
+                                       geo.tracker_half_length)
+        at_eta[d] = np.arcsinh(z / np.maximum(np.sqrt(x * x + y * y), 1e-9))
+        at_phi[d] = np.arctan2(y, x)
 
         # 2. Tracks.
         tracks = self._tracks(np.flatnonzero(in_tracker & (charge != 0)), c, pt, event,
@@ -112,13 +136,17 @@ class Detector:
         e_share, h_share = self.shares(pid)
         measured = []
         for calo, share in ((self.ecal, e_share), (self.hcal, h_share)):
-            cell = np.where(seen, calo.grid.cell(at_eta, at_phi), -1)
-            dep = np.flatnonzero((share > 0) & (cell >= 0))
-            trk = np.flatnonzero((share[tr] > 0) & (cell[tr] >= 0))
+            dep = np.flatnonzero(seen & (share > 0))
+            cell = calo.grid.cell(at_eta[dep], at_phi[dep])
+            hit = cell >= 0
+            dep, cell = dep[hit], cell[hit]
+            position = np.full(len(pt), -1, np.int64)  # of each particle among the deposits
+            position[dep] = np.arange(len(dep))
+            trk = np.flatnonzero(position[tr] >= 0)
             track_e = tracks["E"][trk] * share[tr[trk]]
             m = calo.measure(Deposits(
-                event=event[dep], cell=cell[dep], energy=energy[dep] * share[dep],
-                track_event=event[tr[trk]], track_cell=cell[tr[trk]], track_energy=track_e,
+                event=event[dep], cell=cell, energy=energy[dep] * share[dep],
+                track_of=position[tr[trk]], track_energy=track_e,
                 track_sigma2=(tracks["resolution"][trk] * track_e) ** 2),
                 keys, leading=len(c) > len(COLUMNS))
             _scale_tracks(tracks, trk, m.track_scale)
@@ -158,7 +186,7 @@ class Detector:
         d0, dz = helix_impact_parameters(
             np.asarray(c["vx"][rows], float), np.asarray(c["vy"][rows], float),
             np.asarray(c["vz"][rows], float), px, py, pz, np.asarray(c["charge"][rows], float),
-            self.spec.geometry.magnetic_field)
+            self.spec.geometry.magnetic_field, ON_AXIS)
         scale = smeared / pt
         px, py, pz = px * scale, py * scale, pz * scale
         d0_err = tr.d0_resolution(smeared, abs_eta) * tr.impact_parameter_scale
@@ -177,7 +205,7 @@ class Detector:
         charge = np.asarray(c["charge"][tr])
         sign = np.where(charge < 0, -1, 1)
         apid = np.abs(c["pid"][tr])
-        pt = np.hypot(tracks["px"], tracks["py"])
+        pt = np.sqrt(tracks["px"] ** 2 + tracks["py"] ** 2)
         abs_eta = np.abs(np.arcsinh(tracks["pz"] / np.maximum(pt, 1e-12)))
         kind = np.full(len(tr), CHARGED_HADRON, np.int8)
         for code, table, lepton in ((11, ident.electron, ELECTRON), (13, ident.muon, MUON)):
@@ -207,15 +235,24 @@ class Detector:
                    "pid": pid, "charge": charge, "vx": c["vx"][tr], "vy": c["vy"][tr],
                    "vz": c["vz"][tr], "d0": tracks["d0"], "dz": tracks["dz"],
                    "d0_err": tracks["d0_err"], "dz_err": tracks["dz_err"], "kind": kind}
-        which = np.concatenate([event[tr], photons.event, neutrals.event])
-        order = np.argsort(which, kind="stable")
+        # Interleave the three (each in realization order) by realization, without a sort.
+        parts = [event[tr], photons.event, neutrals.event]
+        per = [np.bincount(e, minlength=n_events) for e in parts]
+        counts = sum(per)
+        start = np.cumsum(counts) - counts  # of each realization's candidates
+        position = []
+        for e, n in zip(parts, per, strict=True):
+            rank = np.arange(len(e)) - (np.cumsum(n) - n)[e]  # within its realization
+            position.append(start[e] + rank)
+            start = start + n
+        order = np.empty(int(counts.sum()), np.int64)
+        order[np.concatenate(position)] = np.arange(len(order))
         columns = {name: np.concatenate([charged[name], neutral[name]])[order]
                    for name in CANDIDATE_COLUMNS}
         leading = np.concatenate([photons.leading, neutrals.leading])
         for name in c:
             if name not in columns:  # carried along: from the track's or leading particle
                 columns[name] = np.concatenate([c[name][tr], c[name][leading]])[order]
-        counts = np.bincount(which, minlength=n_events)
         return FinalState(columns, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
 
 

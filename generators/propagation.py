@@ -42,7 +42,7 @@ class Helices:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray,
                  q: np.ndarray, bz: float):
-        pt = np.hypot(px, py)
+        pt = np.sqrt(px * px + py * py)
         self.r = 1000.0 * pt / (C_LIGHT * q * bz)
         self.turn = np.sign(self.r)  # the angle seen from the axis falls by turn * alpha
         phi0 = np.arctan2(py, px)
@@ -50,7 +50,7 @@ class Helices:
         self.yc = y - self.r * np.cos(phi0)
         self.radius = np.abs(self.r)
         self.theta0 = np.arctan2(y - self.yc, x - self.xc)
-        self.d = np.hypot(self.xc, self.yc)  # beam line to axis
+        self.d = np.sqrt(self.xc * self.xc + self.yc * self.yc)  # beam line to axis
         self.theta_c = np.arctan2(self.yc, self.xc)
         self.slope = np.divide(1.0, pt, out=np.zeros_like(pt), where=pt > 0)  # 1/pT
 
@@ -81,18 +81,63 @@ class Helices:
 
 
 def helix_impact_parameters(x: np.ndarray, y: np.ndarray, z: np.ndarray, px: np.ndarray,
-                            py: np.ndarray, pz: np.ndarray, q: np.ndarray,
-                            bz: float) -> tuple[np.ndarray, np.ndarray]:
+                            py: np.ndarray, pz: np.ndarray, q: np.ndarray, bz: float,
+                            on_axis: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """(d0, dz) in mm of charged particles leaving (x, y, z) in the field ``bz``; the
-    straight-line values without a field."""
+    straight-line values without a field, and for particles made within ``on_axis`` (mm)
+    of the beam line, where the helix's curvature changes them by less than
+    on_axis² / (2 × its radius)."""
+    d0, dz = impact_parameters(px, py, pz, x, y, z)
     if bz == 0:
-        return impact_parameters(px, py, pz, x, y, z)
-    h = Helices(x, y, px, py, q, bz)
-    xa, ya, alpha = h.closest_approach()
-    direction = (h.theta_c + np.pi) - h.turn * np.pi / 2  # momentum at the closest point
-    d0 = xa * np.sin(direction) - ya * np.cos(direction)
-    dz = z + h.radius * alpha * pz * h.slope
+        return d0, dz
+    off = np.flatnonzero(x * x + y * y >= on_axis * on_axis)
+    if len(off):
+        h = Helices(x[off], y[off], px[off], py[off], q[off], bz)
+        xa, ya, alpha = h.closest_approach()
+        direction = (h.theta_c + np.pi) - h.turn * np.pi / 2  # momentum at the closest point
+        d0[off] = xa * np.sin(direction) - ya * np.cos(direction)
+        dz[off] = z[off] + h.radius * alpha * pz[off] * h.slope
     return d0, dz
+
+
+def from_beam_line(z: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray,
+                   q: np.ndarray, bz: float, radius: float,
+                   half_length: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(η, φ, reaches) of the point where particles leaving the beam line at z meet the
+    cylinder's surface: :func:`to_cylinder` in closed form for this common case (a helix
+    from the axis turns by α = 2 asin(R / 2r) to the barrel; its chord points at
+    φ0 − α/2, turning clockwise for r > 0, and has length 2|r| sin(α/2))."""
+    pt = np.sqrt(px * px + py * py)
+    phi = np.arctan2(py, px)
+    eta = np.arcsinh(pz / np.maximum(pt, 1e-300))
+    moving = pt > 1e-9
+    charged = np.flatnonzero((q != 0) & moving) if bz != 0 else np.empty(0, np.int64)
+    # Lines from the axis keep their direction (a particle at z != 0 sees another η).
+    line = ~np.isin(np.arange(len(pt)), charged) & moving & (z != 0)
+    if line.any():
+        s_r = radius / pt[line]  # steps of p to the barrel, and to an endcap
+        s_z = _to_endcap(z[line], pz[line], half_length)
+        s = np.minimum(s_r, s_z)
+        eta[line] = np.arcsinh((z[line] + s * pz[line]) / (s * pt[line]))
+    reaches = moving.copy()
+    if len(charged):
+        r = 1000.0 * pt[charged] / (C_LIGHT * q[charged] * bz)
+        radius_h = np.abs(r)
+        half_chord = radius / (2.0 * radius_h)
+        alpha_r = np.where(half_chord <= 1.0, 2.0 * np.arcsin(np.minimum(half_chord, 1.0)),
+                           np.inf)
+        rise = pz[charged] / pt[charged] * radius_h  # dz per unit turning angle
+        alpha = np.minimum(alpha_r, _to_endcap(z[charged], rise, half_length))
+        ok = np.isfinite(alpha)
+        alpha = np.where(ok, alpha, 0.0)
+        half_sine = np.sin(0.5 * alpha)  # < 0 after more than a full turn (to an endcap)
+        rho = 2.0 * radius_h * np.abs(half_sine)
+        zc = z[charged] + alpha * rise
+        eta[charged] = np.arcsinh(zc / np.maximum(rho, 1e-300))
+        chord = phi[charged] - np.sign(r) * 0.5 * alpha + np.where(half_sine < 0, np.pi, 0.0)
+        phi[charged] = np.mod(chord + np.pi, 2 * np.pi) - np.pi
+        reaches[charged] = ok
+    return eta, phi, reaches
 
 
 def to_cylinder(x: np.ndarray, y: np.ndarray, z: np.ndarray, px: np.ndarray, py: np.ndarray,
@@ -144,5 +189,5 @@ def _to_endcap(z: np.ndarray, dz_per_step: np.ndarray, half_length: float) -> np
     return steps
 
 
-__all__ = ["C_LIGHT", "Helices", "helix_impact_parameters", "impact_parameters",
-           "to_cylinder"]
+__all__ = ["C_LIGHT", "Helices", "from_beam_line", "helix_impact_parameters",
+           "impact_parameters", "to_cylinder"]

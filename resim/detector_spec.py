@@ -81,13 +81,17 @@ class EnergyResolution:
     noise: tuple[float, ...]
     shape: tuple[tuple[float, float, float], ...]
 
-    def __call__(self, energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+    def coefficients(self, abs_eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(a, b, c) with σ(E)² = a E² + b E + c at each |η| (all 0 outside the edges)."""
         row, inside = _column(self.eta_edges, abs_eta)
         c, s, n = (np.asarray(v)[row] for v in (self.constant, self.stochastic, self.noise))
         s0, s2, eta0 = np.asarray(self.shape)[row].T
-        shape = s0 + s2 * (abs_eta - eta0) ** 2
-        sigma = shape * np.sqrt((c * energy) ** 2 + s * s * np.maximum(energy, 0.0) + n * n)
-        return np.where(inside, sigma, 0.0)
+        shape2 = np.where(inside, s0 + s2 * (abs_eta - eta0) ** 2, 0.0) ** 2
+        return shape2 * c * c, shape2 * s * s, shape2 * n * n
+
+    def __call__(self, energy: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+        a, b, c = self.coefficients(abs_eta)
+        return np.sqrt(a * energy * energy + b * np.maximum(energy, 0.0) + c)
 
 
 @dataclass(frozen=True)
