@@ -196,9 +196,11 @@ def visible_final_state(events: ak.Array, table: ParticleTable,
     return FinalState({c: columns[c] for c in COLUMNS}, offsets)
 
 
-def _vertices(vertex: ak.contents.Content, take: np.ndarray) -> dict[str, np.ndarray]:
-    """Production vertex (x, y, z) of entries ``take``; the origin where Pythia set none."""
-    names = {"vx": "px", "vy": "py", "vz": "pz"}
+def _vertices(vertex: ak.contents.Content, take: np.ndarray,
+              names: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Production vertex (x, y, z; with ``names``, any of its fields px, py, pz, e) of
+    entries ``take``; the origin where Pythia set none."""
+    names = names or {"vx": "px", "vy": "py", "vz": "pz"}
     if isinstance(vertex, ak.contents.IndexedOptionArray):
         index = np.asarray(vertex.index.data)[take]
         has = index >= 0

@@ -167,6 +167,8 @@ class Run:
     #: Finished blocks are committed to disk at most this often (seconds): a crash loses
     #: at most this much work, and a commit costs tens of milliseconds however small.
     commit_seconds: float = 10.0
+    #: Also write every realization's event record as HepMC3 (``OUTPUT.parts/hepmc/``).
+    hepmc: bool = False
 
 
 @dataclass(frozen=True)
@@ -282,7 +284,8 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
 
 
 def _run(t: _Table) -> Run:
-    t.allow("events", "seed", "output", "batch_events", "max_attempts", "commit_seconds")
+    t.allow("events", "seed", "output", "batch_events", "max_attempts", "commit_seconds",
+            "hepmc")
     return Run(
         events=t.integer("events", 100, minimum=1),
         seed=t.integer("seed", 1, minimum=0),
@@ -290,6 +293,7 @@ def _run(t: _Table) -> Run:
         batch_events=t.integer("batch_events", None, minimum=1),
         max_attempts=t.integer("max_attempts", 10, minimum=1),
         commit_seconds=t.number("commit_seconds", 10.0, minimum=0.0),
+        hepmc=t.boolean("hepmc", False),
     )
 
 

@@ -33,6 +33,7 @@ from .generators.detector import Detector
 from .generators.final_state import FinalState, ParticleTable, visible_final_state
 from .generators.handoff import Job
 from .generators.hard_process import HardProcessSource
+from .generators.hepmc import HepMCWriter
 from .generators.pythia_setup import pythia_version, stdout_to
 from .generators.resimulate import Resimulator, job_table
 from .generators.seeds import derive_key
@@ -142,12 +143,16 @@ class Pipeline:
         #: Visible particles are read down to the softest the jets or a detector take.
         self.read_pt_min = min([card.jets.constituent_pt_min] + [
             d.geometry.particle_pt_min for d in self.detectors])
+        #: With ``[run] hepmc``: every realization's event record, as HepMC3.
+        self.hepmc = (HepMCWriter(parts_dir(card.run.output) / "hepmc", {
+            "resim": __version__, "Pythia": pythia_version()}) if card.run.hepmc else None)
+        self._weights: dict[int, float] = {}
         #: CPU seconds spent setting up (initialising every Pythia instance).
         self.setup_cpu_seconds = time.process_time() - cpu
         #: Seconds spent in each step so far (for benchmarks and the curious).
         self.timings: dict[str, float] = dict.fromkeys(
-            ("hard process", "re-simulation", "truth", "final state", "detector", "jets",
-             "writing"), 0.0)
+            ("hard process", "re-simulation", "truth", "final state", "hepmc", "detector",
+             "jets", "writing"), 0.0)
 
     def _clock(self, step: str, start: float) -> float:
         now = time.perf_counter()
@@ -158,7 +163,10 @@ class Pipeline:
         """Visible final state of a batch of realizations, read as soon as it is made."""
         start = time.perf_counter()
         particles = visible_final_state(events, self.particles, self.read_pt_min)
-        self._clock("final state", start)
+        start = self._clock("final state", start)
+        if self.hepmc is not None:
+            self.hepmc.write(events, jobs, self.card.variation_names, self._weights)
+            self._clock("hepmc", start)
         return particles
 
     def _detect(self, particles: FinalState, jobs: list[Job]) -> FinalState:
@@ -190,10 +198,16 @@ class Pipeline:
         hard = [self.source.event(i) for i in range(first, last)]
         good = [h for h in hard if h is not None]
         t = self._clock("hard process", t)
-        reading = self.timings["final state"]
+        reading = self.timings["final state"] + self.timings["hepmc"]
+        if self.hepmc is not None:
+            self._weights = {h.index: h.weight for h in good}
+            self.hepmc.begin(first, last)
         real = self.resimulator.realize(good, read=self._final_state)
+        if self.hepmc is not None:
+            self.hepmc.end()
         t = self._clock("re-simulation", t)
-        self.timings["re-simulation"] -= self.timings["final state"] - reading
+        self.timings["re-simulation"] -= (self.timings["final state"] + self.timings["hepmc"]
+                                          - reading)
         truth = TruthObjects.of(good, card.objects)
         t = self._clock("truth", t)
         tables = empty_tables()
