@@ -191,8 +191,8 @@ def compact(seg: Segment) -> None:
     _fsync(seg.path.parent)
 
 
-#: Room for a segment's own metadata (object headers and chunk indices of 36 columns).
-METADATA_BYTES = 256 * 1024
+#: Room for a segment's own metadata: object headers and chunk indices, ~7 kB a column.
+METADATA_BYTES = 7 * 1024 * sum(len(columns) for columns in TABLES.values())
 
 
 def dead_space(path: Path) -> float:
