@@ -111,9 +111,10 @@ def from_beam_line(z: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray
     phi = np.arctan2(py, px)
     eta = np.arcsinh(pz / np.maximum(pt, 1e-300))
     moving = pt > 1e-9
-    charged = np.flatnonzero((q != 0) & moving) if bz != 0 else np.empty(0, np.int64)
+    bent = (q != 0) & moving & (bz != 0)
+    charged = np.flatnonzero(bent)
     # Lines from the axis keep their direction (a particle at z != 0 sees another η).
-    line = ~np.isin(np.arange(len(pt)), charged) & moving & (z != 0)
+    line = ~bent & moving & (z != 0)
     if line.any():
         s_r = radius / pt[line]  # steps of p to the barrel, and to an endcap
         s_z = _to_endcap(z[line], pz[line], half_length)
