@@ -38,6 +38,14 @@ def qcd_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("qcd"), "qcd_small")
 
 
+@pytest.fixture(scope="session")
+def detector_datasets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Tops and QCD jets at both levels (CMS detector preset; a detector-stage variation)."""
+    directory = tmp_path_factory.mktemp("detector")
+    return (make_dataset(directory, "detector", events=10),
+            make_dataset(directory, "detector_qcd"))
+
+
 @pytest.fixture
 def generate_card(tmp_path: Path):
     """Generate a card into this test's tmp_path: ``generate_card("top_small", events=5)``."""

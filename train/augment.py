@@ -209,7 +209,7 @@ def split(p: Particles, rng: np.random.Generator, probability: float = 1.0) -> P
     than candidates, a random subset of the candidates that fits is split (with the
     default 1, JetCLR's ``collinear_fill_jets``: fill the free slots, each particle split
     at most once). The second child goes into a free slot and copies the parent's charge,
-    kind, d0 and dz; the jet 4-vector is unchanged.
+    kind, d0 and dz (and their uncertainties); the jet 4-vector is unchanged.
     """
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"split: probability must be in [0, 1], got {probability}")
@@ -223,7 +223,7 @@ def split(p: Particles, rng: np.random.Generator, probability: float = 1.0) -> P
     keep = z[jet, source, None]
     v[jet, dest] = parent * (1.0 - keep)
     v[jet, source] = parent * keep
-    for name in ("charge", "kind", "d0", "dz"):
+    for name in ("charge", "kind", "d0", "dz", "d0_err", "dz_err"):
         out[name][jet, dest] = out[name][jet, source]
     out["mask"][jet, dest] = True
     mask = out.pop("mask")

@@ -12,7 +12,7 @@ Sections (all optional except as noted; ``docs/training.md`` has the full refere
     [method]     name = "rs3l" | "vicreg" | ...; other keys are the method's keywords.
                  Required by ``resim train``.
     [finetune]   head, head_hidden, head_dropout, backbone ("floating" | "fixed"), fraction.
-    [data]       max_particles, batch_size, splits, classes, max_jets, variations,
+    [data]       max_particles, batch_size, splits, classes, max_jets, variations, level,
                  [data.views] (count, mode, variations, source).
     [optimizer]  name ("adam" | "adamw"), lr, weight_decay, betas, grad_clip,
                  [optimizer.schedule] (name "step" | "cosine" | "constant", ...).
@@ -100,7 +100,10 @@ class DataConfig:
     ``splits`` are the train/val/test fractions of hard events. ``classes`` maps a class name
     to the label names it merges (empty: every label its own class). ``variations`` are
     the variations fine-tuning and evaluation read (empty: the loader's default, nominal).
-    ``max_jets`` caps how many jets are read per data set file (None: all).
+    ``max_jets`` caps how many jets are read per data set file (None: all). ``level``
+    chooses the jets: ``particle``, ``detector`` or ``auto`` (particle-level jets if every
+    file has them, else detector-level); an encoder pre-trained on detector-level jets
+    takes JetClass's full per-particle features, with the impact-parameter uncertainties.
     """
 
     max_particles: int = 64
@@ -110,6 +113,7 @@ class DataConfig:
     variations: tuple[str, ...] = ()
     max_jets: int | None = None
     views: ViewsConfig = field(default_factory=ViewsConfig)
+    level: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -347,7 +351,7 @@ def _finetune(t: _Table) -> FinetuneConfig:
 
 def _data(t: _Table) -> DataConfig:
     t.allow("max_particles", "batch_size", "splits", "classes", "variations", "max_jets",
-            "views")
+            "views", "level")
     d = DataConfig()
     splits = t.numbers("splits", d.splits, length=3, minimum=0.0)
     if abs(sum(splits) - 1.0) > 1e-6:
@@ -381,6 +385,7 @@ def _data(t: _Table) -> DataConfig:
             variations=views.strings("variations", dv.variations),
             source=views.choice("source", dv.source, VIEW_SOURCES),
         ),
+        level=t.choice("level", d.level, ("auto", "particle", "detector")),
     )
 
 

@@ -69,10 +69,10 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from resim.dataset import CONSTITUENT_FIELDS, DatasetError, JetDataset
-from resim.layout import FORMAT
+from resim.layout import DERIVED, FORMAT, LEVELS, PARTICLE, particle_level_columns
 from resim.store import open_data_set, parts_dir
 
-from .features import Particles, features
+from .features import FEATURES, Particles, features
 from .views import ViewPolicy, choose_views, group_ranges
 
 SPLITS = ("train", "val", "test")
@@ -243,6 +243,12 @@ def _open_checked(path: Path) -> JetDataset:
 class JetData:
     """One or more resim files as one data set (see the module docstring).
 
+    ``level``: the jets read, ``"particle"`` or ``"detector"`` (every file must have
+    them), or ``"auto"`` (default): particle-level jets if every file has them, else
+    detector-level if every file has those (converted benchmarks are detector level).
+    :attr:`level` is the level read. At particle level the jets of ``stage = "detector"``
+    variations are left out: they are copies of their base variation's.
+
     ``classes`` maps class names to lists of label names (default: every label its own
     class, in label order); groups whose label is in no class are left out of every
     loader built on this data set. Per group (dense index g, files in the order given):
@@ -254,9 +260,11 @@ class JetData:
     :data:`SPLITS` fixed by a file's ``split`` attribute, -1 where the hash decides.
     """
 
-    def __init__(self, paths: Paths, classes: Mapping[str, Sequence[str]] | None = None):
+    def __init__(self, paths: Paths, classes: Mapping[str, Sequence[str]] | None = None,
+                 level: str = "auto"):
         self.paths = tuple(_as_paths(paths))
-        index = [self._read_index(p) for p in self.paths]
+        self.level = self._choose_level(level)
+        index = [self._read_index(p, LEVELS.index(self.level)) for p in self.paths]
         self.labels = _union([i["labels"] for i in index])
         self.variations = _union([i["variations"] for i in index])
         self.classes, class_of_label = self._check_classes(classes)
@@ -291,13 +299,44 @@ class JetData:
         self._pid = os.getpid()
         self._read_since_open = 0
 
+    def _choose_level(self, level: str) -> str:
+        """The level to read (see the class docstring), checked against every file."""
+        if level not in ("auto", *LEVELS):
+            raise ValueError(f"level must be auto, {' or '.join(LEVELS)}; got {level!r}")
+        held = []
+        for path in self.paths:
+            with _open_checked(path) as ds:
+                held.append({LEVELS[k] for k in np.unique(ds.column("jets", "level"))})
+        if level == "auto":
+            level = next((lv for lv in LEVELS if all(lv in h for h in held)), None)
+            if level is None:
+                raise DatasetError("data: the files hold jets of different levels ("
+                                   + "; ".join(f"{p}: {', '.join(sorted(h)) or 'none'}"
+                                               for p, h in zip(self.paths, held, strict=True))
+                                   + "): no level is in all of them")
+        for path, h in zip(self.paths, held, strict=True):
+            if level not in h:
+                raise DatasetError(f"{path}: has no {level}-level jets (it has "
+                                   f"{', '.join(sorted(h)) or 'none'})")
+        return level
+
     @staticmethod
-    def _read_index(path: Path) -> dict[str, Any]:
+    def _read_index(path: Path, level: int = PARTICLE) -> dict[str, Any]:
         with _open_checked(path) as ds:
             col = {c: ds.column("jets", c) for c in
-                   ("group", "event", "label", "variation", "n_constituents")}
+                   ("group", "event", "label", "variation", "n_constituents", "level")}
             labels, variations = ds.labels, ds.variations
             split = str(ds.attrs.get("split", ""))
+            stages = ds.summary.get("stages", {}) if ds.attrs.get("summary") else {}
+        # The chosen level's jets (a group's are contiguous: rows by group, level, ...);
+        # offsets stay those of the file. At particle level, copies are left out.
+        offset = np.cumsum(col["n_constituents"], dtype=np.int64) - col["n_constituents"]
+        keep = col.pop("level") == level
+        if level == PARTICLE:
+            copies = [k for k, v in enumerate(variations) if stages.get(v) == "detector"]
+            keep &= ~np.isin(col["variation"], copies)
+        col = {k: v[keep] for k, v in col.items()}
+        offset = offset[keep]
         if split not in ("", *SPLITS):
             raise DatasetError(f"{path}: its split attribute is {split!r}; expected one of "
                                f"{', '.join(SPLITS)} (or none)")
@@ -322,7 +361,7 @@ class JetData:
             "event": col["event"][start], "id": col["group"][start],
             "label": col["label"][start].astype(np.int64),
             "variation": col["variation"].astype(np.int64), "count": count,
-            "offset": np.cumsum(count, dtype=np.int64) - count, "first": first,
+            "offset": offset, "first": first,
         }
 
     def _check_classes(self, classes: Mapping[str, Sequence[str]] | None
@@ -401,7 +440,9 @@ class JetData:
             h5 = open_data_set(self.paths[f], rdcc_nbytes=_CACHE_BYTES,
                                rdcc_nslots=_CACHE_SLOTS)
             self._files[f] = h5
-            self._handles[f] = {c: h5["constituents"][c] for c in CONSTITUENT_FIELDS}
+            # (format-1 files lack the derived columns: made from the others when read)
+            self._handles[f] = {c: h5["constituents"][c] for c in CONSTITUENT_FIELDS
+                                if c in h5["constituents"]}
         return self._handles[f]
 
     def close(self) -> None:
@@ -436,8 +477,11 @@ class JetData:
         for f, a, b in zip(range_file.tolist(), range_lo.tolist(), range_hi.tolist(),
                            strict=True):
             columns = self._columns(f)
+            read = {c: column[a:b] for c, column in columns.items()}
+            if any(c not in read for c in DERIVED):
+                read.update(particle_level_columns(read))
             for c in CONSTITUENT_FIELDS:
-                parts[c].append(columns[c][a:b])
+                parts[c].append(read[c])
         self._read_since_open += int(size.sum())
         if self._read_since_open > _REOPEN_AFTER:
             self.close()
@@ -587,6 +631,8 @@ class PretrainBatches(_Epochs):
       ``(Particles, numpy Generator) -> Particles`` applied to every view (required with
       ``source="augment"``, optional on top of re-simulated views);
     * ``max_particles``: padded constituents per jet (the hardest ones are kept);
+    * ``feature_names``: the encoder's inputs, :data:`~resim.train.features.FEATURES`
+      (default) or ``DETECTOR_FEATURES``;
     * ``max_jets``: at most this many jets (rows) per epoch, whole groups, a fixed subset;
     * ``seed``, ``epoch``, ``start_batch``: the plan and where to resume (this rank's
       batch index; :meth:`set_epoch` changes them between epochs);
@@ -609,7 +655,9 @@ class PretrainBatches(_Epochs):
                  drop_last: bool = False, rank: int | None = None,
                  world_size: int | None = None, fractions: Mapping[str, float] | None = None,
                  classes: Mapping[str, Sequence[str]] | None = None,
-                 streaming: Streaming | None = None):
+                 streaming: Streaming | None = None,
+                 feature_names: Sequence[str] = FEATURES):
+        self.feature_names = tuple(feature_names)
         self.policy = ViewPolicy(views=views, mode=mode, variations=variations, source=source,
                                  nominal=nominal)
         if augment is not None and not callable(augment):
@@ -683,7 +731,7 @@ class PretrainBatches(_Epochs):
         p = self.data.particles(rows, self.max_particles)
         if self.augment is not None:
             p = self.augment(p, rng)
-        x, v = features(p)
+        x, v = features(p, self.feature_names)
         d = self.data
         group = d.jet_group(rows)
         return _batch_dict(x, v, p.mask, group, d.group_class[group], d.jet_variation[rows])
@@ -694,7 +742,8 @@ class LabelledJets(_Epochs):
 
     Arguments (all keywords but ``data``), besides those of :class:`PretrainBatches`
     (``split``, ``fractions``, ``max_particles``, ``max_jets``, ``seed``, ``epoch``,
-    ``start_batch``, ``rank``, ``world_size``, ``classes``, ``streaming``):
+    ``start_batch``, ``rank``, ``world_size``, ``classes``, ``streaming``,
+    ``feature_names``):
 
     * ``variations``: ``"nominal"`` (default), ``"all"``, or a list of variation names:
       the jets of these variations are the rows (every realization of each);
@@ -715,7 +764,9 @@ class LabelledJets(_Epochs):
                  epoch: int = 0, start_batch: int = 0, rank: int | None = None,
                  world_size: int | None = None, fractions: Mapping[str, float] | None = None,
                  classes: Mapping[str, Sequence[str]] | None = None,
-                 streaming: Streaming | None = None):
+                 streaming: Streaming | None = None,
+                 feature_names: Sequence[str] = FEATURES):
+        self.feature_names = tuple(feature_names)
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.max_particles = _check_int("max_particles", max_particles, 1)
         if max_jets is not None:
@@ -787,7 +838,7 @@ class LabelledJets(_Epochs):
     def _make(self, units: np.ndarray, batch: int, epoch: int) -> dict[str, torch.Tensor]:
         rows = self.rows[units]
         p = self.data.particles(rows, self.max_particles)
-        x, v = features(p)
+        x, v = features(p, self.feature_names)
         d = self.data
         group = d.jet_group(rows)
         return _batch_dict(x, v, p.mask, group, d.group_class[group], d.jet_variation[rows])

@@ -51,7 +51,7 @@ from .metrics import (
     roc_curves,
     shift_metrics,
 )
-from .pretrain import Paths, open_data
+from .pretrain import Paths, checkpoint_features, open_data
 
 OUTPUTS = ("metrics.json", "roc.png", "scores.npz")
 SHIFT_OUTPUTS = ("shift.json", "shift.png")
@@ -161,9 +161,9 @@ def evaluate(
     _refuse_existing(output, OUTPUTS, "an evaluation", overwrite)
     state, model, config = _load_classifier(checkpoint, max_jets)
     classes = state["classes"]
-    jets = open_data(data, classes)
+    jets = open_data(data, classes, level=config.data.level)
     dataset = labelled_jets(config, jets, split, None, variations=variations,
-                            batch_size=batch_size)
+                            batch_size=batch_size, features=checkpoint_features(state))
     raw = predict(model, dataset)
     p = Predictions(**raw, class_names=tuple(classes), variation_names=tuple(jets.variations))
 
@@ -235,7 +235,7 @@ def evaluate_shift(
     _refuse_existing(output, SHIFT_OUTPUTS, "a shift evaluation", overwrite)
     state, model, config = _load_classifier(checkpoint, max_jets)
     classes = state["classes"]
-    jets = open_data(data, classes)
+    jets = open_data(data, classes, level=config.data.level)
     if reference not in jets.variations:
         raise RunError(f"reference variation {reference!r} is not in the data (it has "
                        f"{', '.join(jets.variations)})")
@@ -243,7 +243,7 @@ def evaluate_shift(
         raise RunError(f"signal {signal!r} is not a class of the classifier (classes: "
                        f"{', '.join(classes)})")
     dataset = labelled_jets(config, jets, split, None, variations="all",
-                            batch_size=batch_size)
+                            batch_size=batch_size, features=checkpoint_features(state))
     p = Predictions(**predict(model, dataset), class_names=tuple(classes),
                     variation_names=tuple(jets.variations))
     present = [v for k, v in enumerate(jets.variations) if (p.variation == k).any()]

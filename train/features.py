@@ -15,24 +15,45 @@ The jet axis is the four-momentum sum of the kept constituents (for resim jets, 
 E-scheme jet itself up to the softest constituents beyond P). Δη is flipped for jets at
 negative η, as in ParT's JetClass inputs, so that both hemispheres look alike.
 
-Impact parameters are straight-line: the charged particle leaves its production vertex
-along its momentum, and d0 (transverse, signed) and dz (longitudinal) are taken at its
-point of closest approach to the beam line, in mm, as ``tanh`` (bounded, linear for the
-sub-mm values of b and c decays). Neutral particles get 0, as in CMS's and JetClass's
-inputs. (Straight lines ignore the curvature in a magnetic field: a few per cent at the
-relevant distances for tracks above a few GeV.)
+Particle types and impact parameters come from the constituents' ``kind``, ``d0``, ``dz``
+columns (and ``d0_err``, ``dz_err``): at detector level what the detector measured, at
+particle level the particle's own (its PDG id's type; straight-line impact parameters
+from its production vertex, leaving it along its momentum, at the point of closest
+approach to the beam line — a few per cent off the helix in a field for tracks above a
+few GeV — 0 for neutral particles; uncertainties 0; see
+:func:`resim.layout.particle_level_columns`, which also derives them for older files and
+for callers that pass only the basic columns). d0 and dz enter as ``tanh`` of mm
+(bounded, linear for the sub-mm values of b and c decays).
+
+Two feature sets: :data:`FEATURES`, RS3L's (particle-level jets, and every encoder made
+before detector-level jets), and :data:`DETECTOR_FEATURES`, JetClass's full set — the same
+plus the impact-parameter uncertainties ``d0_err``, ``dz_err`` (mm, clipped to [0, 1] as
+ParT's JetClass inputs) — for encoders trained on detector-level jets
+(:func:`feature_names`). An encoder keeps the set it was trained with, whatever level it
+is fine-tuned or evaluated on.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 
 import awkward as ak
 import numpy as np
 
-#: Particle types of the five-way one-hot (charged hadron, neutral hadron, photon, e, μ).
-KINDS = ("charged_hadron", "neutral_hadron", "photon", "electron", "muon")
-CHARGED_HADRON, NEUTRAL_HADRON, PHOTON, ELECTRON, MUON = range(len(KINDS))
+from resim.generators.propagation import impact_parameters
+from resim.layout import (
+    CHARGED_HADRON,
+    DETECTOR,
+    ELECTRON,
+    KINDS,
+    LEVELS,
+    MUON,
+    NEUTRAL_HADRON,
+    PHOTON,
+    particle_level_columns,
+)
+from resim.layout import kind_of as particle_kind
 
 #: Per-particle features, in the order of ``x[..., i]`` (RS3L's eleven, with the particle
 #: type one-hot spelled out: 15 numbers).
@@ -42,40 +63,37 @@ FEATURES = (
     "tanh_d0", "tanh_dz",
 )
 N_FEATURES = len(FEATURES)
+#: JetClass's full per-particle set: :data:`FEATURES` and the impact-parameter
+#: uncertainties (mm, clipped to [0, 1]).
+DETECTOR_FEATURES = (*FEATURES, "d0_err", "dz_err")
+FEATURE_SETS = (FEATURES, DETECTOR_FEATURES)
 
 _TINY = 1e-8
 
 
-def particle_kind(pid: np.ndarray, charge: np.ndarray) -> np.ndarray:
-    """Index into :data:`KINDS` for PDG ids ``pid`` with electric charges ``charge``."""
-    apid = np.abs(pid)
-    return np.select(
-        [apid == 11, apid == 13, apid == 22, charge != 0],
-        [ELECTRON, MUON, PHOTON, CHARGED_HADRON],
-        NEUTRAL_HADRON,
-    ).astype(np.int8)
+def feature_names(level: str) -> tuple[str, ...]:
+    """The feature set of an encoder trained on jets of ``level`` (``LEVELS``)."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
+    return DETECTOR_FEATURES if LEVELS.index(level) == DETECTOR else FEATURES
 
 
-def impact_parameters(px: np.ndarray, py: np.ndarray, pz: np.ndarray, vx: np.ndarray,
-                      vy: np.ndarray, vz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Straight-line (d0, dz) in the vertex units, for momenta p leaving vertices v.
-
-    The track is v + t p; its transverse distance to the beam line is smallest at
-    t* = -(vx px + vy py) / pT², where d0 = (vx py - vy px) / pT (the signed distance) and
-    dz = vz + t* pz.
-    """
-    pt2 = np.maximum(px * px + py * py, _TINY)
-    d0 = (vx * py - vy * px) / np.sqrt(pt2)
-    dz = vz - (vx * px + vy * py) * pz / pt2
-    return d0, dz
+def known_features(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` (as a checkpoint stores them) if they are one of :data:`FEATURE_SETS`."""
+    names = tuple(names)
+    if names not in FEATURE_SETS:
+        raise ValueError(f"unknown input features {list(names)}; this resim computes "
+                         f"{list(FEATURES)} or {list(DETECTOR_FEATURES)}")
+    return names
 
 
 @dataclass
 class Particles:
     """The hardest ``P`` constituents of ``N`` jets, padded: every array is (N, P).
 
-    Momenta in GeV, impact parameters in mm; ``kind`` indexes :data:`KINDS`. Padded slots
-    hold zeros (``mask`` False). Real particles come first, by decreasing pT.
+    Momenta in GeV, impact parameters and their uncertainties in mm; ``kind`` indexes
+    :data:`KINDS`. Padded slots hold zeros (``mask`` False). Real particles come first, by
+    decreasing pT.
     """
 
     px: np.ndarray
@@ -87,6 +105,13 @@ class Particles:
     d0: np.ndarray
     dz: np.ndarray
     mask: np.ndarray
+    d0_err: np.ndarray | None = None
+    dz_err: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("d0_err", "dz_err"):  # particle level: exact
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(self.mask.shape, np.float32))
 
     def __len__(self) -> int:
         return self.mask.shape[0]
@@ -107,8 +132,10 @@ class Particles:
     @classmethod
     def from_flat(cls, columns: dict[str, np.ndarray], counts: np.ndarray,
                   max_particles: int) -> Particles:
-        """Pad flat constituent columns (resim's ``px, py, pz, E, pid, charge, vx, vy, vz``),
-        the jets' lists concatenated with ``counts[i]`` rows for jet i, pT-ordered."""
+        """Pad flat constituent columns (resim's ``px, py, pz, E, pid, charge, vx, vy, vz,
+        d0, dz, d0_err, dz_err, kind``; the last five derived as for particle-level jets
+        where absent), the jets' lists concatenated with ``counts[i]`` rows for jet i,
+        pT-ordered."""
         if max_particles < 1:
             raise ValueError(f"max_particles must be >= 1, got {max_particles}")
         counts = np.asarray(counts, dtype=np.int64)
@@ -123,17 +150,15 @@ class Particles:
             out[jet, slot] = values[source]
             return out
 
-        px, py, pz = (pad(columns[c], np.float32) for c in ("px", "py", "pz"))
-        vx, vy, vz = (pad(columns[c], np.float32) for c in ("vx", "vy", "vz"))
-        charge = pad(columns["charge"], np.float32)
+        if "kind" not in columns:
+            columns = {**columns, **particle_level_columns(columns)}
         mask = np.zeros(shape, bool)
         mask[jet, slot] = True
-        kind = np.where(mask, particle_kind(pad(columns["pid"], np.int32), charge), 0)
-        d0, dz = impact_parameters(px, py, pz, vx, vy, vz)
-        charged = charge != 0
-        return cls(px=px, py=py, pz=pz, energy=pad(columns["E"], np.float32), charge=charge,
-                   kind=kind.astype(np.int8), d0=np.where(charged, d0, 0).astype(np.float32),
-                   dz=np.where(charged, dz, 0).astype(np.float32), mask=mask)
+        f4 = {c: pad(columns[c], np.float32) for c in ("px", "py", "pz", "E", "charge", "d0",
+                                                         "dz", "d0_err", "dz_err")}
+        return cls(px=f4["px"], py=f4["py"], pz=f4["pz"], energy=f4["E"], charge=f4["charge"],
+                   kind=pad(columns["kind"], np.int8), d0=f4["d0"], dz=f4["dz"], mask=mask,
+                   d0_err=f4["d0_err"], dz_err=f4["dz_err"])
 
     @classmethod
     def from_awkward(cls, constituents: ak.Array, max_particles: int) -> Particles:
@@ -154,8 +179,10 @@ def _eta_phi_pt(px: np.ndarray, py: np.ndarray, pz: np.ndarray):
     return np.arcsinh(pz / np.maximum(pt, _TINY)), np.arctan2(py, px), pt
 
 
-def features(p: Particles) -> tuple[np.ndarray, np.ndarray]:
-    """Encoder inputs ``x`` (N, P, len(FEATURES)) and ``v`` (N, P, 4), float32, 0 at padding."""
+def features(p: Particles, names: Sequence[str] = FEATURES) -> tuple[np.ndarray, np.ndarray]:
+    """Encoder inputs ``x`` (N, P, len(names)) and ``v`` (N, P, 4), float32, 0 at padding;
+    ``names``: :data:`FEATURES` or :data:`DETECTOR_FEATURES`."""
+    names = known_features(names)
     jet = p.jet_p4()
     jet_eta, jet_phi, jet_pt = _eta_phi_pt(jet[:, 0], jet[:, 1], jet[:, 2])
     eta, phi, pt = _eta_phi_pt(p.px.astype(np.float64), p.py.astype(np.float64),
@@ -175,7 +202,18 @@ def features(p: Particles) -> tuple[np.ndarray, np.ndarray]:
         ], axis=-1),
         one_hot,
         np.stack([np.tanh(p.d0), np.tanh(p.dz)], axis=-1),
+        *([np.stack([np.clip(p.d0_err, 0, 1), np.clip(p.dz_err, 0, 1)], axis=-1)]
+          if names == DETECTOR_FEATURES else []),
     ], axis=-1).astype(np.float32)
     x *= p.mask[..., None]
     v = np.stack([p.px, p.py, p.pz, p.energy], axis=-1) * p.mask[..., None]
     return x, v.astype(np.float32)
+
+
+# Particle kinds and impact parameters are defined with the data format and the detector;
+# they stay importable from here, where the trainer's code and tests look for them.
+__all__ = [
+    "CHARGED_HADRON", "DETECTOR_FEATURES", "ELECTRON", "FEATURES", "FEATURE_SETS", "KINDS",
+    "MUON", "NEUTRAL_HADRON", "N_FEATURES", "PHOTON", "Particles", "feature_names",
+    "features", "impact_parameters", "known_features", "particle_kind",
+]

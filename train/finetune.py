@@ -36,7 +36,7 @@ from torch.nn import functional
 from .config import Config, FinetuneConfig
 from .data import JetData, LabelledJets
 from .encoders import Encoder
-from .features import FEATURES, N_FEATURES
+from .features import FEATURES, N_FEATURES, feature_names
 from .heads import linear_classifier, mlp_classifier
 from .loop import (
     CHECKPOINT,
@@ -54,6 +54,7 @@ from .loop import (
 from .pretrain import (
     Paths,
     build_encoder_from,
+    checkpoint_features,
     encoder_from_checkpoint,
     fractions,
     open_data,
@@ -139,8 +140,10 @@ def variations_arg(names: Sequence[str]) -> str | list[str]:
 def labelled_jets(config: Config, data: JetData, split: str, rt: Runtime | None, *,
                   fraction: float = 1.0, shuffle: bool = False,
                   variations: str | Sequence[str] | None = None,
-                  batch_size: int | None = None) -> LabelledJets:
-    """One jet per row of ``split`` (``data.variations`` unless ``variations`` is given)."""
+                  batch_size: int | None = None,
+                  features: Sequence[str] = FEATURES) -> LabelledJets:
+    """One jet per row of ``split`` (``data.variations`` unless ``variations`` is given),
+    with the encoder's input ``features``."""
     d = config.data
     try:
         return LabelledJets(
@@ -149,7 +152,8 @@ def labelled_jets(config: Config, data: JetData, split: str, rt: Runtime | None,
             max_particles=d.max_particles, max_jets=d.max_jets, shuffle=shuffle,
             drop_last=False,  # small labelled fractions may hold less than one batch
             seed=config.run.seed, fractions=fractions(config),
-            rank=rt.rank if rt else 0, world_size=rt.world_size if rt else 1)
+            rank=rt.rank if rt else 0, world_size=rt.world_size if rt else 1,
+            feature_names=features)
     except ValueError as err:
         raise RunError(f"{split} split: {err}") from None
 
@@ -186,7 +190,8 @@ def finetune(
 
     ``checkpoint``: a pre-training checkpoint whose encoder is fine-tuned; without it the
     config's ``[encoder]`` is trained from scratch. ``[finetune]`` (defaults if absent)
-    chooses head, backbone and labelled fraction.
+    chooses head, backbone and labelled fraction. The jets are those of ``data.level``;
+    the input features the pre-trained encoder's (from scratch: those of the level).
     """
     output = Path(output)
     spec: dict[str, Any]
@@ -199,6 +204,7 @@ def finetune(
         config = resumed_config(state, config, overrides)
         data = stored_paths(state, data)
         spec, pretrained = state["encoder"], state["pretrained"]
+        names = checkpoint_features(state)
         encoder = encoder_from_spec(spec)  # weights come with the model state
         pooling_untrained = bool(state["finetune"].get("train_pooling", False))
     else:
@@ -212,12 +218,16 @@ def finetune(
                 raise RunError(f"{checkpoint}: not a pre-training checkpoint (kind "
                                f"{source.get('kind')!r}); fine-tune the output of resim train")
             encoder, spec = encoder_from_checkpoint(source), source["encoder"]
+            names = checkpoint_features(source)
             pretrained = str(Path(checkpoint).resolve())
             pooling_untrained = not source["method"].get("trains_pooling", True)
         elif config.encoder is not None:
-            encoder = build_encoder_from(config)
+            if not data:
+                raise RunError("give at least one data file (--data)")
+            names = feature_names(open_data(data, level=config.data.level).level)
+            encoder = build_encoder_from(config, len(names))
             spec = {"name": config.encoder.name, "settings": dict(config.encoder.settings),
-                    "n_features": N_FEATURES}
+                    "n_features": len(names)}
             pretrained = None
             pooling_untrained = False  # random weights everywhere: a fixed one stays fixed
         else:
@@ -228,17 +238,18 @@ def finetune(
     rt = rt or setup_runtime(config.run.device, config.run.threads)
     ft = config.finetune or FinetuneConfig()
 
-    probe = open_data(data)
+    probe = open_data(data, level=config.data.level)
     classes = class_mapping(config, probe.labels)
-    jets = open_data(data, classes)
-    train = labelled_jets(config, jets, "train", rt, fraction=ft.fraction, shuffle=True)
+    jets = open_data(data, classes, level=config.data.level)
+    train = labelled_jets(config, jets, "train", rt, fraction=ft.fraction, shuffle=True,
+                          features=names)
     val = None
     if config.run.validate and config.data.splits[1] > 0:
         try:
             # shuffled only to deal every process the same number of batches (the
             # remainder is padded), which DDP's collective calls need
-            val = Loader(labelled_jets(config, jets, "val", rt, shuffle=rt.distributed),
-                         config.run.num_workers)
+            val = Loader(labelled_jets(config, jets, "val", rt, shuffle=rt.distributed,
+                                       features=names), config.run.num_workers)
         except RunError:
             val = None
     model = build_classifier(encoder, len(classes), ft, train_pooling=pooling_untrained)
@@ -250,10 +261,10 @@ def finetune(
                      "fraction": ft.fraction, "train_pooling": model.train_pooling},
         "classes": classes,
         "pretrained": pretrained,
-        "features": list(FEATURES),
+        "features": list(names),
         "data": {"paths": [str(Path(p).resolve()) for p in data], "labels": list(jets.labels),
                  "variations": list(jets.variations), "n_train_jets": train.n_jets,
-                 "trained_on": list(train.variation_names)},
+                 "trained_on": list(train.variation_names), "level": jets.level},
     }
     return fit(model, Loader(train, config.run.num_workers), val, config, output, rt,
                resume=resume, overwrite=overwrite, extra=extra, progress=progress,
@@ -263,7 +274,7 @@ def finetune(
 def encoder_from_spec(spec: Mapping[str, Any]) -> Encoder:
     from .encoders import build_encoder
 
-    return build_encoder(spec["name"], N_FEATURES, **spec["settings"])
+    return build_encoder(spec["name"], spec.get("n_features", N_FEATURES), **spec["settings"])
 
 
 def classifier_from_checkpoint(state: dict[str, Any]) -> Classifier:
@@ -271,8 +282,7 @@ def classifier_from_checkpoint(state: dict[str, Any]) -> Classifier:
     if state.get("kind") != "finetune":
         raise RunError(f"not a fine-tuning checkpoint (kind {state.get('kind')!r}); "
                        "evaluate the output of resim finetune")
-    if list(state.get("features", FEATURES)) != list(FEATURES):
-        raise RunError("the checkpoint was trained on other input features")
+    checkpoint_features(state)  # one this resim computes
     ft = state["finetune"]
     cfg = FinetuneConfig(ft["head"], tuple(ft["head_hidden"]), ft["head_dropout"],
                          ft["backbone"], ft["fraction"])

@@ -6,7 +6,8 @@ runs :func:`resim.train.loop.fit`. The checkpoint (``DIR/last.pt``) holds, besid
 the loop saves, ``kind = "pretrain"``, the encoder's name and settings (so fine-tuning
 can rebuild it; its weights are the ``encoder.*`` entries of ``model``), the method (with
 ``trains_pooling``: whether the encoder's jet-level pooling was trained), the feature
-names and the data's labels and variations.
+names (RS3L's, or with detector-level jets JetClass's full set) and the data's labels,
+variations and level.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from .config import Config, ConfigError
 from .data import JetData, PretrainBatches
 from .encoders import Encoder, build_encoder
-from .features import FEATURES, N_FEATURES
+from .features import FEATURES, N_FEATURES, feature_names, known_features
 from .loop import (
     CHECKPOINT,
     FitResult,
@@ -37,20 +38,20 @@ from .methods import Method, build_method
 Paths = Sequence[str | Path]
 
 
-def build_encoder_from(config: Config) -> Encoder:
+def build_encoder_from(config: Config, n_features: int = N_FEATURES) -> Encoder:
     """The ``[encoder]`` of ``config`` (errors name the config file and section)."""
     config.require("encoder")
     try:
-        return build_encoder(config.encoder.name, N_FEATURES, **config.encoder.settings)
+        return build_encoder(config.encoder.name, n_features, **config.encoder.settings)
     except (TypeError, ValueError) as err:
         raise ConfigError(config.source, "encoder", str(err)) from None
 
 
-def build_pretraining(config: Config) -> Method:
+def build_pretraining(config: Config, n_features: int = N_FEATURES) -> Method:
     """Encoder + method of ``config``, initialised from ``run.seed``."""
     config.require("encoder", "method")
     seed_everything(config.run.seed)
-    encoder = build_encoder_from(config)
+    encoder = build_encoder_from(config, n_features)
     try:
         return build_method(config.method.name, encoder, **config.method.settings)
     except (TypeError, ValueError) as err:
@@ -71,7 +72,8 @@ def fractions(config: Config) -> dict[str, float]:
 
 
 def pretrain_batches(config: Config, data: JetData, split: str, rt: Runtime) -> PretrainBatches:
-    """The pre-training batches of ``split`` for this process (views by ``data.views``)."""
+    """The pre-training batches of ``split`` for this process (views by ``data.views``;
+    the features of the data's level)."""
     d, views = config.data, config.data.views
     if d.batch_size % views.count:
         raise ConfigError(config.source, "data.batch_size",
@@ -84,17 +86,19 @@ def pretrain_batches(config: Config, data: JetData, split: str, rt: Runtime) -> 
             source="augment" if views.source == "augment" else "resim",
             augment=augmentation(config), max_particles=d.max_particles, max_jets=d.max_jets,
             seed=config.run.seed, shuffle=split == "train", fractions=fractions(config),
-            rank=rt.rank, world_size=rt.world_size)
+            rank=rt.rank, world_size=rt.world_size, feature_names=feature_names(data.level))
     except ValueError as err:
         raise RunError(f"{split} split: {err}") from None
 
 
-def open_data(paths: Paths, classes: dict[str, Sequence[str]] | None = None) -> JetData:
-    """The data files as one data set; unreadable files are a :class:`RunError`."""
+def open_data(paths: Paths, classes: dict[str, Sequence[str]] | None = None,
+              level: str = "auto") -> JetData:
+    """The data files as one data set, jets of ``level`` (``data.level``); unreadable
+    files are a :class:`RunError`."""
     from resim.dataset import DatasetError
 
     try:
-        return JetData([str(p) for p in paths], classes or None)
+        return JetData([str(p) for p in paths], classes or None, level=level)
     except (DatasetError, OSError, ValueError) as err:
         raise RunError(str(err)) from None
 
@@ -145,7 +149,8 @@ def pretrain(
     config.require("encoder", "method")
     rt = rt or setup_runtime(config.run.device, config.run.threads)
 
-    jets = open_data(data)
+    jets = open_data(data, level=config.data.level)
+    names = feature_names(jets.level)
     train = pretrain_batches(config, jets, "train", rt)
     val = None
     if config.run.validate and config.data.splits[1] > 0:
@@ -153,36 +158,47 @@ def pretrain(
             val = Loader(pretrain_batches(config, jets, "val", rt), config.run.num_workers)
         except RunError:  # a tiny data set may have no usable validation group
             val = None
-    model = build_pretraining(config)
+    model = build_pretraining(config, len(names))
     extra = {
         "kind": "pretrain",
         "encoder": {"name": config.encoder.name, "settings": dict(config.encoder.settings),
-                    "n_features": N_FEATURES},
+                    "n_features": len(names)},
         "method": {"name": config.method.name, "settings": dict(config.method.settings),
                    # fine-tuning trains the pooling of a fixed backbone if this is false
                    "trains_pooling": bool(model.trains_pooling)},
-        "features": list(FEATURES),
+        "features": list(names),
         "data": {"paths": [str(Path(p).resolve()) for p in data], "labels": list(jets.labels),
                  "variations": list(jets.variations), "n_jets": jets.n_jets,
-                 "skipped_groups": train.skipped_groups},
+                 "skipped_groups": train.skipped_groups, "level": jets.level},
     }
     return fit(model, Loader(train, config.run.num_workers), val, config, output, rt,
                resume=resume, overwrite=overwrite, extra=extra, progress=progress,
                stop_after_steps=stop_after_steps, on_step=on_step)
 
 
+def checkpoint_features(state: dict[str, Any]) -> tuple[str, ...]:
+    """The input features a checkpoint's encoder was trained on (RS3L's if it says none)."""
+    names = state.get("features", FEATURES)
+    try:
+        names = known_features(names)
+    except ValueError as err:
+        raise RunError(f"the checkpoint's encoder was trained on other input features: "
+                       f"{err}") from None
+    if state["encoder"].get("n_features", len(names)) != len(names):
+        raise RunError(f"the checkpoint's encoder takes {state['encoder']['n_features']} "
+                       f"inputs, its features are {list(names)}")
+    return names
+
+
 def encoder_from_checkpoint(state: dict[str, Any]) -> Encoder:
     """The encoder of a pre-training or fine-tuning checkpoint, with its trained weights."""
     spec = state["encoder"]
-    if spec.get("n_features", N_FEATURES) != N_FEATURES or \
-            list(state.get("features", FEATURES)) != list(FEATURES):
-        raise RunError("the checkpoint's encoder was trained on other input features "
-                       f"({state.get('features')}); this resim computes {list(FEATURES)}")
-    encoder = build_encoder(spec["name"], N_FEATURES, **spec["settings"])
+    encoder = build_encoder(spec["name"], len(checkpoint_features(state)), **spec["settings"])
     prefix = "encoder."
     weights = {k[len(prefix):]: v for k, v in state["model"].items() if k.startswith(prefix)}
     encoder.load_state_dict(weights)
     return encoder
 
 
-__all__ = ["build_encoder_from", "build_pretraining", "encoder_from_checkpoint", "pretrain"]
+__all__ = ["build_encoder_from", "build_pretraining", "checkpoint_features",
+           "encoder_from_checkpoint", "pretrain"]

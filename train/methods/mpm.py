@@ -48,7 +48,7 @@ from ..encoders.base import Encoder
 from ..encoders.blocks import Block
 from ..encoders.padding import trim
 from ..encoders.transformer import padding_bias
-from ..features import FEATURES, N_FEATURES
+from ..features import DETECTOR_FEATURES, FEATURES, N_FEATURES
 from ..heads import mlp
 from .base import Method
 
@@ -133,10 +133,11 @@ class MPM(Method):
             raise ValueError(f"mpm: unknown regression_loss {regression_loss!r}; known: "
                              f"{', '.join(REGRESSION_LOSSES)}")
         n_features = encoder.n_features
-        if kind_classification and n_features != N_FEATURES:
+        if kind_classification and n_features not in (N_FEATURES, len(DETECTOR_FEATURES)):
             raise ValueError(
                 f"mpm: kind_classification needs the {N_FEATURES} inputs of "
-                f"resim.train.features.FEATURES, the encoder takes {n_features}; set "
+                f"resim.train.features.FEATURES (or the {len(DETECTOR_FEATURES)} of "
+                f"DETECTOR_FEATURES), the encoder takes {n_features}; set "
                 f"kind_classification = false to regress all inputs")
         self.mask_fraction = mask_fraction
         self.regression_loss = regression_loss
