@@ -27,6 +27,7 @@ A ``stage = "detector"`` realization costs the detector, both levels' jets and w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import statistics
@@ -96,10 +97,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2000,
                         help="hard events (x5 realizations; ~2 min)")
+    parser.add_argument("--particle-pt-min", type=float, metavar="GEV",
+                        help="the detector ignores softer particles (overrides the preset's "
+                             "0: all, as Delphes): shows what that choice costs")
     args = parser.parse_args()
     card = load_card(CARD).with_overrides(events=args.events)
+    if args.particle_pt_min is not None:
+        spec = card.detector
+        spec = dataclasses.replace(spec, geometry=dataclasses.replace(
+            spec.geometry, particle_pt_min=args.particle_pt_min))
+        card = dataclasses.replace(card, detector=spec, variations=tuple(
+            dataclasses.replace(v, detector=spec) for v in card.variations))
     print(f"card {CARD.name}: {args.events} hard events x {card.realizations_per_event} "
-          f"simple-shower variations through the {card.detector.preset} detector; "
+          f"simple-shower variations through the {card.detector.preset} detector (particles "
+          f"above {card.detector.geometry.particle_pt_min} GeV); "
           f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
     original = resim_generate.Pipeline
     resim_generate.Pipeline = TimedPipeline

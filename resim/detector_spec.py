@@ -19,6 +19,7 @@ import copy
 import itertools
 import tomllib
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -30,9 +31,9 @@ from .schema import Table
 PRESETS = ("cms",)
 
 
-def _column(edges: tuple[float, ...], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _column(edges: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(bin index, inside) of each ``x`` among half-open bins [edges[i], edges[i+1])."""
-    i = np.searchsorted(np.asarray(edges), x, side="right") - 1
+    i = np.searchsorted(edges, x, side="right") - 1
     inside = (i >= 0) & (i < len(edges) - 1)
     return np.clip(i, 0, len(edges) - 2), inside
 
@@ -46,12 +47,16 @@ class BinnedTable:
     pt_edges: tuple[float, ...]
     values: tuple[tuple[float, ...], ...]
 
+    @cached_property
+    def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.asarray(self.eta_edges), np.asarray(self.pt_edges), np.asarray(self.values)
+
     def __call__(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
-        row, inside = _column(self.eta_edges, abs_eta)
-        col = np.searchsorted(np.asarray(self.pt_edges), pt, side="right") - 1
-        above = col >= 0
-        value = np.asarray(self.values)[row, np.maximum(col, 0)]
-        return np.where(inside & above, value, 0.0)
+        eta_edges, pt_edges, values = self._arrays
+        row, inside = _column(eta_edges, abs_eta)
+        col = np.searchsorted(pt_edges, pt, side="right") - 1
+        value = values[row, np.maximum(col, 0)]
+        return np.where(inside & (col >= 0), value, 0.0)
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,7 @@ class TrackResolution:
     slope: tuple[float, ...]
 
     def __call__(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
-        row, inside = _column(self.eta_edges, abs_eta)
+        row, inside = _column(np.asarray(self.eta_edges), abs_eta)
         a, b = np.asarray(self.constant)[row], np.asarray(self.slope)[row] * pt
         return np.where(inside, np.sqrt(a * a + b * b), 0.0)
 
@@ -83,7 +88,7 @@ class EnergyResolution:
 
     def coefficients(self, abs_eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(a, b, c) with σ(E)² = a E² + b E + c at each |η| (all 0 outside the edges)."""
-        row, inside = _column(self.eta_edges, abs_eta)
+        row, inside = _column(np.asarray(self.eta_edges), abs_eta)
         c, s, n = (np.asarray(v)[row] for v in (self.constant, self.stochastic, self.noise))
         s0, s2, eta0 = np.asarray(self.shape)[row].T
         shape2 = np.where(inside, s0 + s2 * (abs_eta - eta0) ** 2, 0.0) ** 2

@@ -140,6 +140,10 @@ class Pipeline:
         #: One detector per distinct set of parameters among the variations.
         self.detectors = {v.detector: Detector(v.detector) for v in card.variations
                           if v.detector is not None}
+        # (by position: comparing two specs compares every number in them)
+        self._detector_of = np.array([list(self.detectors).index(v.detector)
+                                      if v.detector is not None else -1
+                                      for v in card.variations], np.int64)
         #: Visible particles are read down to the softest the jets or a detector take.
         self.read_pt_min = min([card.jets.constituent_pt_min] + [
             d.geometry.particle_pt_min for d in self.detectors])
@@ -176,10 +180,10 @@ class Pipeline:
         names = card.variation_names
         keys = np.array([derive_key(card.run.seed, "detector", names[j.variation], j.event,
                                     j.realization, j.attempt) for j in jobs], np.uint64)
-        spec = [card.variations[j.variation].detector for j in jobs]
+        which = self._detector_of[np.fromiter((j.variation for j in jobs), np.int64, len(jobs))]
         parts, order = [], []
-        for s, detector in self.detectors.items():
-            mine = np.array([i for i, x in enumerate(spec) if x == s], np.int64)
+        for d, detector in enumerate(self.detectors.values()):
+            mine = np.flatnonzero(which == d)
             if len(mine) == len(jobs):
                 parts, order = [detector.simulate(particles, keys)], [mine]
                 break

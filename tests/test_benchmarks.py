@@ -34,6 +34,23 @@ def test_generator_overhead_runs_and_reports_every_figure(tmp_path):
 
 
 @pytest.mark.slow
+def test_detector_cost_runs_and_reports_every_figure(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "detector_cost.py"), "--events", "12"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for figure in ("full re-simulation", "detector ", "detector-level jets",
+                   "detector + its jets", "stage = \"detector\" realization"):
+        assert figure in out, figure
+    ratio = re.search(r"detector\s*: \d+\.\d+ ms per realization, (\d+\.\d+) % of a full "
+                      r"re-simulation \(95 % interval (\d+\.\d+) \.\.\. (\d+\.\d+) %", out)
+    assert ratio, out
+    assert 0 < float(ratio[2]) <= float(ratio[1]) <= float(ratio[3])
+    assert "PYTHIA" not in out
+
+
+@pytest.mark.slow
 def test_bare_pythia_showers_the_hard_processes_resim_freezes():
     """The overhead benchmark's two sides must differ only by what resim adds: bare Pythia
     re-seeded per hard event makes exactly the upstream's hard process."""
