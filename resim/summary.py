@@ -16,6 +16,7 @@ def describe(ds: JetDataset) -> dict[str, Any]:
     a = ds.attrs
     var = ds.column("jets", "variation")
     lab = ds.column("jets", "label")
+    level = ds.column("jets", "level")
     mass = ds.column("jets", "mass")
     ncon = ds.column("jets", "n_constituents")
     group_label = ds.column("groups", "label")
@@ -44,6 +45,8 @@ def describe(ds: JetDataset) -> dict[str, Any]:
         "labels": {lb: int((group_label == i).sum()) for i, lb in enumerate(ds.labels)},
         "per_variation": {v: stats(var == i) for i, v in enumerate(ds.variations)},
         "per_label": {lb: stats(lab == i) for i, lb in enumerate(ds.labels)},
+        "per_level": {lv: stats(level == i) for i, lv in enumerate(ds.levels)
+                      if (level == i).any()},
         "group_sizes": {int(k): int(n) for k, n in zip(*np.unique(group_size,
                                                                   return_counts=True),
                                                         strict=True)},
@@ -71,6 +74,11 @@ def as_text(d: dict[str, Any]) -> str:
     for lb, s in d["per_label"].items():
         lines.append(f"  {lb:<16}{d['labels'][lb]:>9}{s['jets']:>9}"
                      f"{_fmt(s['mean_mass'], '.1f'):>12}")
+    if len(d["per_level"]) > 1:
+        lines += ["", f"  {'level':<16}{'jets':>9}{'<mass>/GeV':>12}{'<constituents>':>16}"]
+        for lv, s in d["per_level"].items():
+            lines.append(f"  {lv:<16}{s['jets']:>9}{_fmt(s['mean_mass'], '.1f'):>12}"
+                         f"{_fmt(s['mean_constituents'], '.1f'):>16}")
     sizes = ", ".join(f"{k}: {n}" for k, n in d["group_sizes"].items())
     lines += ["", f"  jets per group (size: groups): {sizes}",
               "  " + ", ".join(f"{k} {v}" for k, v in d["versions"].items())]

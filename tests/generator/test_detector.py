@@ -483,6 +483,9 @@ def test_detector_stage_realizations_share_particles_and_differ_in_the_detector(
     assert (ak.to_numpy(c.d0_err)[charged] > 0).all()
     assert (ak.to_numpy(c.d0_err)[~charged] == 0).all()
     assert set(np.unique(ak.to_numpy(c.kind))) <= set(range(len(KINDS)))
+    from resim.summary import describe
+
+    assert set(describe(ds)["per_level"]) == {"particle", "detector"}  # resim inspect
 
 
 def test_one_event_with_a_detector_regenerates_alone(generate_card):
