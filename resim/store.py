@@ -455,11 +455,14 @@ def _allow_open_files(path: Path, sources: int) -> None:
 
 
 def merge(source: Path, target: Path, rows_per_read: int = 1 << 20) -> None:
-    """Copy a data set (virtual tables over segments) into one self-contained file."""
-    with open_data_set(source) as src, DatasetWriter(target) as out:
+    """Copy a data set (virtual tables over segments) into one self-contained file, in the
+    current format (a format-1 file's missing columns are derived as when it is read)."""
+    from .dataset import JetDataset
+
+    with JetDataset(source) as ds, DatasetWriter(target) as out:
         for table, columns in TABLES.items():
-            n = src[table][next(iter(columns))].shape[0]
+            n = len(ds.column(table, next(iter(columns))))
             for a in range(0, n, rows_per_read):
-                out.append({table: {name: src[table][name][a:a + rows_per_read]
+                out.append({table: {name: ds.column(table, name, a, a + rows_per_read)
                                     for name in columns}})
-        out.finish(dict(src.attrs))
+        out.finish({**ds.attrs, "format_version": FORMAT_VERSION})

@@ -506,7 +506,16 @@ def test_one_event_with_a_detector_regenerates_alone(generate_card):
                               ds.column("constituents", name, lo, hi)), name
 
 
-def test_format_version_1_files_still_open():
+def test_format_version_1_files_still_open(tmp_path):
+    from resim.store import merge
+
+    merged = tmp_path / "merged.h5"  # resim merge writes them in the current format
+    merge(DATA / "format1.h5", merged)
+    new, old = resim.open(merged), resim.open(DATA / "format1.h5")
+    assert new.attrs["format_version"] == 2 and new.variations == old.variations
+    for name in ("kind", "d0", "px"):
+        assert np.array_equal(new.column("constituents", name),
+                              old.column("constituents", name)), name
     ds = resim.open(DATA / "format1.h5")
     assert ds.attrs["format_version"] == 1
     jets = ds[:]
