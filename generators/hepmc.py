@@ -94,24 +94,24 @@ def event_text(number: int, weight: float, attributes: dict[str, object],
         if np.array_equal(new, label):
             break
         label = new
-    has = np.zeros(n, bool)
-    has[child] = True
+    made = np.zeros(n, bool)
+    made[child] = True
     vertex = np.full(n, -1)  # production vertex of each particle
     ends = np.full(n, -1)  # end vertex
-    roots, vertex[has] = np.unique(label[has], return_inverse=True)
+    roots, vertex[made] = np.unique(label[made], return_inverse=True)
     ends[mother] = vertex[child]
-    # A particle both made and ended at one vertex (merged mothers): not its mother.
-    ends[(ends == vertex) & (ends >= 0)] = -1
     # Generations: a particle comes after every incoming particle of its vertex.
     depth = np.zeros(n, np.int64)
-    for _ in range(n):
+    mothers = np.flatnonzero(ends >= 0)
+    for _ in range(n + 1):
         reach = np.zeros(len(roots), np.int64)
-        inside = ends >= 0
-        np.maximum.at(reach, ends[inside], depth[inside] + 1)
-        new = np.where(has, reach[np.maximum(vertex, 0)], 0)
+        np.maximum.at(reach, ends[mothers], depth[mothers] + 1)
+        new = np.where(made, reach[np.maximum(vertex, 0)], 0)
         if np.array_equal(new, depth):
             break
         depth = new
+    else:
+        raise ValueError(f"event {number}: its mother relations form a cycle")
     order = np.lexsort((np.arange(n), depth))
     position = np.empty(n, np.int64)
     position[order] = np.arange(1, n + 1)  # HepMC particle ids
@@ -121,27 +121,20 @@ def event_text(number: int, weight: float, attributes: dict[str, object],
     # of their first particle.
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)  # where each particle is written
-    n_vertices = len(roots)
-    first = np.full(n_vertices, n)
-    made = np.flatnonzero(vertex >= 0)
+    first = np.full(len(roots), n)
     np.minimum.at(first, vertex[made], rank[made])  # rank of each vertex's first particle
-    inc = np.flatnonzero(ends >= 0)
-    inc = inc[np.lexsort((position[inc], ends[inc]))]  # by vertex, then particle id
-    n_in = np.bincount(ends[inc], minlength=n_vertices)
+    v_id = np.empty(len(roots), np.int64)
+    v_id[np.argsort(first)] = -np.arange(1, len(roots) + 1)
+    incoming = mothers[np.lexsort((position[mothers], ends[mothers]))]  # by vertex, then id
+    n_in = np.bincount(ends[incoming], minlength=len(roots))
     start_in = np.cumsum(n_in) - n_in
-    used = n_in > 0  # (a vertex left without mothers: its particles get none)
-    v_order = np.argsort(np.where(used, first, n + np.arange(n_vertices)), kind="stable")
-    v_id = np.empty(n_vertices, np.int64)
-    v_id[v_order] = -np.arange(1, n_vertices + 1)
-    at = np.stack([c["vx"], c["vy"], c["vz"], c["vt"]], axis=1)[order[np.minimum(first, n - 1)]]
+    in_ids = position[incoming]
+    at = np.stack([c["vx"], c["vy"], c["vz"], c["vt"]], axis=1)[order[first]]
     placed = at.any(axis=1)
-    explicit = used & ((n_in > 1) | placed)
-    in_ids = position[inc]
-    single = in_ids[np.minimum(start_in, max(len(inc) - 1, 0))] if len(inc) else n_in
-    v = vertex[order]
-    ok = (v >= 0) & used[np.maximum(v, 0)]
-    reference = np.where(ok, np.where(explicit[np.maximum(v, 0)], v_id[np.maximum(v, 0)],
-                                      single[np.maximum(v, 0)]), 0)
+    explicit = (n_in > 1) | placed
+    v = np.maximum(vertex[order], 0)
+    reference = np.where(vertex[order] >= 0,
+                         np.where(explicit[v], v_id[v], in_ids[start_in[v]]), 0)
 
     status = hepmc_status(c["status"], c["id"])[order]
     columns = [position[order], reference, c["id"][order], status]
@@ -151,15 +144,15 @@ def event_text(number: int, weight: float, attributes: dict[str, object],
                    *(c[k][order].tolist() for k in ("px", "py", "pz", "e", "m")), strict=True)]
     shown = np.flatnonzero(explicit)
     v_lines = []
-    for k, s, m, xyzt, has in zip(v_id[shown].tolist(), start_in[shown].tolist(),
-                                  n_in[shown].tolist(), at[shown].tolist(),
-                                  placed[shown].tolist(), strict=True):
-        where = (" @ " + " ".join(map(repr, xyzt))) if has else ""
+    for k, s, m, xyzt, has_position in zip(v_id[shown].tolist(), start_in[shown].tolist(),
+                                           n_in[shown].tolist(), at[shown].tolist(),
+                                           placed[shown].tolist(), strict=True):
+        where = (" @ " + " ".join(map(repr, xyzt))) if has_position else ""
         v_lines.append(f"V {k} 0 [{','.join(map(str, in_ids[s:s + m].tolist()))}]{where}")
     # each V line just before its first particle
     slot = np.argsort(np.concatenate([2 * first[shown], 2 * np.arange(n) + 1]), kind="stable")
     body = v_lines + p_lines
-    lines = [f"E {number} {int(used.sum())} {n}", "U GEV MM", f"W {weight!r}"]
+    lines = [f"E {number} {len(roots)} {n}", "U GEV MM", f"W {weight!r}"]
     lines += [f"A 0 {k} {val}" for k, val in sorted(attributes.items())]
     lines += [body[i] for i in slot.tolist()]
     return "\n".join(lines) + "\n"

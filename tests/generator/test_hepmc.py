@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import numpy as np
 import pyhepmc
 
-from resim.card import load_card, parse_card
+from resim.card import load_card
 from resim.generators.final_state import FinalState, visible_final_state
 from resim.generators.hepmc import HepMCWriter, files, hepmc_status
 from resim.store import parts_dir
@@ -17,13 +16,12 @@ CARDS = Path(__file__).parents[1] / "cards"
 
 
 def hepmc_card(tmp_path: Path, events: int = 3) -> Path:
-    raw = tomllib.loads((CARDS / "detector.toml").read_text())
-    raw["run"].update(hepmc=True, events=events)
+    """The detector test card with ``[run] hepmc = true``."""
     text = (CARDS / "detector.toml").read_text().replace(
         "[run]\n", "[run]\nhepmc = true\n").replace("events = 6", f"events = {events}")
     path = tmp_path / "hepmc.toml"
     path.write_text(text)
-    assert parse_card(raw, path).run.hepmc
+    assert load_card(path).run.hepmc
     return path
 
 
