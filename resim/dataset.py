@@ -19,6 +19,7 @@ import awkward as ak
 import h5py
 import numpy as np
 
+from .errors import ResimError
 from .layout import FORMAT, TABLES
 from .store import open_data_set, parts_dir
 
@@ -26,7 +27,7 @@ JET_FIELDS = tuple(TABLES["jets"])
 CONSTITUENT_FIELDS = tuple(TABLES["constituents"])
 
 
-class DatasetError(OSError):
+class DatasetError(ResimError, OSError):
     """A path that is not a (finished) resim data set."""
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from . import __version__
 from .card import Card
+from .errors import FailureError, ResimError
 from .generators.final_state import FinalState, ParticleTable, visible_final_state
 from .generators.hard_process import HardProcessSource
 from .generators.pythia_setup import pythia_version, stdout_to
@@ -76,7 +77,7 @@ MAX_BLOCK_REALIZATIONS = 2048
 _PROGRESS_TAG, _DONE_TAG = 71, 72
 
 
-class OutputError(RuntimeError):
+class OutputError(ResimError, RuntimeError):
     """The output cannot be written as asked (exists, unwritable, or another card's)."""
 
 
@@ -84,7 +85,7 @@ class LaunchError(OutputError):
     """The ranks were started so that each would write the whole output (docs/cluster.md)."""
 
 
-class WriteError(RuntimeError):
+class WriteError(FailureError, RuntimeError):
     """Writing a block failed (disk full, file system gone); committed events are safe."""
 
 

@@ -15,8 +15,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .errors import ResimError
 
-class SchemaError(ValueError):
+
+class SchemaError(ResimError, ValueError):
     """``<file>: <key path>: <what is wrong>``; ``source``, ``key`` and ``message`` apart."""
 
     def __init__(self, source: str | Path, key: str, message: str):

@@ -29,6 +29,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
+from ..errors import ResimError
 from ..layout import Tables, as_table
 from ..progress import Progress
 from ..store import DatasetWriter
@@ -37,7 +38,7 @@ from ..store import DatasetWriter
 SPLITS = ("train", "val", "test")
 
 
-class ConvertError(ValueError):
+class ConvertError(ResimError, ValueError):
     """An input file that is not in the expected upstream format, or a bad request."""
 
 
