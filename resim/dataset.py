@@ -19,16 +19,11 @@ import awkward as ak
 import h5py
 import numpy as np
 
-from .errors import ResimError
-from .layout import FORMAT, TABLES
-from .store import open_data_set, parts_dir
+from .layout import TABLES
+from .store import DatasetError, open_data_set, parts_dir, read_rows
 
 JET_FIELDS = tuple(TABLES["jets"])
 CONSTITUENT_FIELDS = tuple(TABLES["constituents"])
-
-
-class DatasetError(ResimError, OSError):
-    """A path that is not a (finished) resim data set."""
 
 
 class JetDataset:
@@ -36,18 +31,25 @@ class JetDataset:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.is_dir():
+            hint = (f": a run's segment folder; open {self.path.name[:-len('.parts')]}"
+                    if self.path.name.endswith(".parts") else "")
+            raise DatasetError(f"{self.path}: a folder, not a data set file{hint}")
         if not self.path.is_file():
             if parts_dir(self.path).is_dir():
                 raise DatasetError(f"{self.path}: this run has not finished; finish it with "
                                    "`resim generate --card CARD --resume` before reading")
             raise DatasetError(f"{self.path}: no such file")
         self._file: h5py.File | None = None
-        f = self._h5
-        if f.attrs.get("format") != FORMAT:
-            raise DatasetError(f"{self.path}: not a resim data set (no format={FORMAT!r})")
+        f = self._h5  # checks that it is a data set, and every segment it reads
+        for key in ("variations", "labels"):
+            if key not in f.attrs:
+                self.close()
+                raise DatasetError(f"{self.path}: not a whole resim data set (no {key!r} "
+                                   "attribute)")
         self.variations: tuple[str, ...] = tuple(str(v) for v in f.attrs["variations"])
         self.labels: tuple[str, ...] = tuple(str(v) for v in f.attrs["labels"])
-        counts = f["jets/n_constituents"][:]
+        counts = self.column("jets", "n_constituents")
         self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
 
     # -- file handle, opened lazily (and again in each worker process) -----------------
@@ -100,7 +102,7 @@ class JetDataset:
         """One column of one table (``jets``, ``constituents``, ``groups``, ``events``)."""
         if table not in TABLES or name not in TABLES[table]:
             raise KeyError(f"no column {table}/{name}")
-        return self._h5[table][name][start:stop]
+        return read_rows(self._h5, self.path, table, name, start, stop)
 
     def table(self, table: str) -> ak.Array:
         """A whole small table (``groups`` or ``events``) as an awkward record array."""
@@ -121,10 +123,9 @@ class JetDataset:
         return self._read(start, stop)
 
     def _read(self, start: int, stop: int) -> ak.Array:
-        f = self._h5
-        jets = {c: f["jets"][c][start:stop] for c in JET_FIELDS}
-        lo, hi = self._offsets[start], self._offsets[stop]
-        cons = ak.zip({c: f["constituents"][c][lo:hi] for c in CONSTITUENT_FIELDS})
+        jets = {c: self.column("jets", c, start, stop) for c in JET_FIELDS}
+        lo, hi = int(self._offsets[start]), int(self._offsets[stop])
+        cons = ak.zip({c: self.column("constituents", c, lo, hi) for c in CONSTITUENT_FIELDS})
         fields: dict[str, Any] = dict(jets)
         fields["variation"] = ak.Array(list(self.variations))[jets["variation"].astype(np.int64)]
         fields["label"] = ak.Array(list(self.labels))[jets["label"].astype(np.int64)]

@@ -57,6 +57,7 @@ from .store import (
     discard,
     discard_unfinished,
     missing_ranges,
+    new_run_id,
     parts_dir,
     segments,
     validate,
@@ -250,7 +251,7 @@ def _prepare_output(card: Card, resume: bool, overwrite: bool) -> str:
         parts.mkdir(parents=True, exist_ok=True)
         (parts / "run.json").write_text(json.dumps({
             "fingerprint": fingerprint(card), "card_path": str(card.path),
-            "seed": card.run.seed, "events": card.run.events,
+            "seed": card.run.seed, "events": card.run.events, "run_id": new_run_id(),
         }, indent=1))
     except OSError as err:
         raise OutputError(f"cannot write the output {output}: {err.strerror or err} "
@@ -325,9 +326,11 @@ def _counts(card: Card, tallies: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _attrs(card: Card, counts: dict[str, Any], ranks: list[dict[str, Any]]) -> dict[str, Any]:
+def _attrs(card: Card, counts: dict[str, Any], ranks: list[dict[str, Any]],
+           run_id: str | None) -> dict[str, Any]:
     summary = {**card.summary(), **counts}
     return {
+        **({"run_id": run_id} if run_id else {}),
         "card": card.text, "card_path": str(card.path), "summary": json.dumps(summary),
         "variations": list(card.variation_names), "labels": list(card.labels),
         "seed": card.run.seed, "n_ranks": len(ranks), "rank_timings": json.dumps(ranks),
@@ -355,16 +358,18 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
     pipeline = Pipeline(card)  # checks every setting with Pythia before anything is written
     setup = time.monotonic() - start
 
-    state = None
+    state = run_id = None
+    output, parts = card.run.output, parts_dir(card.run.output)
     if rank == 0:
         try:
             state = _prepare_output(card, resume, overwrite)
+            # Runs begun before resim stored an identity go on without one.
+            run_id = json.loads((parts / "run.json").read_text()).get("run_id")
         except OutputError as err:
             state = err
-    state = comm.bcast(state)
+    state, run_id = comm.bcast((state, run_id))
     if isinstance(state, Exception):
         raise state
-    output, parts = card.run.output, parts_dir(card.run.output)
 
     if state != "complete":
         kept, shares, repairs = _plan(comm, parts, card.run.events)
@@ -378,7 +383,7 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
         bar.resume_from(kept_events)
         began, began_cpu = time.monotonic(), time.process_time()
         with stdout_to(parts / f"pythia-rank{rank}.log"):
-            made, realizations = _run_share(pipeline, shares[rank], parts, comm, bar)
+            made, realizations = _run_share(pipeline, shares[rank], parts, run_id, comm, bar)
         timing = {"rank": rank, "setup_seconds": round(setup, 3),
                   "work_seconds": round(time.monotonic() - began, 3),
                   "cpu_seconds": round(time.process_time() - began_cpu, 3),
@@ -395,7 +400,7 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
         if rank == 0:
             segs = [s for m, _, _ in reports for s in m]
             attrs = _attrs(card, _counts(card, [c for _, c, _ in reports]),
-                           [r for _, _, r in reports])
+                           [r for _, _, r in reports], run_id)
             build_dataset(output, segs, card.run.events, attrs)
     wait_for_all(comm)
     summary = None
@@ -413,7 +418,7 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
 
 
 def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
-               comm: Comm, bar: Progress) -> tuple[list[Segment], int]:
+               run_id: str | None, comm: Comm, bar: Progress) -> tuple[list[Segment], int]:
     """Make this rank's hard events, committing finished blocks together at most every
     ``commit_seconds``; report progress to rank 0. Returns the segments written and the
     number of realizations made."""
@@ -424,7 +429,7 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
     sizes = BlockSizes(pipeline.card)
     reports = _ProgressReports(comm, bar)
     for a, b in share:
-        writer = SegmentWriter(parts, a)
+        writer = SegmentWriter(parts, a, run_id)
         made.append(writer.segment)
         buffered: list[dict[str, dict[str, np.ndarray]]] = []
         since = time.monotonic()
@@ -449,7 +454,7 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
                         _compact(writer.segment)
                         pipeline._clock("writing", t)
                     if full and last < b:
-                        writer = SegmentWriter(parts, last)
+                        writer = SegmentWriter(parts, last, run_id)
                         made.append(writer.segment)
                 realizations += stats.realizations
                 reports.send(stats)

@@ -10,24 +10,32 @@ on resume) and a list of which hard events they cover.
 
 When every event is committed, :func:`build_dataset` writes ``OUTPUT`` itself: an HDF5
 file whose tables are virtual data sets concatenating the segments in hard-event order,
-so the data a reader sees do not depend on how many ranks made them. Nothing is copied;
+so the data a reader sees do not depend on how many ranks made them. The data set and
+every segment carry the run's identity (``run_id``), and :func:`open_data_set` checks
+every segment a data set maps before anything is read: HDF5 itself reads a segment it
+cannot find, or another run's file of the same name, as zeros or as that run's data,
+without an error. Nothing is copied;
 :func:`merge` (``resim merge``) makes a self-contained copy when one is wanted;
 :class:`DatasetWriter` writes such a file block by block (also for ``resim convert``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import resource
+import uuid
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import h5py
 import numpy as np
 from h5py import h5d, h5p, h5s, h5t
 
+from .errors import ResimError
 from .layout import CHUNK_ROWS, FORMAT, FORMAT_VERSION, TABLES, filters
 
 #: Start a new segment once a file is this large, which bounds what a segment lost to
@@ -35,8 +43,42 @@ from .layout import CHUNK_ROWS, FORMAT, FORMAT_VERSION, TABLES, filters
 SEGMENT_BYTES = 1 << 30
 
 
+class DatasetError(ResimError, OSError):
+    """A path that is not a (finished, whole) resim data set."""
+
+
 def parts_dir(output: Path) -> Path:
     return output.with_name(output.name + ".parts")
+
+
+def new_run_id() -> str:
+    """The identity of a new run, stored in its data set and in each of its segments."""
+    return uuid.uuid4().hex
+
+
+def hdf5_problem(err: BaseException) -> str:
+    """What an h5py error opening a file means, in a few words."""
+    text = str(err)
+    if isinstance(err, OSError) and err.errno:
+        return os.strerror(err.errno)
+    if "filter returned failure" in text:
+        return "damaged data: a compressed chunk fails its checksum or does not decompress"
+    if "file signature not found" in text:
+        return "not an HDF5 file: empty, text or another format"
+    truncated = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if truncated:
+        return (f"truncated HDF5 file ({truncated[1]} of its {truncated[2]} bytes are "
+                "there: copied or written only in part)")
+    first = text.splitlines()[0] if text else type(err).__name__
+    return first.replace("Unable to synchronously open file ", "cannot be opened by HDF5 ")
+
+
+def open_hdf5(path: Path, mode: str = "r", **options: Any) -> h5py.File:
+    """``h5py.File`` whose errors are :class:`DatasetError` naming the file and the cause."""
+    try:
+        return h5py.File(path, mode, **options)
+    except OSError as err:  # h5py raises OSError (or a subclass) for anything unreadable
+        raise DatasetError(f"{path}: {hdf5_problem(err)}") from None
 
 
 def _write_json_atomically(path: Path, data: dict[str, Any]) -> None:
@@ -115,9 +157,11 @@ class SegmentWriter:
     filled last chunk of each — together more than writing a block's rows took.
     """
 
-    def __init__(self, parts: Path, first: int):
+    def __init__(self, parts: Path, first: int, run_id: str | None = None):
         self.segment = Segment(path=parts / f"events-{first:010d}.h5", first=first, done=first)
         self._file: h5py.File | None = h5py.File(self.segment.path, "w")
+        if run_id is not None:
+            self._file.attrs["run_id"] = run_id
         _create_tables(self._file)
         self._columns = {t: {c: self._file[t][c] for c in cols} for t, cols in TABLES.items()}
         self._file.flush()
@@ -166,13 +210,16 @@ def compact(seg: Segment) -> None:
     stays open HDF5 reuses most of the space that frees, but what it had freed when a run
     was killed, and the chunks of rows a resume drops, stay in the file as dead space.
     The compressed chunks are copied as they are (no decompression) into a new file with
-    each column's own chunking and filters (a segment written by another resim version
-    keeps its own), which then replaces the segment atomically; the journal still
+    the segment's attributes (its run identity) and each column's own chunking and
+    filters (a segment written by another resim version keeps its own), which then
+    replaces the segment atomically; the journal still
     describes it. A crash during the copy leaves the segment as it was and a
     ``.compacting`` file, which :func:`discard_unfinished` removes.
     """
     tmp = seg.path.with_suffix(".compacting")
     with h5py.File(seg.path, "r") as src, h5py.File(tmp, "w") as dst:
+        for key, value in src.attrs.items():
+            dst.attrs[key] = value
         for table, columns in TABLES.items():
             group = dst.create_group(table)
             for name in columns:
@@ -319,8 +366,14 @@ def build_dataset(output: Path, segs: list[Segment], n_events: int,
 
 def _pieces(table: str, segs: list[Segment]) -> list[tuple[bytes, int]]:
     """(source file relative to the data set, rows) of every segment with rows in ``table``."""
-    return [(f"{s.path.parent.name}/{s.path.name}".encode(), s.rows[table])
+    return [(_source_name(f"{s.path.parent.name}/{s.path.name}"), s.rows[table])
             for s in segs if s.rows[table]]
+
+
+def _source_name(path: str) -> bytes:
+    """A file name as a virtual data set's mapping stores it: HDF5 reads ``%`` there as the
+    start of a pattern (``%b``), so a literal one is written ``%%``."""
+    return path.replace("%", "%%").encode()
 
 
 def _virtual_column(group: h5py.Group, name: str, dtype: type,
@@ -406,33 +459,245 @@ class DatasetWriter:
 
 
 def open_data_set(path: Path, **h5py_options: Any) -> h5py.File:
-    """Open a data set's file for reading, able to open every segment it maps at once.
+    """Open a data set's file for reading, after checking that it is one and that every
+    segment it maps is there, whole, and this run's. Raises :class:`DatasetError`.
 
     ``h5py_options`` go to ``h5py.File`` (e.g. the trainer's chunk-cache sizes).
 
-    A read spanning many segments opens all their files together, and HDF5 fills the
-    rows of a source file it cannot open with zeros *without an error*: with ~1000
+    HDF5 reads the rows of a segment it cannot open as zeros, without an error, and looks
+    for segments by the names they had when the data set was written
+    (``top.h5.parts/...``, relative to the data set's folder): a renamed pair
+    (``b.h5`` + ``b.h5.parts``) read as all zeros, and a copy put beside another run's
+    folder of that name read the other run's data. So each segment is looked for in the
+    folder named after the data set (``b.h5.parts``) as well as where it was written;
+    where it is found it must carry the data set's run identity (files written before
+    resim stored one are checked by their columns' lengths only) and hold every row the
+    data set maps. Segments found only under the data set's new name are read through a
+    copy of the data set's mapping (metadata only, kept in memory) that names them.
+
+    A read spanning many segments opens all their files together, and with ~1000
     segments (a 1000-rank run) the usual limit of 1024 open files per process silently
-    corrupted a full-column read. So the soft limit is raised as far as needed (up to the
-    hard limit); past the hard limit the open fails with a message saying so.
+    corrupted a full-column read the same way. So the soft limit is raised as far as
+    needed (up to the hard limit); past the hard limit the open fails with a message
+    saying so.
     """
-    f = h5py.File(path, "r", **h5py_options)
+    path = Path(path)
+    if path.is_dir():
+        raise DatasetError(f"{path}: a folder, not a data set file")
     try:
-        _allow_open_files(path, _segment_files(f))
-    except OSError:
+        f = h5py.File(path, "r", **h5py_options)
+    except OSError as err:
+        problem = hdf5_problem(err)
+        if problem.startswith("not an HDF5 file"):
+            problem = f"not a resim data set ({problem})"
+        raise DatasetError(f"{path}: {problem}") from None
+    try:
+        if f.attrs.get("format") != FORMAT:
+            raise DatasetError(f"{path}: not a resim data set (no format={FORMAT!r} "
+                               "attribute)")
+        for table, columns in TABLES.items():
+            for name in columns:
+                if not isinstance(f.get(f"{table}/{name}"), h5py.Dataset):
+                    raise DatasetError(f"{path}: not a whole resim data set (no column "
+                                       f"{table}/{name})")
+        mapped = _mapped_rows(f)
+        if mapped:
+            _allow_open_files(path, len(mapped))
+            folder = _checked_folder(path, mapped, f.attrs.get("run_id"))
+            if folder is not None:
+                relinked = _relinked(f, folder, h5py_options)
+                f.close()
+                f = relinked
+    except BaseException:
         f.close()
         raise
     return f
 
 
-def _segment_files(f: h5py.File) -> int:
-    """How many source files one column maps, at most (0 for a self-contained file)."""
-    n = 0
+def read_rows(f: h5py.File, path: Path, table: str, name: str, start: int = 0,
+              stop: int | None = None) -> np.ndarray:
+    """Rows [start, stop) of a column of the data set ``f`` (opened from ``path``); a
+    failure is a :class:`DatasetError` (see :func:`read_error`)."""
+    try:
+        return f[table][name][start:stop]
+    except OSError as err:
+        raise read_error(f, path, table, name, start, stop, err) from None
+
+
+def read_error(f: h5py.File, path: Path, table: str, name: str, start: int,
+               stop: int | None, err: OSError) -> DatasetError:
+    """Reading rows [start, stop) of a column failed (a damaged chunk, a segment gone since
+    the data set was opened): the error, naming the data set, the rows and the segments
+    they are in."""
+    column = f[table][name]
+    stop = column.shape[0] if stop is None else min(stop, column.shape[0])
+    names = []
+    if column.is_virtual:
+        plist = column.id.get_create_plist()
+        for i in range(plist.get_virtual_count()):
+            (lo,), (hi,) = plist.get_virtual_vspace(i).get_select_bounds()
+            if lo < stop and hi >= start:
+                names.append(plist.get_virtual_filename(i).replace("%%", "%"))
+    where = (f" (segment {', '.join(names)})" if 0 < len(names) <= 3 else
+             f" ({len(names)} segments, {names[0]} ... {names[-1]})" if names else "")
+    return DatasetError(f"{path}: cannot read {table}/{name} rows {start}-{stop - 1}"
+                        f"{where}: {hdf5_problem(err)}")
+
+
+def _mapped_rows(f: h5py.File) -> dict[str, dict[str, int]]:
+    """Rows each segment file (as the mapping names it) gives each table it maps into."""
+    mapped: dict[str, dict[str, int]] = {}
     for table, columns in TABLES.items():
         column = f[table][next(iter(columns))]
-        if column.is_virtual:
-            n = max(n, column.id.get_create_plist().get_virtual_count())
-    return n
+        if not column.is_virtual:
+            continue
+        plist = column.id.get_create_plist()
+        for i in range(plist.get_virtual_count()):
+            name = plist.get_virtual_filename(i).replace("%%", "%")
+            rows = mapped.setdefault(name, {})
+            # (HDF5 does not keep the extent of a source selected whole: count the rows
+            # the mapping fills in the data set)
+            rows[table] = rows.get(table, 0) + plist.get_virtual_vspace(i).get_select_npoints()
+    return mapped
+
+
+#: Segments checked by this process: (data set, its file's identity) -> the folder they
+#: are in and each segment's file identity then. Readers reopen a data set often (each
+#: DataLoader worker, the trainer every few million constituents), and checking 1,000
+#: segments takes seconds; a segment replaced or removed since changes its identity.
+_checked: dict[tuple[Path, tuple[int, ...]], tuple[Path | None, tuple[tuple[int, ...], ...]]] = {}
+
+
+def _file_identity(path: Path) -> tuple[int, ...]:
+    s = path.stat()
+    return (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns)
+
+
+def _checked_folder(path: Path, mapped: dict[str, dict[str, int]],
+                    run_id: str | None) -> Path | None:
+    """:func:`_segment_folder`, remembered while no file involved changes."""
+    key = (path.resolve(), _file_identity(path))
+
+    def identities(folder: Path | None) -> tuple[tuple[int, ...], ...]:
+        base = path.parent if folder is None else folder
+        return tuple(_file_identity(base / (name if folder is None else PurePath(name).name))
+                     for name in mapped)
+
+    if key in _checked:
+        folder, seen = _checked[key]
+        with contextlib.suppress(OSError):
+            if identities(folder) == seen:
+                return folder
+    folder = _segment_folder(path, mapped, run_id)
+    _checked[key] = (folder, identities(folder))
+    return folder
+
+
+def _segment_folder(path: Path, mapped: dict[str, dict[str, int]],
+                    run_id: str | None) -> Path | None:
+    """Where this data set's segments are: None where its mapping says (HDF5 finds them
+    itself), or the folder named after the data set when it was renamed with it. Raises
+    a :class:`DatasetError` saying what is missing (and how to fix it) otherwise."""
+    written = {PurePath(name).parent for name in mapped}
+    own = parts_dir(path)
+    places: list[Path | None] = [None]  # as written: relative to the data set's folder
+    if written != {PurePath(own.name)}:
+        places.append(own)  # renamed (or moved) together with the data set
+    found = []
+    for folder in places:
+        problem = _segments_problem(path, mapped, run_id, folder)
+        if problem is None:
+            return folder
+        found += [problem] if problem != _NO_FOLDER else []
+    was = "/, ".join(sorted(str(w) for w in written))
+    if not found and len(places) == 1:
+        raise DatasetError(f"{path}: its segment folder {was}/ is missing; keep a data set "
+                           "and its .parts folder side by side (move them together), or read "
+                           "a `resim merge`d copy")
+    if not found:
+        raise DatasetError(f"{path}: its segments are missing: neither {was}/ (where it was "
+                           f"written) nor {own.name}/ is beside it; rename or move a data set "
+                           "and its .parts folder together (b.h5 with b.h5.parts), or read a "
+                           "`resim merge`d copy")
+    if any(_OTHER_RUN in problem for problem in found):
+        fix = (f"its own segments are not here: keep {path.name} beside the .parts folder "
+               "it was made with (rename or move both together)")
+    else:
+        fix = (f"remove {path.name} and rerun `resim generate --card CARD --output {path} "
+               "--resume` to remake what is missing or damaged, or read a `resim merge`d copy")
+    raise DatasetError(f"{path}: {'; '.join(found)}; {fix}")
+
+
+_NO_FOLDER = "no folder"
+_OTHER_RUN = "belongs to another run"
+
+
+def _segments_problem(path: Path, mapped: dict[str, dict[str, int]], run_id: str | None,
+                      folder: Path | None) -> str | None:
+    """What is wrong with the segments looked for in ``folder`` (None: where the mapping
+    says): None if nothing, ``_NO_FOLDER`` if the folder is not there."""
+    where = {name: (path.parent / name if folder is None else folder / PurePath(name).name)
+             for name in mapped}
+    if not all(p.parent.is_dir() for p in where.values()):
+        return _NO_FOLDER
+    shown = {name: (name if folder is None else f"{folder.name}/{PurePath(name).name}")
+             for name in mapped}
+    missing = [shown[n] for n, p in where.items() if not p.is_file()]
+    if missing:
+        return (f"segment {missing[0]} is missing ({len(missing)} of its {len(mapped)} "
+                "segments missing)")
+    for name, rows in mapped.items():
+        problem = _segment_problem(where[name], rows, run_id)
+        if problem:
+            return f"segment {shown[name]} {problem}"
+    return None
+
+
+def _segment_problem(segment: Path, rows: dict[str, int], run_id: str | None) -> str | None:
+    try:
+        f = h5py.File(segment, "r")
+    except OSError as err:
+        return f"cannot be read: {hdf5_problem(err)}"
+    with f:
+        if run_id is not None and f.attrs.get("run_id") != run_id:
+            return f"{_OTHER_RUN} (its run identity is not this data set's)"
+        for table, n in rows.items():
+            for name in TABLES[table]:
+                column = f.get(f"{table}/{name}")
+                if not isinstance(column, h5py.Dataset):
+                    return f"has no column {table}/{name}"
+                if column.shape[0] < n:
+                    return (f"holds {column.shape[0]} rows of {table}/{name}, the data set "
+                            f"reads {n} (changed after the data set was written)")
+    return None
+
+
+def _relinked(f: h5py.File, folder: Path, h5py_options: dict[str, Any]) -> h5py.File:
+    """The data set ``f`` in memory, its mappings naming the segments in ``folder``."""
+    copy = h5py.File(f"resim-relinked-{uuid.uuid4().hex}.h5", "w", driver="core",
+                     backing_store=False, **h5py_options)
+    for key, value in f.attrs.items():
+        copy.attrs[key] = value
+    for table, columns in TABLES.items():
+        group = copy.create_group(table)
+        for name in columns:
+            old = f[table][name]
+            if not old.is_virtual:
+                group.create_dataset(name, data=old[()])
+                continue
+            plist = old.id.get_create_plist()
+            dcpl = h5p.create(h5p.DATASET_CREATE)
+            dcpl.set_layout(h5d.VIRTUAL)
+            for i in range(plist.get_virtual_count()):
+                source = folder.resolve() / PurePath(plist.get_virtual_filename(i)).name
+                vspace = plist.get_virtual_vspace(i)
+                # A source selected whole comes back without its extent.
+                dcpl.set_virtual(vspace, _source_name(str(source)),
+                                 plist.get_virtual_dsetname(i).encode(),
+                                 h5s.create_simple((vspace.get_select_npoints(),)))
+            h5d.create(group.id, name.encode(), old.id.get_type(), old.id.get_space(),
+                       dcpl=dcpl)
+    return copy
 
 
 #: Open files a reader needs besides the segments (Python, libraries, DataLoader pipes).
@@ -447,7 +712,7 @@ def _allow_open_files(path: Path, sources: int) -> None:
     if soft == resource.RLIM_INFINITY or soft >= need:
         return
     if hard != resource.RLIM_INFINITY and hard < need:
-        raise OSError(f"{path}: reading it opens its {sources} segment files at once, but "
+        raise DatasetError(f"{path}: reading it opens its {sources} segment files at once, but "
                       f"this process may open at most {hard} files (hard limit, `ulimit -Hn`); "
                       "raise that limit, or read the data set with fewer segments (`resim "
                       "merge` it where the limit allows)")
@@ -460,6 +725,7 @@ def merge(source: Path, target: Path, rows_per_read: int = 1 << 20) -> None:
         for table, columns in TABLES.items():
             n = src[table][next(iter(columns))].shape[0]
             for a in range(0, n, rows_per_read):
-                out.append({table: {name: src[table][name][a:a + rows_per_read]
+                out.append({table: {name: read_rows(src, source, table, name, a,
+                                                     a + rows_per_read)
                                     for name in columns}})
         out.finish(dict(src.attrs))

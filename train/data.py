@@ -69,8 +69,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from resim.dataset import CONSTITUENT_FIELDS, DatasetError, JetDataset
-from resim.layout import FORMAT
-from resim.store import open_data_set, parts_dir
+from resim.store import open_data_set, parts_dir, read_error
 
 from .features import Particles, features
 from .views import ViewPolicy, choose_views, group_ranges
@@ -216,27 +215,10 @@ def _as_paths(paths: Paths) -> list[Path]:
 
 
 def _open_checked(path: Path) -> JetDataset:
-    """``resim.open(path)`` with errors that name the path and say what is wrong."""
+    """``resim.open(path)``, which checks the file and every segment it reads (HDF5 reads a
+    missing segment as zeros); its errors name the path and say what is wrong."""
     if not path.is_file() and not parts_dir(path).is_dir():
         raise FileNotFoundError(f"{path}: no such data set file")
-    if path.is_file():
-        try:
-            h5 = h5py.File(path, "r")
-        except OSError as err:
-            raise DatasetError(f"{path}: not a resim data set (cannot read it as HDF5: "
-                               f"{err})") from None
-        with h5:
-            if h5.attrs.get("format") != FORMAT:
-                raise DatasetError(f"{path}: not a resim data set (no format={FORMAT!r} "
-                                   "attribute)")
-            px = h5["constituents/px"]
-            # A virtual data set reads rows of missing segment files as zeros, silently.
-            sources = {s.file_name for s in px.virtual_sources()} if px.is_virtual else ()
-        for source in sorted(sources):
-            if not (path.parent / source).is_file():
-                raise FileNotFoundError(
-                    f"{path}: its segment file {source} is missing (keep "
-                    f"{parts_dir(path).name}/ next to the data set, or `resim merge` it)")
     return JetDataset(path)  # also: a run that has not finished
 
 
@@ -437,7 +419,11 @@ class JetData:
                            strict=True):
             columns = self._columns(f)
             for c in CONSTITUENT_FIELDS:
-                parts[c].append(columns[c][a:b])
+                try:
+                    parts[c].append(columns[c][a:b])
+                except OSError as err:  # a damaged segment: say which
+                    raise read_error(self._files[f], self.paths[f], "constituents", c, a, b,
+                                     err) from None
         self._read_since_open += int(size.sum())
         if self._read_since_open > _REOPEN_AFTER:
             self.close()
