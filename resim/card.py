@@ -234,7 +234,11 @@ def shipped_cards() -> list[str]:
 def load_card(name: str | Path) -> Card:
     """Read and check a card; raises :class:`CardError` on any problem."""
     path = resolve_card_path(name)
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not a text (UTF-8) file"
+        raise CardError(path, "", f"cannot read the card: {reason}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -111,16 +111,20 @@ def generate(card_name: str, output: Path | None, events: int | None, seed: int 
     Under `mpiexec -n N` the hard events are split across N ranks; the output is the
     same whatever N is.
     """
-    from .generate import OutputError
-    from .generate import generate as run
+    from .output import OutputError, checked_output
     from .parallel import AnotherRankFailedError, stand_by, world
 
     if resume and overwrite:
         _fail("--resume and --overwrite exclude each other")
     comm = world()
     rank = comm.Get_rank()
+    card = None
     try:
         card = load_card(card_name).with_overrides(events=events, seed=seed, output=output)
+        # Before importing Pythia and the rest (~1 s) and setting it up (up to minutes).
+        checked_output(card, resume, overwrite, comm)
+        from .generate import generate as run
+
         summary = run(card, resume=resume, overwrite=overwrite, comm=comm, progress=not quiet)
     except (CardError, OutputError):
         # Raised by every rank alike, before any work: rank 0 reports it.
@@ -131,21 +135,25 @@ def generate(card_name: str, output: Path | None, events: int | None, seed: int 
         stand_by(comm)
     except (Exception, KeyboardInterrupt) as err:
         # A rank that fails must not leave the others waiting forever.
-        _abort(comm, err)
+        _abort(comm, err, None if card is None else card.run.output)
     if rank == 0:
         click.echo(summary.line())
 
 
-def _abort(comm, err: BaseException) -> None:
-    """Report a failure of this rank on one line, stop the other ranks (they commit what
-    they finished) and exit."""
+def _abort(comm, err: BaseException, output: Path | None) -> None:
+    """Report a failure of this rank on one line (saying that ``--resume`` continues the
+    run), stop the other ranks (they commit what they finished) and exit."""
     from .parallel import stop_all
+    from .store import parts_dir
 
     if debugging():
         traceback.print_exc()
     message, code = describe_exception(err)
     if comm.Get_size() > 1:
         message = f"rank {comm.Get_rank()}: {message}"
+    if output is not None and parts_dir(output).is_dir() and "--resume" not in message:
+        message += (f"; the hard events finished before are kept in {parts_dir(output)}/: "
+                    "fix the cause and rerun with --resume to continue")
     click.echo(f"error: {message}", err=True)
     if comm.Get_size() > 1:
         sys.stderr.flush()

@@ -11,9 +11,7 @@ progress bar for all and, at the end, writes the data set over every rank's segm
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -29,18 +27,27 @@ import numpy as np
 
 from . import __version__
 from .card import Card
-from .errors import FailureError, ResimError
+from .errors import FailureError
 from .generators.final_state import FinalState, ParticleTable, visible_final_state
 from .generators.hard_process import HardProcessSource
 from .generators.pythia_setup import pythia_version, stdout_to
 from .generators.resimulate import Resimulator, job_table
 from .jets import make_jets
 from .layout import as_table, concatenate_tables, empty_tables
+from .output import (
+    COMPLETE,
+    RESUME,
+    LaunchError,
+    OutputError,
+    checked_output,
+    fingerprint,
+    on_rank0,
+    prepare_output,
+)
 from .parallel import (
     AnotherRankFailedError,
     Comm,
     SerialComm,
-    launch_problem,
     split_ranges,
     stop_requested,
     wait_for_all,
@@ -57,7 +64,6 @@ from .store import (
     discard,
     discard_unfinished,
     missing_ranges,
-    new_run_id,
     parts_dir,
     segments,
     validate,
@@ -76,14 +82,6 @@ FIRST_BLOCK_REALIZATIONS = 256
 MAX_BLOCK_REALIZATIONS = 2048
 
 _PROGRESS_TAG, _DONE_TAG = 71, 72
-
-
-class OutputError(ResimError, RuntimeError):
-    """The output cannot be written as asked (exists, unwritable, or another card's)."""
-
-
-class LaunchError(OutputError):
-    """The ranks were started so that each would write the whole output (docs/cluster.md)."""
 
 
 class WriteError(FailureError, RuntimeError):
@@ -216,47 +214,7 @@ class BlockSizes:
         return max(1, round(min(wanted, most)))
 
 
-def fingerprint(card: Card) -> str:
-    """What must not change between a run and its resumption."""
-    text = json.dumps([card.text, card.run.events, card.run.seed])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 # ------------------------------------------------------------------------- the output
-
-
-def _prepare_output(card: Card, resume: bool, overwrite: bool) -> str:
-    """Check and create the output location (rank 0). Returns 'new', 'resume' or 'complete'."""
-    output = card.run.output
-    parts = parts_dir(output)
-    exists = output.exists() or parts.exists()
-    if exists and overwrite:
-        output.unlink(missing_ok=True)
-        shutil.rmtree(parts, ignore_errors=True)
-    elif exists and not resume:
-        raise OutputError(f"{output} exists; pass --resume to continue that run or "
-                          "--overwrite to replace it")
-    run_file = parts / "run.json"
-    if resume and run_file.is_file():
-        run = json.loads(run_file.read_text())
-        if run["fingerprint"] != fingerprint(card):
-            raise OutputError(f"{output} was made from a different card, seed or number of "
-                              f"events ({run['card_path']}, seed {run['seed']}, "
-                              f"{run['events']} events); use --overwrite to replace it")
-        return "complete" if output.is_file() else "resume"
-    if resume and output.is_file():
-        raise OutputError(f"{output} exists but is not a resumable resim run "
-                          f"({parts} is missing); use --overwrite to replace it")
-    try:
-        parts.mkdir(parents=True, exist_ok=True)
-        (parts / "run.json").write_text(json.dumps({
-            "fingerprint": fingerprint(card), "card_path": str(card.path),
-            "seed": card.run.seed, "events": card.run.events, "run_id": new_run_id(),
-        }, indent=1))
-    except OSError as err:
-        raise OutputError(f"cannot write the output {output}: {err.strerror or err} "
-                          f"({err.filename or parts})") from None
-    return "new"
 
 
 def _plan(comm: Comm, parts: Path, n_events: int
@@ -348,33 +306,22 @@ def _attrs(card: Card, counts: dict[str, Any], ranks: list[dict[str, Any]],
 
 def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
              comm: Comm | None = None, progress: bool = True) -> RunSummary:
-    """Run the card. Raises CardError (bad card) or OutputError before any output is made."""
+    """Run the card. Raises CardError (bad card), OutputError or LaunchError before any
+    output is made."""
     comm = comm or SerialComm()
     rank, size = comm.Get_rank(), comm.Get_size()
-    problem = launch_problem(comm)
-    if problem:
-        raise LaunchError(problem)
+    state = checked_output(card, resume, overwrite, comm)  # before the long set-up
     start = time.monotonic()
     pipeline = Pipeline(card)  # checks every setting with Pythia before anything is written
     setup = time.monotonic() - start
 
-    state = run_id = None
     output, parts = card.run.output, parts_dir(card.run.output)
-    if rank == 0:
-        try:
-            state = _prepare_output(card, resume, overwrite)
-            # Runs begun before resim stored an identity go on without one.
-            run_id = json.loads((parts / "run.json").read_text()).get("run_id")
-        except OutputError as err:
-            state = err
-    state, run_id = comm.bcast((state, run_id))
-    if isinstance(state, Exception):
-        raise state
+    run_id = on_rank0(comm, lambda: prepare_output(card, state, overwrite))
 
-    if state != "complete":
+    if state != COMPLETE:
         kept, shares, repairs = _plan(comm, parts, card.run.events)
         kept_events = sum(s.done - s.first for s in kept)
-        if rank == 0 and state == "resume":
+        if rank == 0 and state == RESUME:
             click.echo(f"resuming {output}: {kept_events} of {card.run.events} hard events "
                        "kept from the interrupted run", err=True)
             for line in repairs:
@@ -552,4 +499,5 @@ class _ProgressReports:
                 self.bar.update(*report)
 
 
-__all__ = ["LaunchError", "OutputError", "Pipeline", "RunSummary", "WriteError", "generate"]
+__all__ = ["LaunchError", "OutputError", "Pipeline", "RunSummary", "WriteError", "fingerprint",
+           "generate"]

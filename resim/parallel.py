@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 #: Environment variables an MPI launcher sets (MPICH/Hydra, Open MPI, Slurm PMI).
@@ -85,6 +86,25 @@ def wait_for_all(comm: Comm, poll: float = 0.01) -> None:
         if stop_requested(comm):
             raise AnotherRankFailedError
         time.sleep(poll)
+
+
+def on_rank0(comm: Comm, work: Callable[[], Any]) -> Any:
+    """``work()`` on rank 0, its result (or the exception it raised) on every rank."""
+    result: Any = None
+    if comm.Get_rank() == 0:
+        try:
+            result = work()
+        except Exception as err:
+            result = _Raised(err)
+    result = comm.bcast(result)
+    if isinstance(result, _Raised):
+        raise result.error
+    return result
+
+
+class _Raised:
+    def __init__(self, error: Exception):
+        self.error = error
 
 
 def launch_problem(comm: Comm) -> str | None:

@@ -175,6 +175,8 @@ class Shipped:
         path = Path(name)
         if path.is_file():
             return path
+        if path.is_dir():
+            raise self.error(name, "", f"a folder, not a {self.kind} file")
         shipped = self._folder().joinpath(f"{path.stem}.toml")
         if path.suffix in ("", ".toml") and path.parent == Path(".") and shipped.is_file():
             return Path(str(shipped))

@@ -1,0 +1,152 @@
+"""Where a run writes: the output location, checked before any work, and the run's record
+``OUTPUT.parts/run.json`` that ``--resume`` compares the card against.
+
+:func:`check_output` runs before Pythia is set up (seconds to minutes for a big card),
+writes nothing and imports nothing heavy, so a wrong path is an error at once: a folder
+that does not exist (resim creates none), a location it cannot write, an output that
+exists, or a resume whose card, seed or number of events differ from the run's.
+:func:`prepare_output` then, after the set-up has checked the card, creates
+``OUTPUT.parts/`` and the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .card import Card
+from .errors import ResimError
+from .parallel import Comm, launch_problem, on_rank0
+from .store import new_run_id, parts_dir
+
+RUN_RECORD = "run.json"
+
+#: What a run's record says the run is (``new``: nothing yet; ``resume``: an interrupted
+#: run to continue; ``complete``: a finished run, nothing to do).
+NEW, RESUME, COMPLETE = "new", "resume", "complete"
+
+
+class OutputError(ResimError, RuntimeError):
+    """The output cannot be written as asked (exists, unwritable, or another card's)."""
+
+
+class LaunchError(OutputError):
+    """The ranks were started so that each would write the whole output (docs/cluster.md)."""
+
+
+def fingerprint(card: Card) -> str:
+    """A hash of the card's text, seed and number of events (what older run records kept)."""
+    text = json.dumps([card.text, card.run.events, card.run.seed])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_record(parts: Path) -> dict[str, Any] | None:
+    path = parts / RUN_RECORD
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise OutputError(f"{path}: cannot read this run's record ({err}); --overwrite "
+                          "starts the run over") from None
+
+
+def resume_problem(record: dict[str, Any], card: Card) -> str | None:
+    """Why the run a record describes cannot be continued with ``card`` (None: it can)."""
+    if record.get("fingerprint") != fingerprint(card):
+        return (f"{record.get('card_path')}, seed {record.get('seed')}, "
+                f"{record.get('events')} events")
+    return None
+
+
+def checked_output(card: Card, resume: bool, overwrite: bool, comm: Comm) -> str:
+    """:func:`check_output` on rank 0 for every rank, after checking that the ranks were
+    started as one job (docs/cluster.md)."""
+    problem = launch_problem(comm)
+    if problem:
+        raise LaunchError(problem)
+    return on_rank0(comm, lambda: check_output(card, resume, overwrite))
+
+
+def check_output(card: Card, resume: bool, overwrite: bool) -> str:
+    """Check the output location before any work; writes nothing. Returns NEW, RESUME or
+    COMPLETE, or raises :class:`OutputError` with what is wrong and what to do."""
+    output = card.run.output
+    parts = parts_dir(output)
+    folder = output.parent
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder} is a file, not a folder (the output is {output}); fix "
+                          "the path")
+    if not folder.is_dir():
+        raise OutputError(f"the folder {folder} does not exist (the output is {output}); "
+                          "create it first or fix the path: resim creates no folders")
+    if output.is_dir():
+        raise OutputError(f"{output} is a folder; give the output a file name, e.g. "
+                          f"{output / 'resim.h5'}")
+    if parts.exists() and not parts.is_dir():
+        raise OutputError(f"{parts} exists and is not a folder; remove it or choose "
+                          "another output")
+    state = NEW
+    if (output.exists() or parts.exists()) and not overwrite:
+        if not resume:
+            there = (f"{output} exists" if output.exists() else
+                     f"{parts} exists (an unfinished run: its data set {output.name} is "
+                     "not written yet)")
+            raise OutputError(f"{there}; pass --resume to continue that run or --overwrite "
+                              "to replace it")
+        record = read_record(parts)
+        if record is not None:
+            problem = resume_problem(record, card)
+            if problem:
+                raise OutputError(f"{output} was made from a different card, seed or number "
+                                  f"of events ({problem}); use --overwrite to replace it")
+            state = COMPLETE if output.is_file() else RESUME
+        elif output.exists():
+            raise OutputError(f"{output} exists but is not a resumable resim run ({parts} "
+                              "is missing); use --overwrite to replace it")
+    _check_writable(output, parts if parts.is_dir() and state != NEW else folder)
+    return state
+
+
+def _check_writable(output: Path, folder: Path) -> None:
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".resim-probe-"):
+            pass
+    except OSError as err:
+        raise OutputError(f"cannot write the output {output}: {err.strerror or err} "
+                          f"({folder})") from None
+
+
+def prepare_output(card: Card, state: str, overwrite: bool) -> str | None:
+    """Create the output's folder and the run's record (rank 0, after the set-up has
+    checked the card); returns the run's identity (None for runs begun by a resim that
+    stored none)."""
+    output = card.run.output
+    parts = parts_dir(output)
+    try:
+        if state == NEW:
+            if overwrite:
+                output.unlink(missing_ok=True)
+                shutil.rmtree(parts, ignore_errors=True)
+            parts.mkdir(exist_ok=True)
+            record = {"run_id": new_run_id(), "card_path": str(card.path),
+                      "seed": card.run.seed, "events": card.run.events,
+                      "fingerprint": fingerprint(card)}
+            tmp = parts / (RUN_RECORD + ".tmp")
+            tmp.write_text(json.dumps(record, indent=1))
+            os.replace(tmp, parts / RUN_RECORD)
+            return record["run_id"]
+    except OSError as err:
+        raise OutputError(f"cannot write the output {output}: {err.strerror or err} "
+                          f"({err.filename or parts})") from None
+    record = read_record(parts)
+    return None if record is None else record.get("run_id")
+
+
+__all__ = ["COMPLETE", "NEW", "RESUME", "LaunchError", "OutputError", "check_output",
+           "checked_output", "fingerprint", "prepare_output"]
