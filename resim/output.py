@@ -11,8 +11,10 @@ exists, or a resume whose card, seed or number of events differ from the run's.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -45,6 +47,94 @@ def fingerprint(card: Card) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: Card settings the data do not depend on (and seed and events, compared on their own).
+_NOT_DATA = {"path", "text", "labels", "unset", "run.output", "run.batch_events",
+             "run.commit_seconds", "run.events", "run.seed"}
+
+
+def card_settings(card: Card) -> dict[str, Any]:
+    """Everything in a parsed card the data depend on, as flat ``key.path -> value``: the
+    same for two cards that differ in comments, layout or order of tables only.
+
+    Tables of named things (variations, decays) are keyed by name; lists of Pythia settings
+    are kept in order (Pythia reads them in order: ``Tune:pp`` resets others).
+    """
+    return _flatten(card)[0]
+
+
+def _flatten(card: Card) -> tuple[dict[str, Any], dict[str, Any]]:
+    """:func:`card_settings`, and the default of every key that has one."""
+    flat: dict[str, Any] = {}
+    defaults: dict[str, Any] = {}
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, float) and math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        return value
+
+    def setting(value: Any) -> bool:
+        return dataclasses.is_dataclass(value) and hasattr(value, "line")
+
+    def walk(value: Any, key: str) -> None:
+        if key in _NOT_DATA:
+            return
+        if setting(value):
+            flat[key] = value.line
+        elif dataclasses.is_dataclass(value):
+            for f in dataclasses.fields(value):
+                if key.startswith(("variations.", "decays.")) and f.name in ("name", "pdg"):
+                    continue  # the key says it
+                sub = f"{key}.{f.name}" if key else f.name
+                if f.default is not dataclasses.MISSING:
+                    defaults[sub] = plain(f.default)
+                walk(getattr(value, f.name), sub)
+        elif isinstance(value, tuple | list) and value and all(map(setting, value)):
+            flat[key] = [v.line for v in value]
+        elif isinstance(value, tuple | list) and value and all(
+                map(dataclasses.is_dataclass, value)):
+            names = [str(getattr(v, "name", getattr(v, "pdg", i))) for i, v in enumerate(value)]
+            flat[key] = names  # their order matters too (variation codes in the data)
+            for name, v in zip(names, value, strict=True):
+                walk(v, f"{key}.{name}")
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}")
+        else:
+            flat[key] = plain(value)
+
+    walk(card, "")
+    # As a record reads back from JSON.
+    return json.loads(json.dumps(flat)), json.loads(json.dumps(defaults))
+
+
+def setting_changes(was: dict[str, Any], now: dict[str, Any],
+                    defaults: dict[str, Any] | None = None) -> list[str]:
+    """``key old -> new`` for each setting that differs; a table added or removed as a
+    whole (``variations.cr``) is named once. A key ``was`` lacks whose value is its
+    ``defaults`` entry is no change: a setting resim gained since, left as it was."""
+    defaults = defaults or {}
+
+    def whole(keys: set[str], other: dict[str, Any]) -> set[str]:
+        """Each key, or its table if the other side has nothing of that table."""
+        out = set()
+        for key in keys:
+            table = key.rsplit(".", 1)[0]
+            gone = table != key and not any(k.startswith(table + ".") for k in other)
+            out.add(table if gone else key)
+        return out
+
+    new = {k for k in set(now) - set(was) if k not in defaults or now[k] != defaults[k]}
+    changes = [f"{key} removed" for key in sorted(whole(set(was) - set(now), now))]
+    changes += [f"{key} added" for key in sorted(whole(new, was))]
+    changes += [f"{key} {was[key]!r} -> {now[key]!r}" for key in sorted(set(was) & set(now))
+                if was[key] != now[key]]
+    return changes
+
+
 def read_record(parts: Path) -> dict[str, Any] | None:
     path = parts / RUN_RECORD
     if not path.is_file():
@@ -57,11 +147,24 @@ def read_record(parts: Path) -> dict[str, Any] | None:
 
 
 def resume_problem(record: dict[str, Any], card: Card) -> str | None:
-    """Why the run a record describes cannot be continued with ``card`` (None: it can)."""
-    if record.get("fingerprint") != fingerprint(card):
-        return (f"{record.get('card_path')}, seed {record.get('seed')}, "
-                f"{record.get('events')} events")
-    return None
+    """Which of seed, number of events and card settings differ between the run a record
+    describes and ``card``, and how (None: nothing does)."""
+    differ = []
+    if record.get("seed") != card.run.seed:
+        differ.append(f"seed {record.get('seed')} (now {card.run.seed})")
+    if record.get("events") != card.run.events:
+        differ.append(f"events {record.get('events')} (now {card.run.events})")
+    if "settings" in record:
+        changes = setting_changes(record["settings"], *_flatten(card))
+        if changes:
+            shown = ", ".join(changes[:4]) + (f" and {len(changes) - 4} more"
+                                               if len(changes) > 4 else "")
+            differ.append(f"card settings: {shown}")
+    elif record.get("fingerprint") != fingerprint(card) and not differ:
+        # Written by a resim that kept only a hash of the card's text.
+        differ.append("card text (the run's record, from an older resim, keeps only a hash "
+                      "of it: even a changed comment differs)")
+    return "; ".join(differ) or None
 
 
 def checked_output(card: Card, resume: bool, overwrite: bool, comm: Comm) -> str:
@@ -103,8 +206,9 @@ def check_output(card: Card, resume: bool, overwrite: bool) -> str:
         if record is not None:
             problem = resume_problem(record, card)
             if problem:
-                raise OutputError(f"{output} was made from a different card, seed or number "
-                                  f"of events ({problem}); use --overwrite to replace it")
+                raise OutputError(f"{output} was made with another card, seed or number of "
+                                  f"events, so --resume cannot continue it: {problem}; "
+                                  "resume with what made it, or --overwrite to replace it")
             state = COMPLETE if output.is_file() else RESUME
         elif output.exists():
             raise OutputError(f"{output} exists but is not a resumable resim run ({parts} "
@@ -136,7 +240,7 @@ def prepare_output(card: Card, state: str, overwrite: bool) -> str | None:
             parts.mkdir(exist_ok=True)
             record = {"run_id": new_run_id(), "card_path": str(card.path),
                       "seed": card.run.seed, "events": card.run.events,
-                      "fingerprint": fingerprint(card)}
+                      "settings": card_settings(card), "fingerprint": fingerprint(card)}
             tmp = parts / (RUN_RECORD + ".tmp")
             tmp.write_text(json.dumps(record, indent=1))
             os.replace(tmp, parts / RUN_RECORD)
@@ -148,5 +252,5 @@ def prepare_output(card: Card, state: str, overwrite: bool) -> str | None:
     return None if record is None else record.get("run_id")
 
 
-__all__ = ["COMPLETE", "NEW", "RESUME", "LaunchError", "OutputError", "check_output",
-           "checked_output", "fingerprint", "prepare_output"]
+__all__ = ["COMPLETE", "NEW", "RESUME", "LaunchError", "OutputError", "card_settings",
+           "check_output", "checked_output", "fingerprint", "prepare_output"]

@@ -317,7 +317,7 @@ def test_resume_refuses_another_card_and_unwritable_output_is_refused(tmp_path, 
     args = ["generate", "--card", str(RESUME), "--output", str(out), "--quiet"]
     assert CliRunner().invoke(main, args).exit_code == 0
     result = CliRunner().invoke(main, [*args, "--resume", "--seed", "99"])
-    assert result.exit_code == 2 and "made from a different card, seed" in result.stderr
+    assert result.exit_code == 2 and "seed 16 (now 99)" in result.stderr
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
     result = CliRunner().invoke(main, ["generate", "--card", str(RESUME), "--output",

@@ -1,8 +1,9 @@
-"""The output is checked before Pythia is set up, and a run that fails says that --resume
-continues it."""
+"""The output is checked before Pythia is set up; a resume compares the card's settings
+(not its text) and says what differs; a run that fails says that --resume continues it."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 from click.testing import CliRunner
 
 import resim.generate
+from resim.card import load_card
 from resim.cli import main
+from resim.output import card_settings, fingerprint, setting_changes
 
 CARDS = Path(__file__).parents[1] / "cards"
 SMALL = ["--card", "smoke", "--events", "2", "--quiet"]
@@ -107,3 +110,58 @@ def test_a_run_that_fails_says_resume_continues_it(tmp_path, monkeypatch):
     result = generate(*card, "--resume")
     assert result.exit_code == 0, result.output
     assert "resuming" in result.stderr and "4 of 12 hard events kept" in result.stderr
+
+
+def test_resume_compares_settings_not_text_and_says_what_differs(tmp_path):
+    card = tmp_path / "card.toml"
+    text = (CARDS / "resume.toml").read_text().replace("events = 120", "events = 4")
+    card.write_text(text)
+    out = tmp_path / "x.h5"
+    assert generate("--card", card, "--output", out, "--quiet").exit_code == 0
+    out.unlink()  # as if killed before the data set was written
+
+    # Comments, spacing and the order of tables are not settings.
+    card.write_text("# edited\n" + text.replace("pt_min = 300.0", "pt_min   =   300.0  # GeV"))
+    result = generate("--card", card, "--output", out, "--quiet", "--resume")
+    assert result.exit_code == 0, result.output
+    out.unlink()
+
+    card.write_text(text.replace("pt_min = 300.0", "pt_min = 350.0").replace(
+        "[variations.fsr_up]", "[variations.fsr_upper]"))
+    message = one_line(generate("--card", card, "--output", out, "--resume", "--seed", "3",
+                                "--events", "5"))
+    assert message.startswith(f"error: {out} was made with another card, seed or number of "
+                              "events, so --resume cannot continue it: seed 16 (now 3); "
+                              "events 4 (now 5); card settings: ")
+    for change in ("variations.fsr_up removed", "variations.fsr_upper added",
+                   "jets.pt_min 300.0 -> 350.0"):
+        assert change in message
+    card.write_text(text)
+    assert "seed 16 (now 17)" in one_line(generate("--card", card, "--output", out, "--resume",
+                                                   "--seed", "17"))
+
+
+def test_a_run_recorded_by_an_older_resim_resumes_by_its_text_fingerprint(tmp_path,
+                                                                           no_set_up):
+    card = load_card(CARDS / "resume.toml")
+    out = tmp_path / "x.h5"
+    parts = Path(f"{out}.parts")
+    parts.mkdir()
+    (parts / "run.json").write_text(json.dumps({
+        "fingerprint": fingerprint(card), "card_path": str(card.path), "seed": card.run.seed,
+        "events": card.run.events}))
+    edited = tmp_path / "edited.toml"
+    edited.write_text("# a comment\n" + card.text)
+    message = one_line(generate("--card", edited, "--output", out, "--resume"))
+    assert "card text (the run's record, from an older resim, keeps only a hash" in message
+
+
+def test_settings_gained_since_a_run_at_their_defaults_are_no_change():
+    settings = card_settings(load_card("smoke"))
+    older = {k: v for k, v in settings.items() if k != "jets.match_radius"}
+    from resim.output import _flatten
+
+    now, defaults = _flatten(load_card("smoke"))
+    assert setting_changes(older, now, defaults) == []
+    now["jets.match_radius"] = 0.4
+    assert setting_changes(older, now, defaults) == ["jets.match_radius added"]
