@@ -172,6 +172,9 @@ class Card:
     variations: tuple[Variation, ...]
     pythia: tuple[PythiaSetting, ...] = ()
     decays: tuple[Decay, ...] = ()
+    #: Defaults the card relies on for what matters most (``run.events = 100``, a whole
+    #: ``[jets]`` section, ...), shown when a run starts so they are never a surprise.
+    unset: tuple[str, ...] = field(default=(), compare=False)
     labels: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -203,7 +206,10 @@ class Card:
             run = dataclasses.replace(run, seed=seed)
         if output is not None:
             run = dataclasses.replace(run, output=Path(output))
-        return dataclasses.replace(self, run=run)
+        given = {f"run.{k} " for k, v in (("events", events), ("seed", seed),
+                                          ("output", output)) if v is not None}
+        unset = tuple(u for u in self.unset if not u.startswith(tuple(given)))
+        return dataclasses.replace(self, run=run, unset=unset)
 
     def summary(self) -> dict[str, Any]:
         """The effective run parameters, JSON-ready (stored beside the card text)."""
@@ -260,8 +266,22 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
     return Card(
         path=path, text=text, run=run, beams=beams, hard_process=hard, objects=objects,
         jets=jets, variations=variations, pythia=pythia.settings("settings"),
-        decays=_decays(t.table("decays")),
+        decays=_decays(t.table("decays")), unset=_unset(raw, run, jets),
     )
+
+
+def _unset(raw: dict[str, Any], run: Run, jets: Jets) -> tuple[str, ...]:
+    """The defaults a card takes for how many events, which seed, where to, and for a whole
+    ``[jets]`` section."""
+    given = raw.get("run", {})
+    unset = [f"run.{key} = {getattr(run, key)!s}" if key != "output" else
+             f'run.output = "{run.output}"'
+             for key in ("events", "seed", "output") if key not in given]
+    if "jets" not in raw:
+        unset.append(f"[jets] {jets.algorithm} R = {jets.radius}, pT > {jets.pt_min:g} GeV, "
+                     f"|eta| < {jets.abs_eta_max:g}, constituents above "
+                     f"{jets.constituent_pt_min:g} GeV")
+    return tuple(unset)
 
 
 def _run(t: _Table) -> Run:

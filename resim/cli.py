@@ -121,6 +121,8 @@ def generate(card_name: str, output: Path | None, events: int | None, seed: int 
     card = None
     try:
         card = load_card(card_name).with_overrides(events=events, seed=seed, output=output)
+        if rank == 0:
+            _note_defaults(card)
         # Before importing Pythia and the rest (~1 s) and setting it up (up to minutes).
         checked_output(card, resume, overwrite, comm)
         from .generate import generate as run
@@ -138,6 +140,14 @@ def generate(card_name: str, output: Path | None, events: int | None, seed: int 
         _abort(comm, err, None if card is None else card.run.output)
     if rank == 0:
         click.echo(summary.line())
+
+
+def _note_defaults(card) -> None:
+    """Name the defaults that decide how much is made, where to, and what a jet is, when
+    the card relies on them (docs/cards.md)."""
+    if card.unset:
+        click.echo(f"note: {card.path} leaves unset, so resim uses: {', '.join(card.unset)}",
+                   err=True)
 
 
 def _abort(comm, err: BaseException, output: Path | None) -> None:
@@ -215,6 +225,7 @@ def check(card_name: str) -> None:
     from .generate import Pipeline
 
     card = load_card(card_name)
+    _note_defaults(card)
     Pipeline(card)
     click.echo(f"{card.path}: ok ({len(card.variations)} variations, "
                f"{card.realizations_per_event} realizations per hard event)")

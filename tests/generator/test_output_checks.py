@@ -1,5 +1,6 @@
 """The output is checked before Pythia is set up; a resume compares the card's settings
-(not its text) and says what differs; a run that fails says that --resume continues it."""
+(not its text) and says what differs; defaults a card relies on are shown; a run that
+fails says that --resume continues it."""
 
 from __future__ import annotations
 
@@ -165,3 +166,32 @@ def test_settings_gained_since_a_run_at_their_defaults_are_no_change():
     assert setting_changes(older, now, defaults) == []
     now["jets.match_radius"] = 0.4
     assert setting_changes(older, now, defaults) == ["jets.match_radius added"]
+
+
+def test_a_card_without_run_prints_the_defaults_it_uses(tmp_path, no_set_up):
+    text = (CARDS / "resume.toml").read_text()
+    jets = "[jets]\npt_min = 300.0\nabs_eta_max = 2.5\n"
+    assert jets in text
+    card = tmp_path / "norun.toml"
+    card.write_text("[hard_process]" + text.split("[hard_process]")[1].replace(jets, ""))
+    out = tmp_path / "o.h5"
+    out.write_text("")  # an existing output stops the run right after the note
+    result = generate("--card", card, "--output", out)
+    assert result.stderr.splitlines()[0] == (
+        f"note: {card} leaves unset, so resim uses: run.events = 100, run.seed = 1, [jets] "
+        "antikt R = 0.8, pT > 500 GeV, |eta| < 2, constituents above 0 GeV")
+    result = generate("--card", card, "--events", "3", "--seed", "2", "--output", out)
+    assert result.stderr.splitlines()[0] == (
+        f"note: {card} leaves unset, so resim uses: [jets] antikt R = 0.8, pT > 500 GeV, "
+        "|eta| < 2, constituents above 0 GeV")
+    assert "note:" not in generate(*SMALL, "--output", out).stderr  # shipped cards set all
+
+
+def test_check_names_the_defaults_a_card_uses(tmp_path):
+    card = tmp_path / "norun.toml"
+    card.write_text("[hard_process]" + (CARDS / "resume.toml").read_text().split(
+        "[hard_process]")[1])
+    result = CliRunner().invoke(main, ["check", str(card)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == (f"note: {card} leaves unset, so resim uses: run.events = 100, "
+                             'run.seed = 1, run.output = "resim.h5"\n')
