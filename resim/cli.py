@@ -22,6 +22,7 @@ import click
 from . import __version__
 from .card import CardError, load_card, resolve_card_path, shipped_cards
 from .errors import ResimError
+from .store import exit_if_abandoned
 
 #: errno values that mean "this path, as given, cannot be used" (exit code 2, as for any
 #: problem with what was asked) rather than "the machine failed while working" (1).
@@ -79,6 +80,7 @@ class _Commands(click.Group):
             message, code = describe_exception(err)
             if os.environ.get("RANK", "0") == "0":  # under torchrun, once
                 click.echo(f"error: {message}", err=True)
+            exit_if_abandoned(code)  # an HDF5 file could not be written: at once
             ctx.exit(code)
 
 
@@ -168,6 +170,7 @@ def _abort(comm, err: BaseException, output: Path | None) -> None:
     if comm.Get_size() > 1:
         sys.stderr.flush()
         stop_all(comm)  # the others commit what they finished, then the job is aborted
+    exit_if_abandoned(code)  # an HDF5 file could not be written: at once (store.py)
     sys.exit(code)
 
 

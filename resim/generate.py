@@ -27,7 +27,6 @@ import numpy as np
 
 from . import __version__
 from .card import Card
-from .errors import FailureError
 from .generators.final_state import FinalState, ParticleTable, visible_final_state
 from .generators.hard_process import HardProcessSource
 from .generators.pythia_setup import pythia_version, stdout_to
@@ -58,6 +57,7 @@ from .store import (
     WORTH_COMPACTING,
     Segment,
     SegmentWriter,
+    WriteError,
     build_dataset,
     compact,
     dead_space,
@@ -82,10 +82,6 @@ FIRST_BLOCK_REALIZATIONS = 256
 MAX_BLOCK_REALIZATIONS = 2048
 
 _PROGRESS_TAG, _DONE_TAG = 71, 72
-
-
-class WriteError(FailureError, RuntimeError):
-    """Writing a block failed (disk full, file system gone); committed events are safe."""
 
 
 @dataclass
@@ -348,7 +344,11 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
             segs = [s for m, _, _ in reports for s in m]
             attrs = _attrs(card, _counts(card, [c for _, c, _ in reports]),
                            [r for _, _, r in reports], run_id)
-            build_dataset(output, segs, card.run.events, attrs)
+            try:
+                build_dataset(output, segs, card.run.events, attrs)
+            except OSError as err:
+                raise WriteError(f"cannot write the data set {output}: "
+                                 f"{err.strerror or err}") from None
     wait_for_all(comm)
     summary = None
     if rank == 0:
@@ -369,7 +369,6 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
     """Make this rank's hard events, committing finished blocks together at most every
     ``commit_seconds``; report progress to rank 0. Returns the segments written and the
     number of realizations made."""
-    rank = comm.Get_rank()
     made: list[Segment] = []
     realizations = 0
     run = pipeline.card.run
@@ -384,7 +383,7 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
         try:
             while first < b:
                 if stop_requested(comm):  # another rank failed: keep what is finished, stop
-                    _commit(pipeline, writer, buffered, first, rank)
+                    _commit(pipeline, writer, buffered, first)
                     raise AnotherRankFailedError
                 last = min(first + sizes.next(), b)
                 started = time.monotonic()
@@ -392,7 +391,7 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
                 sizes.record(last - first, time.monotonic() - started)
                 buffered.append(tables)
                 if last == b or time.monotonic() - since >= run.commit_seconds:
-                    _commit(pipeline, writer, buffered, last, rank)
+                    _commit(pipeline, writer, buffered, last)
                     buffered, since = [], time.monotonic()
                     full = writer.nbytes > SEGMENT_BYTES
                     if last == b or full:
@@ -416,7 +415,7 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
 
 
 def _commit(pipeline: Pipeline, writer: SegmentWriter,
-            buffered: list[dict[str, dict[str, np.ndarray]]], done: int, rank: int) -> None:
+            buffered: list[dict[str, dict[str, np.ndarray]]], done: int) -> None:
     """Write the finished blocks up to hard event ``done`` (if any) and record them."""
     if not buffered:
         return
@@ -425,11 +424,8 @@ def _commit(pipeline: Pipeline, writer: SegmentWriter,
         writer.commit(concatenate_tables(buffered), done=done)
     except OSError as err:
         seg = writer.segment
-        raise WriteError(
-            f"rank {rank}: cannot write hard events {seg.done}-{done - 1} to "
-            f"{seg.path}: {err.strerror or err}; events up to {seg.done - 1} of "
-            "this segment are committed and safe, fix the cause and rerun with "
-            "--resume") from None
+        raise WriteError(f"cannot write hard events {seg.done}-{done - 1} to {seg.path}: "
+                         f"{err.strerror or err}") from None
     pipeline._clock("writing", t)
 
 

@@ -21,12 +21,17 @@ without an error. Nothing is copied;
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import ctypes
+import errno
 import json
 import os
 import re
 import resource
+import sys
 import uuid
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -35,7 +40,7 @@ import h5py
 import numpy as np
 from h5py import h5d, h5p, h5s, h5t
 
-from .errors import ResimError
+from .errors import FailureError, ResimError
 from .layout import CHUNK_ROWS, FORMAT, FORMAT_VERSION, TABLES, filters
 
 #: Start a new segment once a file is this large, which bounds what a segment lost to
@@ -45,6 +50,10 @@ SEGMENT_BYTES = 1 << 30
 
 class DatasetError(ResimError, OSError):
     """A path that is not a (finished, whole) resim data set."""
+
+
+class WriteError(FailureError, RuntimeError):
+    """Writing failed (a full disk, a file system gone); what was committed is safe."""
 
 
 def parts_dir(output: Path) -> Path:
@@ -96,6 +105,153 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+# ------------------------------------------------------------------ writing, full disks
+#
+# HDF5 cannot recover from a write that fails (a full disk, a quota, an I/O error): the
+# file's metadata cache stays half flushed, every later call on the file fails, and
+# closing it, or freeing any object of it, then crashes the interpreter (a segmentation
+# fault at exit, after dozens of tracebacks). So every write here first reserves the disk
+# space it may need (``fallocate`` past the end of the file, given back afterwards): a
+# full disk or quota is met before HDF5 writes anything, and the file stays as the last
+# flush left it. Should HDF5 fail anyway (an I/O error), its file is abandoned, never
+# closed or freed, and the process exits without the interpreter's clean-up
+# (:func:`exit_if_abandoned`), which is what would crash.
+
+#: Room for what a write adds besides its rows: the partly filled last chunk of every
+#: column, rewritten whole; chunk indices and object headers; deflate's worst case.
+_SLACK_BYTES = sum(CHUNK_ROWS[t] * np.dtype(d).itemsize for t, cs in TABLES.items()
+                   for d in cs.values()) + (1 << 20)
+
+#: Room for a new file's metadata: the object headers and chunk indices of 36 columns.
+METADATA_BYTES = 256 * 1024
+
+#: HDF5 files whose writing failed, and what refers to them: kept until the process ends.
+_abandoned: list[Any] = []
+
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def _allocate(fd: int, offset: int, nbytes: int) -> int:
+    """``fallocate(fd, KEEP_SIZE, offset, nbytes)``: 0, or the errno of its failure (an
+    errno meaning "not supported here" where the call or file system lacks it)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fallocate = libc.fallocate
+    except (OSError, AttributeError):
+        return errno.EOPNOTSUPP
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+    return 0 if fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, nbytes) == 0 else ctypes.get_errno()
+
+
+def _no_space(path: Path, nbytes: int, err: int = errno.ENOSPC) -> OSError:
+    try:
+        st = os.statvfs(path.parent)
+        free = f", {st.f_bavail * st.f_frsize / 1e6:.1f} MB free"
+    except OSError:
+        free = ""
+    return OSError(err, f"{os.strerror(err)} ({nbytes / 1e6:.1f} MB needed{free})", str(path))
+
+
+@contextlib.contextmanager
+def reserved(path: Path, nbytes: int) -> Iterator[None]:
+    """Disk space for ``nbytes`` more in ``path`` (an existing file) while the block runs;
+    an OSError (ENOSPC, EDQUOT) naming the file if there is none. Without ``fallocate``
+    (some network file systems) the free space is compared instead."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        failed = _allocate(fd, os.fstat(fd).st_size, nbytes)
+        if failed in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            st = os.statvfs(path)
+            failed = 0 if st.f_bavail * st.f_frsize >= nbytes else errno.ENOSPC
+        if failed:
+            raise _no_space(path, nbytes, failed)
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # give back what the writes did not use
+            os.ftruncate(fd, os.fstat(fd).st_size)
+        os.close(fd)
+
+
+def _room_for_a_new_file(path: Path, nbytes: int = METADATA_BYTES) -> None:
+    """Before HDF5 creates ``path`` (its first bytes cannot be reserved)."""
+    st = os.statvfs(path.parent)
+    if st.f_bavail * st.f_frsize < nbytes:
+        raise _no_space(path, nbytes)
+
+
+def write_bytes(tables: dict[str, dict[str, np.ndarray]]) -> int:
+    """Disk space appending ``tables`` may take at most."""
+    raw = sum(v.nbytes for columns in tables.values() for v in columns.values())
+    return raw + raw // 50 + _SLACK_BYTES
+
+
+@contextlib.contextmanager
+def writing(f: h5py.File, path: Path, nbytes: int, *refs: Any) -> Iterator[None]:
+    """Reserve ``nbytes`` in ``path`` (``f``'s file), run the block's writes and flush
+    them. If HDF5 fails anyway, ``f`` (and ``refs``, objects of it) are abandoned — never
+    closed or freed — and an OSError naming the file and the cause is raised; the caller
+    must not touch ``f`` again, and the process must end with :func:`exit_if_abandoned`."""
+    with reserved(path, nbytes):
+        try:
+            yield
+            f.flush()
+        except (OSError, RuntimeError) as err:  # what h5py raises for HDF5's failures
+            abandon(f, err, *refs)
+            raise OSError(_errno_of(err), _cause_of(err), str(path)) from None
+
+
+def abandon(*objects: Any) -> None:
+    """Keep HDF5 objects of a file whose writing failed alive until the process ends (see
+    above), and make sure it ends without freeing them."""
+    if not _abandoned:
+        atexit.register(exit_if_abandoned, 1)  # for callers other than the command line
+    _abandoned.append(objects)
+
+
+@contextlib.contextmanager
+def hdf5_to_write(path: Path, mode: str = "w") -> Iterator[h5py.File]:
+    """An HDF5 file to write (with :func:`writing`; ``mode`` "w" makes a new one), closed
+    at the end unless its writing failed and it was abandoned."""
+    if mode == "w":
+        _room_for_a_new_file(path)
+    f = h5py.File(path, mode)
+    try:
+        yield f
+    finally:
+        if not is_abandoned(f):
+            f.close()
+
+
+def is_abandoned(f: h5py.File | None) -> bool:
+    return any(objects[0] is f for objects in _abandoned)
+
+
+def exit_if_abandoned(code: int) -> None:
+    """After an HDF5 write failed, end the process with ``code`` at once (``os._exit``,
+    after flushing the standard streams): the interpreter's clean-up would crash freeing
+    the abandoned file's objects. Otherwise return."""
+    if not _abandoned:
+        return
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
+
+
+def _errno_of(err: BaseException) -> int:
+    found = re.search(r"errno = (\d+)", str(err))
+    return int(found[1]) if found else getattr(err, "errno", None) or errno.EIO
+
+
+def _cause_of(err: BaseException) -> str:
+    """What an HDF5 write error says went wrong, without HDF5's buffer addresses."""
+    found = re.search(r"error message = '([^']*)'", str(err))
+    if found:
+        return found[1]
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return f"HDF5 could not write ({text})"
 
 
 @dataclass
@@ -159,12 +315,13 @@ class SegmentWriter:
 
     def __init__(self, parts: Path, first: int, run_id: str | None = None):
         self.segment = Segment(path=parts / f"events-{first:010d}.h5", first=first, done=first)
+        _room_for_a_new_file(self.segment.path)
         self._file: h5py.File | None = h5py.File(self.segment.path, "w")
-        if run_id is not None:
-            self._file.attrs["run_id"] = run_id
-        _create_tables(self._file)
+        with writing(self._file, self.segment.path, METADATA_BYTES):
+            if run_id is not None:
+                self._file.attrs["run_id"] = run_id
+            _create_tables(self._file)
         self._columns = {t: {c: self._file[t][c] for c in cols} for t, cols in TABLES.items()}
-        self._file.flush()
         _fsync(self.segment.path)
         self.segment.save()
 
@@ -174,16 +331,21 @@ class SegmentWriter:
 
     def commit(self, tables: dict[str, dict[str, np.ndarray]], done: int) -> None:
         """Append one block (every table) covering hard events up to ``done``; then record it."""
-        assert self._file is not None, "commit after close"
+        assert self._file is not None, "commit after close (or after a failed one)"
         seg = self.segment
-        for table, columns in tables.items():
-            n0 = seg.rows[table]
-            n = len(next(iter(columns.values())))
-            for name, values in columns.items():
-                ds = self._columns[table][name]
-                ds.resize((n0 + n,))
-                ds[n0:] = values
-        self._file.flush()
+        try:
+            with writing(self._file, seg.path, write_bytes(tables), self._columns):
+                for table, columns in tables.items():
+                    n0 = seg.rows[table]
+                    n = len(next(iter(columns.values())))
+                    for name, values in columns.items():
+                        ds = self._columns[table][name]
+                        ds.resize((n0 + n,))
+                        ds[n0:] = values
+        except OSError:
+            if is_abandoned(self._file):
+                self._file, self._columns = None, {}  # never to be closed
+            raise
         _fsync(seg.path)
         for table, columns in tables.items():
             seg.rows[table] += len(next(iter(columns.values())))
@@ -217,7 +379,8 @@ def compact(seg: Segment) -> None:
     ``.compacting`` file, which :func:`discard_unfinished` removes.
     """
     tmp = seg.path.with_suffix(".compacting")
-    with h5py.File(seg.path, "r") as src, h5py.File(tmp, "w") as dst:
+    with h5py.File(seg.path, "r") as src, hdf5_to_write(tmp) as dst, writing(
+            dst, tmp, seg.path.stat().st_size + _SLACK_BYTES):
         for key, value in src.attrs.items():
             dst.attrs[key] = value
         for table, columns in TABLES.items():
@@ -236,10 +399,6 @@ def compact(seg: Segment) -> None:
     _fsync(tmp)
     os.replace(tmp, seg.path)
     _fsync(seg.path.parent)
-
-
-#: Room for a segment's own metadata (object headers and chunk indices of 36 columns).
-METADATA_BYTES = 256 * 1024
 
 
 def dead_space(path: Path) -> float:
@@ -276,23 +435,25 @@ def validate(seg: Segment) -> bool:
     if seg.done <= seg.first:
         return False
     try:
-        with h5py.File(seg.path, "r+") as f:
+        with h5py.File(seg.path, "r") as f:
             intact = {table: min(_readable_rows(f[table][name], n) for name in TABLES[table])
                       for table, n in seg.rows.items()}
             keep = len(seg.commits)
             while keep and any(rows > intact[t] for t, rows in seg.commits[keep - 1][1].items()):
                 keep -= 1
-            damaged = keep < len(seg.commits)
             if not keep:
                 return False
+            damaged = keep < len(seg.commits)
             if damaged:
                 seg.cut(keep)
-            for table, n in seg.rows.items():
-                for name in TABLES[table]:
-                    if f[table][name].shape[0] != n:
-                        f[table][name].resize((n,))
+            longer = [f"{table}/{name}" for table, n in seg.rows.items()
+                      for name in TABLES[table] if f[table][name].shape[0] != n]
     except (OSError, KeyError, RuntimeError, ValueError):
         return False
+    if longer:  # rows past the journal: cut off (an OSError here, a full disk, is raised)
+        with hdf5_to_write(seg.path, "r+") as f, writing(f, seg.path, _SLACK_BYTES):
+            for column in longer:
+                f[column].resize((seg.rows[column.split("/")[0]],))
     if damaged:
         seg.save()
     return True
@@ -347,7 +508,8 @@ def build_dataset(output: Path, segs: list[Segment], n_events: int,
         covered = [(s.first, s.done) for s in segs]
         raise RuntimeError(f"segments do not cover hard events 0..{n_events} exactly: {covered}")
     tmp = output.with_name(output.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
+    mappings = sum(len(_pieces(table, segs)) * len(columns) for table, columns in TABLES.items())
+    with hdf5_to_write(tmp) as f, writing(f, tmp, _SLACK_BYTES + 512 * mappings):
         for table, columns in TABLES.items():
             group = f.create_group(table)
             pieces = _pieces(table, segs)
@@ -405,16 +567,35 @@ class DatasetWriter:
     Rows go to ``TARGET.tmp`` with the layout's chunking and compression; :meth:`finish`
     sets the attributes and renames the file to ``TARGET``, so no reader ever sees a
     half-written data set. Leaving the ``with`` block without :meth:`finish` (an error,
-    an interrupt) removes the temporary file.
+    an interrupt) removes the temporary file. A write the disk has no room for is a
+    :class:`WriteError` before anything of it is written.
     """
 
     def __init__(self, target: Path):
         self.target = Path(target)
         self.tmp = self.target.with_name(self.target.name + ".tmp")
         self.rows = dict.fromkeys(TABLES, 0)
-        self._file: h5py.File | None = h5py.File(self.tmp, "w")
-        # Resizable, like the segments, so chunks may exceed a short table.
-        _create_tables(self._file)
+        self._file: h5py.File | None = None
+        try:
+            _room_for_a_new_file(self.tmp)
+            self._file = h5py.File(self.tmp, "w")
+            with self._writing(METADATA_BYTES):
+                # Resizable, like the segments, so chunks may exceed a short table.
+                _create_tables(self._file)
+        except BaseException:
+            self.abort()
+            raise
+
+    @contextlib.contextmanager
+    def _writing(self, nbytes: int) -> Iterator[None]:
+        assert self._file is not None, "write after finish"
+        try:
+            with writing(self._file, self.tmp, nbytes):
+                yield
+        except OSError as err:
+            if is_abandoned(self._file):
+                self._file = None  # never to be closed
+            raise WriteError(f"cannot write {self.target}: {err.strerror}") from None
 
     def append(self, tables: dict[str, dict[str, np.ndarray]]) -> None:
         """Append rows to some or all tables; each table's block must have every column."""
@@ -423,33 +604,37 @@ class DatasetWriter:
             if set(columns) != set(TABLES[table]):
                 raise KeyError(f"table {table}: columns {sorted(columns)} are not the "
                                f"layout's {sorted(TABLES[table])}")
-            n = {len(v) for v in columns.values()}
-            if len(n) != 1:
-                raise ValueError(f"table {table}: columns of unequal length {sorted(n)}")
-            n0, n1 = self.rows[table], self.rows[table] + n.pop()
-            for name, values in columns.items():
-                ds = self._file[table][name]
-                ds.resize((n1,))
-                ds[n0:n1] = values
-            self.rows[table] = n1
+            if len({len(v) for v in columns.values()}) != 1:
+                raise ValueError(f"table {table}: columns of unequal length "
+                                 f"{sorted({len(v) for v in columns.values()})}")
+        with self._writing(write_bytes(tables)):
+            for table, columns in tables.items():
+                n0 = self.rows[table]
+                n1 = n0 + len(next(iter(columns.values())))
+                for name, values in columns.items():
+                    ds = self._file[table][name]
+                    ds.resize((n1,))
+                    ds[n0:n1] = values
+                self.rows[table] = n1
 
     def finish(self, attrs: dict[str, Any]) -> None:
         """Write the attributes (``format`` and ``format_version`` unless given) and
         move the file into place."""
-        assert self._file is not None, "finish twice"
-        self._file.attrs["format"] = FORMAT
-        self._file.attrs["format_version"] = FORMAT_VERSION
-        for key, value in attrs.items():
-            self._file.attrs[key] = value
+        with self._writing(_SLACK_BYTES):
+            self._file.attrs["format"] = FORMAT
+            self._file.attrs["format_version"] = FORMAT_VERSION
+            for key, value in attrs.items():
+                self._file.attrs[key] = value
         self._file.close()
         self._file = None
         os.replace(self.tmp, self.target)
 
     def abort(self) -> None:
+        """Remove the temporary file (an abandoned one stays open, see `writing`)."""
         if self._file is not None:
             self._file.close()
             self._file = None
-            self.tmp.unlink(missing_ok=True)
+        self.tmp.unlink(missing_ok=True)
 
     def __enter__(self) -> DatasetWriter:
         return self

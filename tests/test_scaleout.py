@@ -236,7 +236,7 @@ def test_a_full_disk_is_one_clear_error_and_the_run_resumes(tmp_path, reference,
     result = CliRunner().invoke(main, ["generate", *card])
     assert result.exit_code == 1
     message = result.stderr.strip()
-    assert message.startswith("error: rank 0: cannot write hard events 8-9 to ")
+    assert message.startswith("error: cannot write hard events 8-9 to ")
     assert "No space left on device" in message and "--resume" in message
     assert "Traceback" not in message
     monkeypatch.setattr(store.SegmentWriter, "commit", real_commit)
