@@ -155,8 +155,9 @@ class Run:
     batch_events: int | None = None
     #: Each realization is retried with a new derived seed this many times at most.
     max_attempts: int = 10
-    #: Finished blocks are committed to disk at most this often (seconds): a crash loses
-    #: at most this much work, and a commit costs tens of milliseconds however small.
+    #: Finished blocks are committed to disk within this long (seconds) of the last
+    #: commit: a crash loses at most this much work, and a commit costs tens of
+    #: milliseconds however small.
     commit_seconds: float = 10.0
 
 

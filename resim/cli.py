@@ -153,23 +153,34 @@ def _note_defaults(card) -> None:
 
 
 def _abort(comm, err: BaseException, output: Path | None) -> None:
-    """Report a failure of this rank on one line (saying that ``--resume`` continues the
-    run), stop the other ranks (they commit what they finished) and exit."""
+    """Report a failure (or a stop by a signal) of this rank on one line, saying that
+    ``--resume`` continues the run; stop the other ranks (they commit what they finished)
+    and exit."""
     from .parallel import stop_all
+    from .signals import StoppedBySignalError
     from .store import parts_dir
 
     if debugging():
         traceback.print_exc()
     message, code = describe_exception(err)
-    if comm.Get_size() > 1:
-        message = f"rank {comm.Get_rank()}: {message}"
-    if output is not None and parts_dir(output).is_dir() and "--resume" not in message:
-        message += (f"; the hard events finished before are kept in {parts_dir(output)}/: "
-                    "fix the cause and rerun with --resume to continue")
-    click.echo(f"error: {message}", err=True)
+    if isinstance(err, StoppedBySignalError):
+        # Said once all ranks have committed: what they saved is counted then.
+        def report() -> None:
+            click.echo(f"error: {err}", err=True)
+    else:
+        if comm.Get_size() > 1:
+            message = f"rank {comm.Get_rank()}: {message}"
+        if output is not None and parts_dir(output).is_dir() and "--resume" not in message:
+            message += (f"; the hard events finished before are kept in {parts_dir(output)}/: "
+                        "fix the cause and rerun with --resume to continue")
+        click.echo(f"error: {message}", err=True)
+        report = None
     if comm.Get_size() > 1:
         sys.stderr.flush()
-        stop_all(comm)  # the others commit what they finished, then the job is aborted
+        # The others commit what they finished, then the job is aborted.
+        stop_all(comm, report=report, code=code)
+    elif report is not None:
+        report()
     exit_if_abandoned(code)  # an HDF5 file could not be written: at once (store.py)
     sys.exit(code)
 

@@ -14,10 +14,11 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import awkward as ak
 import click
@@ -52,6 +53,7 @@ from .parallel import (
     wait_for_all,
 )
 from .progress import Progress
+from .signals import StoppedBySignalError, StopSignals
 from .store import (
     SEGMENT_BYTES,
     WORTH_COMPACTING,
@@ -73,15 +75,23 @@ from .truth import TruthObjects
 #: Blocks are sized, when the card does not fix them, to take about this long: long
 #: enough to spread what each block pays once (awkward wraps every ``nextBatch`` call's
 #: buffers for ~2-3 ms; FastJet and numpy have their own costs per call), short enough
-#: for a lively progress bar, commits on time and a prompt stop when another rank fails.
+#: for a lively progress bar and a prompt stop when another rank fails. A block that
+#: would end after the next commit is due is made shorter.
 BLOCK_SECONDS = 5.0
-#: Realizations of the first block, before anything is measured (a few seconds with the
-#: simple shower, under a minute with Vincia), and the most of any block: a block's
-#: visible particles stay in memory until it is clustered (~20 kB per realization).
-FIRST_BLOCK_REALIZATIONS = 256
+#: Realizations of the first block, before anything is measured: small, so the first
+#: commit comes on time even with Vincia (~0.2 s a realization), and the most of any
+#: block: a block's visible particles stay in memory until it is clustered (~20 kB per
+#: realization).
+FIRST_BLOCK_REALIZATIONS = 32
 MAX_BLOCK_REALIZATIONS = 2048
+#: Blocks are sized to end this fraction of the time left before a commit is due.
+_MARGIN = 0.8
 
 _PROGRESS_TAG, _DONE_TAG = 71, 72
+
+
+class InterruptedBlockError(Exception):
+    """A stop was asked for while a block was being made: the block is dropped."""
 
 
 @dataclass
@@ -134,6 +144,9 @@ class Pipeline:
         #: Seconds spent in each step so far (for benchmarks and the curious).
         self.timings: dict[str, float] = dict.fromkeys(
             ("hard process", "re-simulation", "truth", "final state", "jets", "writing"), 0.0)
+        #: Asked between Pythia's batches: True drops the block in progress
+        #: (:class:`InterruptedBlockError`), to stop within about a second of a signal.
+        self.interrupt: Callable[[], bool] = lambda: False
 
     def _clock(self, step: str, start: float) -> float:
         now = time.perf_counter()
@@ -142,6 +155,8 @@ class Pipeline:
 
     def _final_state(self, events: ak.Array) -> FinalState:
         """Visible final state of a batch of realizations, read as soon as it is made."""
+        if self.interrupt():
+            raise InterruptedBlockError
         start = time.perf_counter()
         particles = visible_final_state(events, self.particles,
                                         self.card.jets.constituent_pt_min)
@@ -200,14 +215,20 @@ class BlockSizes:
         self.events += events
         self.seconds += seconds
 
-    def next(self) -> int:
+    def next(self, seconds: float = BLOCK_SECONDS) -> int:
+        """Hard events for the next block, to take about ``seconds`` (at most
+        ``BLOCK_SECONDS``); at least one."""
         if self.fixed:
             return self.fixed
         most = MAX_BLOCK_REALIZATIONS / self.per_event
         wanted = FIRST_BLOCK_REALIZATIONS / self.per_event
         if self.seconds > 0:
-            wanted = self.events / self.seconds * BLOCK_SECONDS
+            wanted = self.events / self.seconds * min(seconds, BLOCK_SECONDS)
         return max(1, round(min(wanted, most)))
+
+    def seconds_of(self, events: int) -> float:
+        """How long ``events`` hard events take at the rate measured so far (0: unknown)."""
+        return events * self.seconds / self.events if self.events else 0.0
 
 
 # ------------------------------------------------------------------------- the output
@@ -305,11 +326,23 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
     """Run the card. Raises CardError (bad card), OutputError or LaunchError before any
     output is made."""
     comm = comm or SerialComm()
-    rank, size = comm.Get_rank(), comm.Get_size()
     state = checked_output(card, resume, overwrite, comm)  # before the long set-up
+    with StopSignals() as signals:
+        return _generate(card, state, overwrite, comm, progress, signals)
+
+
+def _generate(card: Card, state: str, overwrite: bool, comm: Comm, progress: bool,
+              signals: StopSignals) -> RunSummary:
+    rank, size = comm.Get_rank(), comm.Get_size()
+    stops = _Stops(comm, signals, card)
     start = time.monotonic()
     pipeline = Pipeline(card)  # checks every setting with Pythia before anything is written
     setup = time.monotonic() - start
+    # A signal during the set-up stops every rank here, before anything is written.
+    received = [s for s in comm.allgather(signals.received) if s is not None]
+    if received:
+        signals.received = received[0]
+        stops.stop()
 
     output, parts = card.run.output, parts_dir(card.run.output)
     run_id = on_rank0(comm, lambda: prepare_output(card, state, overwrite))
@@ -325,20 +358,25 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
         bar = Progress(card.run.events, enabled=progress and rank == 0)
         bar.resume_from(kept_events)
         began, began_cpu = time.monotonic(), time.process_time()
-        with stdout_to(parts / f"pythia-rank{rank}.log"):
-            made, realizations = _run_share(pipeline, shares[rank], parts, run_id, comm, bar)
+        try:
+            with stdout_to(parts / f"pythia-rank{rank}.log"):
+                made, realizations = _run_share(pipeline, shares[rank], parts, run_id, comm,
+                                                bar, stops)
+        finally:
+            bar.close()
         timing = {"rank": rank, "setup_seconds": round(setup, 3),
                   "work_seconds": round(time.monotonic() - began, 3),
                   "cpu_seconds": round(time.process_time() - began_cpu, 3),
                   "events": sum(b - a for a, b in shares[rank]),
                   "realizations": realizations}
-        bar.close()
         # No rank reads another's files: each tallies what it made (and its share of what
         # earlier runs kept), rank 0 gets the journals and tallies by message and writes
         # only the virtual data set's metadata.
         mine = made + kept[rank::size]
         tally = _tally(card, mine)
-        wait_for_all(comm)
+        # Ranks done early wait for the others; a signal there stops them all (after
+        # this, writing the data set takes seconds: a signal then lets it finish).
+        wait_for_all(comm, stop=stops)
         reports = comm.gather((mine, tally, timing))
         if rank == 0:
             segs = [s for m, _, _ in reports for s in m]
@@ -365,46 +403,58 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
 
 
 def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
-               run_id: str | None, comm: Comm, bar: Progress) -> tuple[list[Segment], int]:
-    """Make this rank's hard events, committing finished blocks together at most every
-    ``commit_seconds``; report progress to rank 0. Returns the segments written and the
-    number of realizations made."""
+               run_id: str | None, comm: Comm, bar: Progress,
+               stops: _Stops) -> tuple[list[Segment], int]:
+    """Make this rank's hard events, committing finished blocks together so that a commit
+    comes at most ``commit_seconds`` after the one before (or the start); report progress
+    to rank 0. A stop (a signal, another rank's failure) drops the block in progress,
+    commits the finished ones and raises. Returns the segments written and the number of
+    realizations made."""
     made: list[Segment] = []
     realizations = 0
     run = pipeline.card.run
     sizes = BlockSizes(pipeline.card)
-    reports = _ProgressReports(comm, bar)
+    reports = _ProgressReports(comm, bar, stops)
+    pipeline.interrupt = stops.requested
+    # No commit needed sooner than this before it is due: blocks are not cut shorter.
+    shortest = min(BLOCK_SECONDS, run.commit_seconds) / 4
     for a, b in share:
         writer = SegmentWriter(parts, a, run_id)
         made.append(writer.segment)
         buffered: list[dict[str, dict[str, np.ndarray]]] = []
-        since = time.monotonic()
+        due = time.monotonic() + run.commit_seconds
         first = a
         try:
             while first < b:
-                if stop_requested(comm):  # another rank failed: keep what is finished, stop
+                if stops.requested():
                     _commit(pipeline, writer, buffered, first)
-                    raise AnotherRankFailedError
-                last = min(first + sizes.next(), b)
+                    stops.stop()
+                # A block that would end after the commit is due is made shorter, or the
+                # commit made first (margin: on a busy machine a block can take 20 %
+                # longer than the rate measured so far says).
+                left = due - time.monotonic()
+                events = sizes.next(_MARGIN * left)
+                if buffered and (left < shortest or sizes.seconds_of(events) > left):
+                    _commit(pipeline, writer, buffered, first)
+                    buffered, due = [], time.monotonic() + run.commit_seconds
+                    if writer.nbytes > SEGMENT_BYTES:
+                        _finish(pipeline, writer)
+                        writer = SegmentWriter(parts, first, run_id)
+                        made.append(writer.segment)
+                    events = sizes.next(_MARGIN * run.commit_seconds)
+                last = min(first + events, b)
                 started = time.monotonic()
-                tables, stats = pipeline.block(first, last)
+                try:
+                    tables, stats = pipeline.block(first, last)
+                except InterruptedBlockError:
+                    continue  # dropped; the loop's first check commits and stops
                 sizes.record(last - first, time.monotonic() - started)
                 buffered.append(tables)
-                if last == b or time.monotonic() - since >= run.commit_seconds:
-                    _commit(pipeline, writer, buffered, last)
-                    buffered, since = [], time.monotonic()
-                    full = writer.nbytes > SEGMENT_BYTES
-                    if last == b or full:
-                        t = time.perf_counter()
-                        writer.close()
-                        _compact(writer.segment)
-                        pipeline._clock("writing", t)
-                    if full and last < b:
-                        writer = SegmentWriter(parts, last, run_id)
-                        made.append(writer.segment)
                 realizations += stats.realizations
                 reports.send(stats)
                 first = last
+            _commit(pipeline, writer, buffered, b)
+            _finish(pipeline, writer)
         finally:
             # Committed rows are on disk already; on an error (a full disk) the close
             # may fail too, and must not hide that first error.
@@ -412,6 +462,32 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
                 writer.close()
     reports.finish()
     return made, realizations
+
+
+def _finish(pipeline: Pipeline, writer: SegmentWriter) -> None:
+    """Close a segment that is complete, compacting it if that is worth it."""
+    t = time.perf_counter()
+    writer.close()
+    _compact(writer.segment)
+    pipeline._clock("writing", t)
+
+
+class _Stops:
+    """Whether this rank must stop (a signal it received, another rank's request), and
+    stopping: :class:`StoppedBySignalError` for its own signal, else
+    ``AnotherRankFailedError``."""
+
+    def __init__(self, comm: Comm, signals: StopSignals, card: Card):
+        self.comm, self.signals, self.card = comm, signals, card
+
+    def requested(self) -> bool:
+        return self.signals.received is not None or stop_requested(self.comm)
+
+    def stop(self) -> NoReturn:
+        if self.signals.received is not None:
+            raise StoppedBySignalError(self.signals.received, parts_dir(self.card.run.output),
+                                       self.card.run.events)
+        raise AnotherRankFailedError
 
 
 def _commit(pipeline: Pipeline, writer: SegmentWriter,
@@ -448,8 +524,8 @@ class _ProgressReports:
     each block; rank 0 folds in whatever has arrived whenever it finishes a block of its
     own, and waits for every rank's final message at the end."""
 
-    def __init__(self, comm: Comm, bar: Progress):
-        self.comm, self.bar = comm, bar
+    def __init__(self, comm: Comm, bar: Progress, stops: _Stops):
+        self.comm, self.bar, self.stops = comm, bar, stops
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.pending: list[Any] = []
         self.finished_ranks = 0
@@ -482,6 +558,8 @@ class _ProgressReports:
             if not self.comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
                 if not wait:
                     return
+                if self.stops.signals.received is not None:  # rank 0 was asked to stop
+                    self.stops.stop()
                 time.sleep(0.05)
                 continue
             if status.Get_tag() not in (_PROGRESS_TAG, _DONE_TAG):  # a stop request

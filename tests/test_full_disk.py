@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from resim.cli import main
 from resim.store import _SLACK_BYTES, parts_dir, segments
 
 from .test_scaleout import RESUME, assert_same_data
@@ -30,15 +28,6 @@ from resim.cli import main
 sys.argv = ["resim", *sys.argv[1:]]
 main()
 """
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("reference") / "ref.h5"
-    result = CliRunner().invoke(main, ["generate", "--card", str(RESUME), "--output",
-                                       str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
-    return out
 
 
 @pytest.fixture

@@ -99,16 +99,6 @@ def rank_pid(mpiexec_pid: int, rank: int) -> int:
     raise LookupError(f"rank {rank} not found")
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    """The resume card run once, uninterrupted, in this process."""
-    out = tmp_path_factory.mktemp("reference") / "ref.h5"
-    result = CliRunner().invoke(main, ["generate", "--card", str(RESUME), "--output",
-                                       str(out), "--quiet"])
-    assert result.exit_code == 0, result.output
-    return out
-
-
 @needs_mpi
 @pytest.mark.slow
 def test_one_two_and_three_ranks_make_identical_data(tmp_path, reference):
