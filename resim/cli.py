@@ -34,6 +34,14 @@ def _fail(message: str) -> None:
     raise ResimError(message)
 
 
+def _folder_of(path: Path) -> None:
+    """A file is to be written at ``path``: its folder must exist (none is made, so a
+    typo in a path is an error, not a new folder tree)."""
+    if not path.parent.is_dir():
+        _fail(f"the folder {path.parent} does not exist (for {path}); create it first or fix "
+              "the path")
+
+
 def os_error_line(err: OSError) -> str:
     """An OSError as one line naming its file: ``path: No space left on device``."""
     what = err.strerror or str(err).splitlines()[0] or type(err).__name__
@@ -196,6 +204,8 @@ def inspect(path: Path, as_json: bool, plot: Path | None) -> None:
     from .summary import as_text, describe
     from .summary import plot as draw
 
+    if plot is not None:
+        _folder_of(plot)
     with JetDataset(path) as ds:
         d = describe(ds)
         click.echo(json.dumps(d, indent=1) if as_json else as_text(d))
@@ -216,6 +226,7 @@ def merge(source: Path, target: Path) -> None:
     JetDataset(source).close()
     if target.exists():
         _fail(f"{target} exists; remove it first")
+    _folder_of(target)
     copy(source, target)
     click.echo(f"{source} -> {target} ({target.stat().st_size / 1e6:.1f} MB, self-contained)")
 

@@ -220,3 +220,12 @@ def test_what_is_not_a_data_set_is_one_line_naming_it(made, tmp_path):
             resim.open(path)
     result = inspect(parts_dir(made))
     assert_one_line_error(result, "a run's segment folder; open a.h5")
+
+
+def test_files_are_not_written_into_folders_that_do_not_exist(made, tmp_path):
+    typo = tmp_path / "plots-typo"
+    result = CliRunner().invoke(main, ["inspect", str(made), "--plot", str(typo / "a.png")])
+    assert_one_line_error(result, f"the folder {typo} does not exist")
+    result = CliRunner().invoke(main, ["merge", str(made), str(typo / "m.h5")])
+    assert_one_line_error(result, f"the folder {typo} does not exist")
+    assert not typo.exists()
