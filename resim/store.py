@@ -31,7 +31,7 @@ import re
 import resource
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -379,23 +379,20 @@ def compact(seg: Segment) -> None:
     ``.compacting`` file, which :func:`discard_unfinished` removes.
     """
     tmp = seg.path.with_suffix(".compacting")
+
+    def copy_chunks(group: h5py.Group, name: str, old: h5py.Dataset) -> None:
+        new = group.create_dataset(
+            name, shape=old.shape, maxshape=(None,), dtype=old.dtype, chunks=old.chunks,
+            compression=old.compression, compression_opts=old.compression_opts,
+            shuffle=old.shuffle, fletcher32=old.fletcher32)
+        for i in range(old.id.get_num_chunks()):
+            offset = old.id.get_chunk_info(i).chunk_offset
+            mask, data = old.id.read_direct_chunk(offset)
+            new.id.write_direct_chunk(offset, data, mask)
+
     with h5py.File(seg.path, "r") as src, hdf5_to_write(tmp) as dst, writing(
             dst, tmp, seg.path.stat().st_size + _SLACK_BYTES):
-        for key, value in src.attrs.items():
-            dst.attrs[key] = value
-        for table, columns in TABLES.items():
-            group = dst.create_group(table)
-            for name in columns:
-                old = src[table][name]
-                new = group.create_dataset(
-                    name, shape=old.shape, maxshape=(None,), dtype=old.dtype,
-                    chunks=old.chunks, compression=old.compression,
-                    compression_opts=old.compression_opts, shuffle=old.shuffle,
-                    fletcher32=old.fletcher32)
-                for i in range(old.id.get_num_chunks()):
-                    offset = old.id.get_chunk_info(i).chunk_offset
-                    mask, data = old.id.read_direct_chunk(offset)
-                    new.id.write_direct_chunk(offset, data, mask)
+        _copy_tables(src, dst, copy_chunks)
     _fsync(tmp)
     os.replace(tmp, seg.path)
     _fsync(seg.path.parent)
@@ -859,30 +856,39 @@ def _segment_problem(segment: Path, rows: dict[str, int], run_id: str | None) ->
 
 def _relinked(f: h5py.File, folder: Path, h5py_options: dict[str, Any]) -> h5py.File:
     """The data set ``f`` in memory, its mappings naming the segments in ``folder``."""
+
+    def relink(group: h5py.Group, name: str, old: h5py.Dataset) -> None:
+        if not old.is_virtual:
+            group.create_dataset(name, data=old[()])
+            return
+        plist = old.id.get_create_plist()
+        dcpl = h5p.create(h5p.DATASET_CREATE)
+        dcpl.set_layout(h5d.VIRTUAL)
+        for i in range(plist.get_virtual_count()):
+            source = folder.resolve() / PurePath(plist.get_virtual_filename(i)).name
+            vspace = plist.get_virtual_vspace(i)
+            # A source selected whole comes back without its extent.
+            dcpl.set_virtual(vspace, _source_name(str(source)),
+                             plist.get_virtual_dsetname(i).encode(),
+                             h5s.create_simple((vspace.get_select_npoints(),)))
+        h5d.create(group.id, name.encode(), old.id.get_type(), old.id.get_space(), dcpl=dcpl)
+
     copy = h5py.File(f"resim-relinked-{uuid.uuid4().hex}.h5", "w", driver="core",
                      backing_store=False, **h5py_options)
-    for key, value in f.attrs.items():
-        copy.attrs[key] = value
-    for table, columns in TABLES.items():
-        group = copy.create_group(table)
-        for name in columns:
-            old = f[table][name]
-            if not old.is_virtual:
-                group.create_dataset(name, data=old[()])
-                continue
-            plist = old.id.get_create_plist()
-            dcpl = h5p.create(h5p.DATASET_CREATE)
-            dcpl.set_layout(h5d.VIRTUAL)
-            for i in range(plist.get_virtual_count()):
-                source = folder.resolve() / PurePath(plist.get_virtual_filename(i)).name
-                vspace = plist.get_virtual_vspace(i)
-                # A source selected whole comes back without its extent.
-                dcpl.set_virtual(vspace, _source_name(str(source)),
-                                 plist.get_virtual_dsetname(i).encode(),
-                                 h5s.create_simple((vspace.get_select_npoints(),)))
-            h5d.create(group.id, name.encode(), old.id.get_type(), old.id.get_space(),
-                       dcpl=dcpl)
+    _copy_tables(f, copy, relink)
     return copy
+
+
+def _copy_tables(src: h5py.File, dst: h5py.File,
+                 column: Callable[[h5py.Group, str, h5py.Dataset], None]) -> None:
+    """Give ``dst`` the attributes of ``src`` and, for every column of every table, what
+    ``column(group in dst, name, column in src)`` makes of it."""
+    for key, value in src.attrs.items():
+        dst.attrs[key] = value
+    for table, columns in TABLES.items():
+        group = dst.create_group(table)
+        for name in columns:
+            column(group, name, src[table][name])
 
 
 #: Open files a reader needs besides the segments (Python, libraries, DataLoader pipes).
