@@ -84,7 +84,9 @@ BLOCK_SECONDS = 5.0
 #: realization).
 FIRST_BLOCK_REALIZATIONS = 32
 MAX_BLOCK_REALIZATIONS = 2048
-#: Blocks are sized to end this fraction of the time left before a commit is due.
+#: Commits are aimed at this fraction of ``commit_seconds`` after the last, and blocks
+#: sized to end this fraction of the time left before then: on a busy machine a block can
+#: take 20-30 % longer than the rate measured so far says.
 _MARGIN = 0.8
 
 _PROGRESS_TAG, _DONE_TAG = 71, 72
@@ -416,13 +418,13 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
     sizes = BlockSizes(pipeline.card)
     reports = _ProgressReports(comm, bar, stops)
     pipeline.interrupt = stops.requested
-    # No commit needed sooner than this before it is due: blocks are not cut shorter.
+    # Blocks are not cut shorter than this to fit before a commit: it is made first.
     shortest = min(BLOCK_SECONDS, run.commit_seconds) / 4
     for a, b in share:
         writer = SegmentWriter(parts, a, run_id)
         made.append(writer.segment)
         buffered: list[dict[str, dict[str, np.ndarray]]] = []
-        due = time.monotonic() + run.commit_seconds
+        due = time.monotonic() + _MARGIN * run.commit_seconds
         first = a
         try:
             while first < b:
@@ -430,18 +432,17 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
                     _commit(pipeline, writer, buffered, first)
                     stops.stop()
                 # A block that would end after the commit is due is made shorter, or the
-                # commit made first (margin: on a busy machine a block can take 20 %
-                # longer than the rate measured so far says).
+                # commit made first.
                 left = due - time.monotonic()
                 events = sizes.next(_MARGIN * left)
                 if buffered and (left < shortest or sizes.seconds_of(events) > left):
                     _commit(pipeline, writer, buffered, first)
-                    buffered, due = [], time.monotonic() + run.commit_seconds
+                    buffered, due = [], time.monotonic() + _MARGIN * run.commit_seconds
                     if writer.nbytes > SEGMENT_BYTES:
                         _finish(pipeline, writer)
                         writer = SegmentWriter(parts, first, run_id)
                         made.append(writer.segment)
-                    events = sizes.next(_MARGIN * run.commit_seconds)
+                    events = sizes.next(_MARGIN * (due - time.monotonic()))
                 last = min(first + events, b)
                 started = time.monotonic()
                 try:
