@@ -44,13 +44,30 @@ def card(tmp_path) -> Path:
     return path
 
 
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start(card: Path, out: Path, ranks: int | None = None) -> subprocess.Popen:
+    """Start a run and return once every rank has surely finished a block or more: it has
+    worked half a second of CPU time (a block of this card takes ~0.1 s; its whole share
+    ~3 s) since it began generating (when its Pythia log appears), however busy the
+    machine."""
     proc = subprocess.Popen(command("--card", str(card), "--output", str(out), ranks=ranks),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    # Generation has begun once the Pythia log exists; then let a few blocks finish.
-    wait_for(lambda: (parts_dir(out) / "pythia-rank0.log").exists())
-    time.sleep(1.5)
+    began: dict[int, tuple[int, float]] = {}  # rank -> (pid, its CPU time then)
+
+    def worked() -> bool:
+        for rank in range(ranks or 1):
+            if rank not in began and (parts_dir(out) / f"pythia-rank{rank}.log").exists():
+                pid = proc.pid if ranks is None else rank_pid(proc.pid, rank)
+                began[rank] = (pid, cpu_seconds(pid))
+        return len(began) == (ranks or 1) and all(
+            cpu_seconds(pid) - cpu > 0.5 for pid, cpu in began.values())
+
+    wait_for(worked)
     assert proc.poll() is None, proc.communicate()
     return proc
 
@@ -114,7 +131,6 @@ def test_ranks_stop_together_on_a_signal_to_the_job_or_to_one_rank(tmp_path, car
                                                                    who):
     out = tmp_path / "mpi.h5"
     proc = start(card, out, ranks=2)
-    wait_for(lambda: (parts_dir(out) / "pythia-rank1.log").exists())
     sent = time.monotonic()
     if who == "mpiexec":  # what a scheduler does: mpiexec passes it on to every rank
         proc.send_signal(signal.SIGTERM)
