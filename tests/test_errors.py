@@ -4,6 +4,7 @@ code, and every command reports any error as one line (``--debug`` adds the trac
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -42,6 +43,7 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_a_file(monkeypatch, t
 
     monkeypatch.setattr(resim.cli, "shipped_cards", broken)
     monkeypatch.delenv("RESIM_DEBUG", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     result = CliRunner().invoke(main, ["cards"])
     assert result.exit_code == 1
     message = result.stderr.strip()
@@ -49,8 +51,8 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_a_file(monkeypatch, t
     assert message.startswith("error: unexpected RuntimeError: something resim did not "
                               "foresee (a bug in resim; the traceback is in ")
     where = Path(message.split("the traceback is in ")[1].split(",")[0])
+    assert where.parent == tmp_path
     assert "Traceback" in where.read_text() and "broken" in where.read_text()
-    where.unlink()
 
     result = CliRunner().invoke(main, ["--debug", "cards"])
     assert isinstance(result.exception, RuntimeError)  # raised, so Python prints it

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,7 @@ def test_a_run_that_fails_says_resume_continues_it(tmp_path, monkeypatch):
 
     monkeypatch.setattr(resim.generate.Pipeline, "block", block)
     monkeypatch.delenv("RESIM_DEBUG", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the traceback goes
     card = ["--card", CARDS / "resume.toml", "--events", "12", "--output", out, "--quiet"]
     result = generate(*card)
     assert result.exit_code == 1
@@ -107,6 +109,8 @@ def test_a_run_that_fails_says_resume_continues_it(tmp_path, monkeypatch):
     assert message.startswith("error: unexpected RuntimeError: the detector caught fire")
     assert message.endswith(f"the hard events finished before are kept in {out}.parts/: fix "
                             "the cause and rerun with --resume to continue")
+    (traceback,) = tmp_path.glob("resim-traceback-*.txt")
+    assert "the detector caught fire" in traceback.read_text()
     monkeypatch.setattr(resim.generate.Pipeline, "block", real)
     result = generate(*card, "--resume")
     assert result.exit_code == 0, result.output
