@@ -23,6 +23,7 @@ import numpy as np
 import pythia8mc
 
 from resim.card import Card, CardError, PythiaSetting
+from resim.errors import FailureError
 
 from .pythia_setup import common_settings, configure, initialize, new_pythia
 from .seeds import derive_seed
@@ -40,7 +41,7 @@ LHA_DTYPE = np.dtype(list(LHA_FIELDS))
 INCOMING, OUTGOING, DECAYED = -1, 1, 2
 
 
-class HardProcessError(RuntimeError):
+class HardProcessError(FailureError, RuntimeError):
     """A hard event could not be made or read (e.g. a corrupt Les Houches event)."""
 
 

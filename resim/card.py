@@ -164,8 +164,9 @@ class Run:
     batch_events: int | None = None
     #: Each realization is retried with a new derived seed this many times at most.
     max_attempts: int = 10
-    #: Finished blocks are committed to disk at most this often (seconds): a crash loses
-    #: at most this much work, and a commit costs tens of milliseconds however small.
+    #: Finished blocks are committed to disk within this long (seconds) of the last
+    #: commit: a crash loses at most this much work, and a commit costs tens of
+    #: milliseconds however small.
     commit_seconds: float = 10.0
     #: Also write every realization's event record as HepMC3 (``OUTPUT.parts/hepmc/``).
     hepmc: bool = False
@@ -185,6 +186,9 @@ class Card:
     decays: tuple[Decay, ...] = ()
     #: The card's ``[detector]`` (None: particle-level jets only).
     detector: DetectorSpec | None = None
+    #: Defaults the card relies on for what matters most (``run.events = 100``, a whole
+    #: ``[jets]`` section, ...), shown when a run starts so they are never a surprise.
+    unset: tuple[str, ...] = field(default=(), compare=False)
     labels: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -216,7 +220,10 @@ class Card:
             run = dataclasses.replace(run, seed=seed)
         if output is not None:
             run = dataclasses.replace(run, output=Path(output))
-        return dataclasses.replace(self, run=run)
+        given = {f"run.{k} " for k, v in (("events", events), ("seed", seed),
+                                          ("output", output)) if v is not None}
+        unset = tuple(u for u in self.unset if not u.startswith(tuple(given)))
+        return dataclasses.replace(self, run=run, unset=unset)
 
     def summary(self) -> dict[str, Any]:
         """The effective run parameters, JSON-ready (stored beside the card text)."""
@@ -252,7 +259,11 @@ def shipped_cards() -> list[str]:
 def load_card(name: str | Path) -> Card:
     """Read and check a card; raises :class:`CardError` on any problem."""
     path = resolve_card_path(name)
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not a text (UTF-8) file"
+        raise CardError(path, "", f"cannot read the card: {reason}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -280,7 +291,22 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
         path=path, text=text, run=run, beams=beams, hard_process=hard, objects=objects,
         jets=jets, variations=variations, pythia=pythia.settings("settings"),
         decays=_decays(t.table("decays")), detector=detector,
+        unset=_unset(raw, run, jets),
     )
+
+
+def _unset(raw: dict[str, Any], run: Run, jets: Jets) -> tuple[str, ...]:
+    """The defaults a card takes for how many events, which seed, where to, and for a whole
+    ``[jets]`` section."""
+    given = raw.get("run", {})
+    unset = [f"run.{key} = {getattr(run, key)!s}" if key != "output" else
+             f'run.output = "{run.output}"'
+             for key in ("events", "seed", "output") if key not in given]
+    if "jets" not in raw:
+        unset.append(f"[jets] {jets.algorithm} R = {jets.radius}, pT > {jets.pt_min:g} GeV, "
+                     f"|eta| < {jets.abs_eta_max:g}, constituents above "
+                     f"{jets.constituent_pt_min:g} GeV")
+    return tuple(unset)
 
 
 def _run(t: _Table) -> Run:

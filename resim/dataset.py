@@ -22,15 +22,11 @@ import awkward as ak
 import h5py
 import numpy as np
 
-from .layout import DERIVED, FORMAT, LEVELS, TABLES, particle_level_columns
-from .store import open_data_set, parts_dir
+from .layout import DERIVED, LEVELS, TABLES, particle_level_columns
+from .store import DatasetError, open_data_set, parts_dir, read_rows
 
 JET_FIELDS = tuple(TABLES["jets"])
 CONSTITUENT_FIELDS = tuple(TABLES["constituents"])
-
-
-class DatasetError(OSError):
-    """A path that is not a (finished) resim data set."""
 
 
 class JetDataset:
@@ -38,21 +34,28 @@ class JetDataset:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.is_dir():
+            hint = (f": a run's segment folder; open {self.path.name[:-len('.parts')]}"
+                    if self.path.name.endswith(".parts") else "")
+            raise DatasetError(f"{self.path}: a folder, not a data set file{hint}")
         if not self.path.is_file():
             if parts_dir(self.path).is_dir():
                 raise DatasetError(f"{self.path}: this run has not finished; finish it with "
                                    "`resim generate --card CARD --resume` before reading")
             raise DatasetError(f"{self.path}: no such file")
         self._file: h5py.File | None = None
-        f = self._h5
-        if f.attrs.get("format") != FORMAT:
-            raise DatasetError(f"{self.path}: not a resim data set (no format={FORMAT!r})")
+        f = self._h5  # checks that it is a data set, and every segment it reads
+        for key in ("variations", "labels"):
+            if key not in f.attrs:
+                self.close()
+                raise DatasetError(f"{self.path}: not a whole resim data set (no {key!r} "
+                                   "attribute)")
         self.variations: tuple[str, ...] = tuple(str(v) for v in f.attrs["variations"])
         self.labels: tuple[str, ...] = tuple(str(v) for v in f.attrs["labels"])
         self.levels: tuple[str, ...] = LEVELS
         #: Columns the file does not store (a version-1 file's level and derived columns).
         self.derived = {t: {c for c in cols if c not in f[t]} for t, cols in TABLES.items()}
-        counts = f["jets/n_constituents"][:]
+        counts = self.column("jets", "n_constituents")
         self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
 
     # -- file handle, opened lazily (and again in each worker process) -----------------
@@ -107,7 +110,7 @@ class JetDataset:
             raise KeyError(f"no column {table}/{name}")
         if name in self.derived[table]:
             return self._derived(table, name, start, stop)
-        return self._h5[table][name][start:stop]
+        return read_rows(self._h5, self.path, table, name, start, stop)
 
     def _derived(self, table: str, name: str, start: int, stop: int | None) -> np.ndarray:
         """A column a version-1 file lacks: level 0 (particle), or what particle-level
@@ -141,7 +144,7 @@ class JetDataset:
 
     def _read(self, start: int, stop: int) -> ak.Array:
         jets = {c: self.column("jets", c, start, stop) for c in JET_FIELDS}
-        lo, hi = self._offsets[start], self._offsets[stop]
+        lo, hi = int(self._offsets[start]), int(self._offsets[stop])
         cons = ak.zip({c: self.column("constituents", c, lo, hi) for c in CONSTITUENT_FIELDS})
         fields: dict[str, Any] = dict(jets)
         for name, names in (("variation", self.variations), ("label", self.labels),

@@ -85,6 +85,17 @@ def kind_of(pid: np.ndarray, charge: np.ndarray) -> np.ndarray:
 #: Constituent columns that particle-level jets derive from the others.
 DERIVED = ("d0", "dz", "d0_err", "dz_err", "kind")
 
+#: The columns each format version added: files of an older version lack them, and
+#: readers make them up as :class:`resim.dataset.JetDataset` says.
+ADDED_IN = {2: {"jets": ("level",), "constituents": DERIVED}}
+
+
+def stored_columns(version: int) -> dict[str, tuple[str, ...]]:
+    """The columns of each table that a file of format ``version`` stores."""
+    later = {(t, c) for v, tables in ADDED_IN.items() if v > version
+             for t, cs in tables.items() for c in cs}
+    return {t: tuple(c for c in cs if (t, c) not in later) for t, cs in TABLES.items()}
+
 
 def particle_level_columns(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The :data:`DERIVED` columns of particle-level constituents (``c``: the others):

@@ -69,8 +69,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from resim.dataset import CONSTITUENT_FIELDS, DatasetError, JetDataset
-from resim.layout import DERIVED, FORMAT, LEVELS, PARTICLE, particle_level_columns
-from resim.store import open_data_set, parts_dir
+from resim.layout import DERIVED, LEVELS, PARTICLE, particle_level_columns
+from resim.store import open_data_set, parts_dir, read_error
 
 from .features import FEATURES, Particles, features
 from .views import ViewPolicy, choose_views, group_ranges
@@ -216,27 +216,10 @@ def _as_paths(paths: Paths) -> list[Path]:
 
 
 def _open_checked(path: Path) -> JetDataset:
-    """``resim.open(path)`` with errors that name the path and say what is wrong."""
+    """``resim.open(path)``, which checks the file and every segment it reads (HDF5 reads a
+    missing segment as zeros); its errors name the path and say what is wrong."""
     if not path.is_file() and not parts_dir(path).is_dir():
         raise FileNotFoundError(f"{path}: no such data set file")
-    if path.is_file():
-        try:
-            h5 = h5py.File(path, "r")
-        except OSError as err:
-            raise DatasetError(f"{path}: not a resim data set (cannot read it as HDF5: "
-                               f"{err})") from None
-        with h5:
-            if h5.attrs.get("format") != FORMAT:
-                raise DatasetError(f"{path}: not a resim data set (no format={FORMAT!r} "
-                                   "attribute)")
-            px = h5["constituents/px"]
-            # A virtual data set reads rows of missing segment files as zeros, silently.
-            sources = {s.file_name for s in px.virtual_sources()} if px.is_virtual else ()
-        for source in sorted(sources):
-            if not (path.parent / source).is_file():
-                raise FileNotFoundError(
-                    f"{path}: its segment file {source} is missing (keep "
-                    f"{parts_dir(path).name}/ next to the data set, or `resim merge` it)")
     return JetDataset(path)  # also: a run that has not finished
 
 
@@ -477,7 +460,13 @@ class JetData:
         for f, a, b in zip(range_file.tolist(), range_lo.tolist(), range_hi.tolist(),
                            strict=True):
             columns = self._columns(f)
-            read = {c: column[a:b] for c, column in columns.items()}
+            read = {}
+            for c, column in columns.items():
+                try:
+                    read[c] = column[a:b]
+                except OSError as err:  # a damaged segment: say which
+                    raise read_error(self._files[f], self.paths[f], "constituents", c, a, b,
+                                     err) from None
             if any(c not in read for c in DERIVED):
                 read.update(particle_level_columns(read))
             for c in CONSTITUENT_FIELDS:

@@ -47,6 +47,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from resim.errors import ResimError
+
 from .config import Config, OptimizerConfig, ScheduleConfig, parse_config
 
 CHECKPOINT = "last.pt"
@@ -58,7 +60,7 @@ RUN_FILES = (CHECKPOINT, METRICS_CSV, TENSORBOARD, "metrics.json", "roc.png", "s
              "shift.json", "shift.png", "config.toml")
 
 
-class RunError(RuntimeError):
+class RunError(ResimError, RuntimeError):
     """A problem with the output directory or a checkpoint (a user mistake: exit code 2)."""
 
 

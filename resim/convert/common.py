@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
+from ..errors import ResimError
 from ..layout import DERIVED, DETECTOR, Tables, as_table, particle_level_columns
 from ..progress import Progress
 from ..store import DatasetWriter
@@ -39,7 +40,7 @@ from ..store import DatasetWriter
 SPLITS = ("train", "val", "test")
 
 
-class ConvertError(ValueError):
+class ConvertError(ResimError, ValueError):
     """An input file that is not in the expected upstream format, or a bad request."""
 
 

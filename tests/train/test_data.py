@@ -440,7 +440,7 @@ def test_bad_paths_and_files_give_clear_errors(top_dataset, tmp_path):
         JetData(other)
     moved = tmp_path / "moved.h5"
     shutil.copy(top_dataset, moved)  # without its .parts directory
-    with pytest.raises(FileNotFoundError, match=r"moved\.h5.*segment file"):
+    with pytest.raises(DatasetError, match=r"moved\.h5: its segments are missing"):
         JetData(moved)
     (tmp_path / "running.h5.parts").mkdir()  # a run still going (or killed)
     with pytest.raises(DatasetError, match=r"running\.h5.*not finished"):
