@@ -41,6 +41,8 @@ from typing import Any
 
 from resim.schema import SchemaError, Shipped, Table
 
+from .frames import FRAMES
+
 HEADS = ("linear", "mlp")
 BACKBONES = ("floating", "fixed")
 OPTIMIZERS = ("adam", "adamw")
@@ -83,13 +85,17 @@ class ViewsConfig:
     ``variations`` restricts the draw to named variations (empty: all), which makes
     RS3L's seed-only or FSR-only ablations a config change; ``source`` says whether
     positives are re-simulated (``"resim"``), hand-made augmentations of one jet
-    (``"augment"``), or both.
+    (``"augment"``), or both. ``boost`` and ``pt_scale``: every view, whatever its
+    source, boosted along the beam to a rapidity uniform in ± boost and its momenta
+    scaled log-uniformly in pt_scale, independently (``resim.train.frames``).
     """
 
     count: int = 2
     mode: str = "any"
     variations: tuple[str, ...] = ()
     source: str = "resim"
+    boost: float = 0.0
+    pt_scale: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -100,7 +106,9 @@ class DataConfig:
     ``splits`` are the train/val/test fractions of hard events. ``classes`` maps a class name
     to the label names it merges (empty: every label its own class). ``variations`` are
     the variations fine-tuning and evaluation read (empty: the loader's default, nominal).
-    ``max_jets`` caps how many jets are read per data set file (None: all).
+    ``max_jets`` caps how many jets are read per data set file (None: all). ``frame``:
+    the encoder's inputs as measured (``"lab"``) or in the jet frame (``"jet"``: boosted
+    to rapidity 0, scaled to a fixed pT; ``resim.train.frames``).
     """
 
     max_particles: int = 64
@@ -109,6 +117,7 @@ class DataConfig:
     classes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     variations: tuple[str, ...] = ()
     max_jets: int | None = None
+    frame: str = "lab"
     views: ViewsConfig = field(default_factory=ViewsConfig)
 
 
@@ -167,9 +176,12 @@ class RunConfig:
 class FinetuneConfig:
     """The classifier put on the encoder for fine-tuning (RS3L's options).
 
-    ``backbone``: ``"floating"`` trains the encoder too, ``"fixed"`` freezes it (and keeps
-    its BatchNorm statistics and dropout in evaluation mode). ``fraction`` of the training
-    split's groups carry labels (1 %, 10 %, 100 % studies).
+    ``backbone``: ``"floating"`` trains the encoder too, ``"fixed"`` freezes it (its
+    BatchNorm statistics calibrated on the training jets first, then kept, with dropout
+    off). ``fraction`` of the training split's groups carry labels (1 %, 10 %, 100 %
+    studies). ``backbone_lr``: the learning rate of a floating *pre-trained* encoder (the
+    head trains at ``optimizer.lr``; RS3L fine-tunes at 1e-4); an encoder trained from
+    scratch trains at ``optimizer.lr`` throughout.
     """
 
     head: str = "linear"
@@ -177,6 +189,7 @@ class FinetuneConfig:
     head_dropout: float = 0.1
     backbone: str = "floating"
     fraction: float = 1.0
+    backbone_lr: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -334,7 +347,7 @@ def _method(t: _Table) -> MethodConfig:
 
 
 def _finetune(t: _Table) -> FinetuneConfig:
-    t.allow("head", "head_hidden", "head_dropout", "backbone", "fraction")
+    t.allow("head", "head_hidden", "head_dropout", "backbone", "fraction", "backbone_lr")
     d = FinetuneConfig()
     return FinetuneConfig(
         head=t.choice("head", d.head, HEADS),
@@ -342,12 +355,13 @@ def _finetune(t: _Table) -> FinetuneConfig:
         head_dropout=t.number("head_dropout", d.head_dropout, minimum=0.0, below=1.0),
         backbone=t.choice("backbone", d.backbone, BACKBONES),
         fraction=t.number("fraction", d.fraction, above=0.0, at_most=1.0),
+        backbone_lr=t.number("backbone_lr", d.backbone_lr, above=0.0),
     )
 
 
 def _data(t: _Table) -> DataConfig:
     t.allow("max_particles", "batch_size", "splits", "classes", "variations", "max_jets",
-            "views")
+            "frame", "views")
     d = DataConfig()
     splits = t.numbers("splits", d.splits, length=3, minimum=0.0)
     if abs(sum(splits) - 1.0) > 1e-6:
@@ -366,8 +380,12 @@ def _data(t: _Table) -> DataConfig:
         raise ConfigError(t.source, t.key("classes"), "a classifier needs at least two classes")
     max_jets = t.integer("max_jets", None, minimum=1)
     views = t.table("views")
-    views.allow("count", "mode", "variations", "source")
+    views.allow("count", "mode", "variations", "source", "boost", "pt_scale")
     dv = ViewsConfig()
+    pt_scale = views.numbers("pt_scale", dv.pt_scale, length=2, minimum=0.0)
+    if not 0 < pt_scale[0] <= pt_scale[1]:
+        raise ConfigError(t.source, views.key("pt_scale"),
+                          f"must be [low, high] with 0 < low <= high, got {list(pt_scale)}")
     return DataConfig(
         max_particles=t.integer("max_particles", d.max_particles, minimum=1),
         batch_size=t.integer("batch_size", d.batch_size, minimum=2),
@@ -375,11 +393,14 @@ def _data(t: _Table) -> DataConfig:
         classes=classes,
         variations=t.strings("variations", d.variations),
         max_jets=max_jets,
+        frame=t.choice("frame", d.frame, FRAMES),
         views=ViewsConfig(
             count=views.integer("count", dv.count, minimum=1),
             mode=views.choice("mode", dv.mode, VIEW_MODES),
             variations=views.strings("variations", dv.variations),
             source=views.choice("source", dv.source, VIEW_SOURCES),
+            boost=views.number("boost", dv.boost, minimum=0.0),
+            pt_scale=pt_scale,
         ),
     )
 

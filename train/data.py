@@ -705,7 +705,9 @@ class LabelledJets(_Epochs):
     * ``drop_last``: default ``shuffle``. Then the last partial batch and the batches that
       do not divide among ranks are dropped; without it, evaluation order gives every jet
       exactly once (under DDP a rank may then have one batch more), and shuffled
-      training pads ranks by wrapping around.
+      training pads ranks by wrapping around;
+    * ``transform``: a deterministic ``Particles -> Particles`` applied before the
+      features (the encoder's input frame, ``resim.train.frames``).
     """
 
     def __init__(self, data: JetData | Paths, *, split: str = "test",
@@ -715,7 +717,9 @@ class LabelledJets(_Epochs):
                  epoch: int = 0, start_batch: int = 0, rank: int | None = None,
                  world_size: int | None = None, fractions: Mapping[str, float] | None = None,
                  classes: Mapping[str, Sequence[str]] | None = None,
-                 streaming: Streaming | None = None):
+                 streaming: Streaming | None = None,
+                 transform: Callable[[Particles], Particles] | None = None):
+        self.transform = transform
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.max_particles = _check_int("max_particles", max_particles, 1)
         if max_jets is not None:
@@ -787,6 +791,8 @@ class LabelledJets(_Epochs):
     def _make(self, units: np.ndarray, batch: int, epoch: int) -> dict[str, torch.Tensor]:
         rows = self.rows[units]
         p = self.data.particles(rows, self.max_particles)
+        if self.transform is not None:
+            p = self.transform(p)
         x, v = features(p)
         d = self.data
         group = d.jet_group(rows)

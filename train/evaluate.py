@@ -163,7 +163,7 @@ def evaluate(
     classes = state["classes"]
     jets = open_data(data, classes)
     dataset = labelled_jets(config, jets, split, None, variations=variations,
-                            batch_size=batch_size)
+                            batch_size=batch_size, frame=state["encoder"].get("frame", "lab"))
     raw = predict(model, dataset)
     p = Predictions(**raw, class_names=tuple(classes), variation_names=tuple(jets.variations))
 
@@ -243,7 +243,7 @@ def evaluate_shift(
         raise RunError(f"signal {signal!r} is not a class of the classifier (classes: "
                        f"{', '.join(classes)})")
     dataset = labelled_jets(config, jets, split, None, variations="all",
-                            batch_size=batch_size)
+                            batch_size=batch_size, frame=state["encoder"].get("frame", "lab"))
     p = Predictions(**predict(model, dataset), class_names=tuple(classes),
                     variation_names=tuple(jets.variations))
     present = [v for k, v in enumerate(jets.variations) if (p.variation == k).any()]

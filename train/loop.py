@@ -4,6 +4,7 @@ The loop knows nothing about jets or objectives. It trains a *model*: an ``nn.Mo
 
     loss, logs = model(batch)      # batch: dict of tensors; logs: dict[str, float]
     model.after_step()             # optional, e.g. an EMA update
+    model.parameter_groups(lr)     # optional: optimiser parameter groups (own lr each)
     model.set_total_steps(n)       # optional: told the run's length before training
     model.ddp_find_unused_parameters  # optional: True if some parameters get no gradient
 
@@ -179,8 +180,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- optimiser
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """Adam (RS3L) or AdamW with the configured learning rate, betas and weight decay."""
+def build_optimizer(params: Iterable[nn.Parameter] | Iterable[dict[str, Any]],
+                    cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """Adam (RS3L) or AdamW with the configured learning rate, betas and weight decay
+    (``params`` may be parameter groups with learning rates of their own)."""
     kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.name]
     return kind(list(params), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
@@ -490,7 +493,9 @@ def fit(
             raise RunError("run.sync_batchnorm needs CUDA: torch's SyncBatchNorm runs on GPUs "
                            "only")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer((p for p in model.parameters() if p.requires_grad),
+    groups = getattr(model, "parameter_groups", None)  # e.g. a slower pre-trained backbone
+    optimizer = build_optimizer(groups(config.optimizer.lr) if groups is not None else
+                                (p for p in model.parameters() if p.requires_grad),
                                 config.optimizer)
     steps_per_epoch = _global_min(len(train), rt)
     if steps_per_epoch < 1:

@@ -58,12 +58,27 @@ def build_pretraining(config: Config) -> Method:
 
 
 def augmentation(config: Config) -> Callable | None:
-    """The ``[augment]`` chain, or None."""
+    """What every pre-training view goes through: the ``[augment]`` chain, the views'
+    random boost and rescaling (``data.views.boost``, ``pt_scale``), then the input frame
+    (``data.frame``); None if nothing."""
     from .augment import build_augmentation
+    from .frames import ViewKinematics, view_pipeline
 
-    if not config.augment.names:
-        return None
-    return build_augmentation(list(config.augment.names), **config.augment.settings)
+    views = config.data.views
+    steps = []
+    if config.augment.names:
+        steps.append(build_augmentation(list(config.augment.names),
+                                        **config.augment.settings))
+    kinematics = ViewKinematics(views.boost, views.pt_scale)
+    if kinematics.active:
+        steps.append(kinematics)
+    return view_pipeline(steps, config.data.frame)
+
+
+def encoder_spec(config: Config) -> dict[str, Any]:
+    """What rebuilds the encoder of ``config`` and feeds it: name, settings, inputs."""
+    return {"name": config.encoder.name, "settings": dict(config.encoder.settings),
+            "n_features": N_FEATURES, "frame": config.data.frame}
 
 
 def fractions(config: Config) -> dict[str, float]:
@@ -156,8 +171,7 @@ def pretrain(
     model = build_pretraining(config)
     extra = {
         "kind": "pretrain",
-        "encoder": {"name": config.encoder.name, "settings": dict(config.encoder.settings),
-                    "n_features": N_FEATURES},
+        "encoder": encoder_spec(config),
         "method": {"name": config.method.name, "settings": dict(config.method.settings),
                    # fine-tuning trains the pooling of a fixed backbone if this is false
                    "trains_pooling": bool(model.trains_pooling)},
