@@ -17,7 +17,7 @@ Sections (all optional except as noted; ``docs/training.md`` has the full refere
     [optimizer]  name ("adam" | "adamw"), lr, weight_decay, betas, grad_clip,
                  [optimizer.schedule] (name "step" | "cosine" | "constant", ...).
     [run]        epochs, seed, checkpoint_every, log_every, device, num_workers, threads,
-                 validate, sync_batchnorm.
+                 validate, monitor_every, sync_batchnorm.
     [augment]    names = ["rotate", "smear", ...] (JetCLR augmentations applied to each
                  view, with ``data.views.source = "augment"`` or ``"both"``), and one
                  sub-table of settings per name (``[augment.smear] strength = 0.05``).
@@ -159,6 +159,9 @@ class RunConfig:
     ``device``: ``"auto"`` takes CUDA (with bf16 autocast) when present, else CPU.
     ``threads``: torch's intra-op CPU threads (0: torch's default, one per core). On a
     machine shared with other jobs, fewer threads than cores can be many times faster.
+    ``monitor_every``: pre-training measures its representation on the validation split's
+    nominal jets every that many epochs (kNN accuracy, labels used only there; effective
+    rank; 0: never).
     """
 
     epochs: int = 100
@@ -169,6 +172,7 @@ class RunConfig:
     num_workers: int = 0
     threads: int = 0
     validate: bool = True
+    monitor_every: int = 1
     sync_batchnorm: bool = False
 
 
@@ -448,7 +452,7 @@ def _augment(t: _Table) -> AugmentConfig:
 
 def _run(t: _Table) -> RunConfig:
     t.allow("epochs", "seed", "checkpoint_every", "log_every", "device", "num_workers",
-            "threads", "validate", "sync_batchnorm")
+            "threads", "validate", "monitor_every", "sync_batchnorm")
     d = RunConfig()
     return RunConfig(
         epochs=t.integer("epochs", d.epochs, minimum=1),
@@ -459,6 +463,7 @@ def _run(t: _Table) -> RunConfig:
         num_workers=t.integer("num_workers", d.num_workers, minimum=0),
         threads=t.integer("threads", d.threads, minimum=0),
         validate=t.boolean("validate", d.validate),
+        monitor_every=t.integer("monitor_every", d.monitor_every, minimum=0),
         sync_batchnorm=t.boolean("sync_batchnorm", d.sync_batchnorm),
     )
 

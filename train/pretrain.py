@@ -180,9 +180,12 @@ def pretrain(
                  "variations": list(jets.variations), "n_jets": jets.n_jets,
                  "skipped_groups": train.skipped_groups},
     }
+    from .probe import validation_monitor
+
+    monitor = validation_monitor(config, jets) if rt.main else None
     return fit(model, Loader(train, config.run.num_workers), val, config, output, rt,
                resume=resume, overwrite=overwrite, extra=extra, progress=progress,
-               stop_after_steps=stop_after_steps, on_step=on_step)
+               stop_after_steps=stop_after_steps, on_step=on_step, monitor=monitor)
 
 
 def encoder_from_checkpoint(state: dict[str, Any]) -> Encoder:
