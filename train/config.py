@@ -108,7 +108,8 @@ class DataConfig:
     the variations fine-tuning and evaluation read (empty: the loader's default, nominal).
     ``max_jets`` caps how many jets are read per data set file (None: all). ``frame``:
     the encoder's inputs as measured (``"lab"``) or in the jet frame (``"jet"``: boosted
-    to rapidity 0, scaled to a fixed pT; ``resim.train.frames``).
+    to rapidity 0, scaled to a fixed pT; ``resim.train.frames``). ``pretrain_fraction``:
+    pre-training uses this fraction of the training split's groups (nested subsets).
     """
 
     max_particles: int = 64
@@ -118,6 +119,7 @@ class DataConfig:
     variations: tuple[str, ...] = ()
     max_jets: int | None = None
     frame: str = "lab"
+    pretrain_fraction: float = 1.0
     views: ViewsConfig = field(default_factory=ViewsConfig)
 
 
@@ -365,7 +367,7 @@ def _finetune(t: _Table) -> FinetuneConfig:
 
 def _data(t: _Table) -> DataConfig:
     t.allow("max_particles", "batch_size", "splits", "classes", "variations", "max_jets",
-            "frame", "views")
+            "frame", "pretrain_fraction", "views")
     d = DataConfig()
     splits = t.numbers("splits", d.splits, length=3, minimum=0.0)
     if abs(sum(splits) - 1.0) > 1e-6:
@@ -398,6 +400,8 @@ def _data(t: _Table) -> DataConfig:
         variations=t.strings("variations", d.variations),
         max_jets=max_jets,
         frame=t.choice("frame", d.frame, FRAMES),
+        pretrain_fraction=t.number("pretrain_fraction", d.pretrain_fraction, above=0.0,
+                                   at_most=1.0),
         views=ViewsConfig(
             count=views.integer("count", dv.count, minimum=1),
             mode=views.choice("mode", dv.mode, VIEW_MODES),

@@ -588,6 +588,7 @@ class PretrainBatches(_Epochs):
       ``source="augment"``, optional on top of re-simulated views);
     * ``max_particles``: padded constituents per jet (the hardest ones are kept);
     * ``max_jets``: at most this many jets (rows) per epoch, whole groups, a fixed subset;
+      ``fraction``: only this fraction of the split's groups (nested, as LabelledJets');
     * ``seed``, ``epoch``, ``start_batch``: the plan and where to resume (this rank's
       batch index; :meth:`set_epoch` changes them between epochs);
     * ``shuffle``: False for a fixed group order (validation); ``drop_last``: drop the
@@ -609,7 +610,7 @@ class PretrainBatches(_Epochs):
                  drop_last: bool = False, rank: int | None = None,
                  world_size: int | None = None, fractions: Mapping[str, float] | None = None,
                  classes: Mapping[str, Sequence[str]] | None = None,
-                 streaming: Streaming | None = None):
+                 streaming: Streaming | None = None, fraction: float = 1.0):
         self.policy = ViewPolicy(views=views, mode=mode, variations=variations, source=source,
                                  nominal=nominal)
         if augment is not None and not callable(augment):
@@ -630,7 +631,7 @@ class PretrainBatches(_Epochs):
             self.data.variations, self.data.jet_variation, self.data.jet_first)
 
         d = self.data
-        in_split = d.groups_in(self.split, fractions)
+        in_split = d.groups_in(self.split, fractions) & (d.subset_key() < fraction)
         if d.n_jets:
             n_eligible = np.add.reduceat(self.eligible.astype(np.int64), d.group_start)
             n_anchor = np.add.reduceat(self.anchor.astype(np.int64), d.group_start)

@@ -99,7 +99,8 @@ def pretrain_batches(config: Config, data: JetData, split: str, rt: Runtime) -> 
             source="augment" if views.source == "augment" else "resim",
             augment=augmentation(config), max_particles=d.max_particles, max_jets=d.max_jets,
             seed=config.run.seed, shuffle=split == "train", fractions=fractions(config),
-            rank=rt.rank, world_size=rt.world_size)
+            rank=rt.rank, world_size=rt.world_size,
+            fraction=d.pretrain_fraction if split == "train" else 1.0)
     except ValueError as err:
         raise RunError(f"{split} split: {err}") from None
 
