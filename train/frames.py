@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .augment import _momenta, _with_momenta  # 4-vectors in and out of Particles
 from .features import Particles
 
 FRAMES = ("lab", "jet")
@@ -45,19 +46,9 @@ REFERENCE_PT = 500.0
 _TINY = 1e-12
 
 
-def _p4(p: Particles) -> np.ndarray:
-    v = np.stack([p.px, p.py, p.pz, p.energy], axis=-1).astype(np.float64)
-    return v * p.mask[..., None]
-
-
-def _with_p4(p: Particles, v: np.ndarray) -> Particles:
-    px, py, pz, e = (c.astype(np.float32) for c in np.moveaxis(v * p.mask[..., None], -1, 0))
-    return replace(p, px=px, py=py, pz=pz, energy=e)
-
-
 def jet_rapidity_pt(p: Particles) -> tuple[np.ndarray, np.ndarray]:
     """Rapidity and pT of each jet's summed 4-vector (0, 0 for a jet without particles)."""
-    px, py, pz, e = np.moveaxis(_p4(p).sum(axis=1), -1, 0)
+    px, py, pz, e = np.moveaxis(_momenta(p).sum(axis=1), -1, 0)
     y = 0.5 * np.log(np.maximum(e + pz, _TINY) / np.maximum(e - pz, _TINY))
     return np.where(e > 0, y, 0.0), np.hypot(px, py)
 
@@ -65,11 +56,11 @@ def jet_rapidity_pt(p: Particles) -> tuple[np.ndarray, np.ndarray]:
 def boost_and_scale(p: Particles, rapidity: np.ndarray, factor: np.ndarray) -> Particles:
     """Boost jet i's particles along the beam by ``rapidity[i]`` and scale their
     4-momenta by ``factor[i]`` (pT order and every other field kept)."""
-    v = _p4(p)
+    v = _momenta(p)
     c, s = np.cosh(rapidity)[:, None], np.sinh(rapidity)[:, None]
     e, pz = v[..., 3], v[..., 2]
     v[..., 2], v[..., 3] = pz * c + e * s, e * c + pz * s
-    return _with_p4(p, v * np.asarray(factor, np.float64)[:, None, None])
+    return _with_momenta(p, v * np.asarray(factor, np.float64)[:, None, None])
 
 
 #: The jet frame's jet rapidity: 0 up to a margin that keeps the features' hemisphere

@@ -437,7 +437,7 @@ def plan(study: Study, output: Path) -> list[Stage]:
 
     common = [*study.common, f"run.threads={study.threads}"]
     encoder = None
-    first = None
+    first = frame = None
     pretrain_stage: dict[tuple[str, int], Stage] = {}
     probes: list[Stage] = []
     for obj, cfg_name in study.objectives.items():
@@ -448,11 +448,15 @@ def plan(study: Study, output: Path) -> list[Stage]:
             raise ConfigError(study.source, key, f"{config.source} has no [encoder] and "
                               "[method]: not a pre-training config")
         if encoder is None:
-            encoder, first = config.encoder, obj
+            encoder, first, frame = config.encoder, obj, config.data.frame
         elif config.encoder != encoder:
             raise ConfigError(study.source, key, f"its encoder {_encoder_text(config)} differs "
                               f"from {first}'s {_encoder_text_of(encoder)}: a study compares "
                               "objectives on the same encoder")
+        elif config.data.frame != frame:
+            raise ConfigError(study.source, key, f"its data.frame {config.data.frame!r} "
+                              f"differs from {first}'s {frame!r}: a study compares objectives "
+                              "on the same encoder inputs")
         for size in sorted(study.sizes, reverse=True):
             for seed in study.seeds:
                 extra = [f"run.seed={seed}"] + \
@@ -490,8 +494,8 @@ def plan(study: Study, output: Path) -> list[Stage]:
             for seed in study.seeds:
                 overrides = [*ft_common, f"finetune.fraction={fraction}", f"run.seed={seed}"]
                 upstream = None
-                if row == study.baseline:
-                    overrides.append(scratch_override)
+                if row == study.baseline:  # the same encoder and inputs, random weights
+                    overrides += [scratch_override, f"data.frame={frame}"]
                 else:
                     upstream = pretrain_stage[row, seed]
                 cfg = _config(study, study.finetune_config, overrides, "finetune.set")

@@ -17,36 +17,22 @@ from resim.train.loop import load_checkpoint
 from resim.train.pretrain import build_pretraining, open_data, pretrain
 from resim.train.probe import jet_quantities
 
-TINY = """
-[encoder]
-name = "part"
-embed_dims = [16, 16]
-pair_embed_dims = [8, 8]
-num_heads = 2
-num_layers = 1
-num_cls_layers = 1
 
-[method]
-name = "rs3l"
+@pytest.fixture(scope="module")
+def tiny(tiny_part: str) -> str:
+    """The tiny config, with a larger test split and two epochs."""
+    return tiny_part.replace("batch_size = 64", "batch_size = 64\nsplits = [0.6, 0.1, 0.3]") \
+        + "\n[run]\nepochs = 2\nthreads = 1\n"
 
-[data]
-max_particles = 32
-batch_size = 64
-splits = [0.6, 0.1, 0.3]
-
-[run]
-epochs = 2
-threads = 1
-"""
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def pretrained(top_dataset: Path, qcd_dataset: Path,
+def pretrained(top_dataset: Path, qcd_dataset: Path, tiny: str,
                tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("probe") / "pre"
-    pretrain(parse_config(TINY, "tiny.toml"), [top_dataset, qcd_dataset], out, progress=False)
+    pretrain(parse_config(tiny, "tiny.toml"), [top_dataset, qcd_dataset], out, progress=False)
     return out / "last.pt"
 
 
@@ -117,8 +103,8 @@ def test_jet_quantities_are_those_of_the_stored_jets(top_dataset: Path) -> None:
 
 
 def test_training_monitors_knn_and_effective_rank(top_dataset: Path, qcd_dataset: Path,
-                                                  tmp_path: Path) -> None:
-    config = parse_config(TINY, "tiny.toml",
+                                                  tiny: str, tmp_path: Path) -> None:
+    config = parse_config(tiny, "tiny.toml",
                           ["run.monitor_every=1", "data.splits=[0.5, 0.3, 0.2]"])
     result = pretrain(config, [top_dataset, qcd_dataset], tmp_path / "run", progress=False)
     assert 0 <= result.monitor["knn_accuracy"] <= 1
@@ -137,8 +123,8 @@ def test_training_monitors_knn_and_effective_rank(top_dataset: Path, qcd_dataset
     assert quiet.monitor == {}
 
 
-def test_rs3l_variance_covariance_terms(top_dataset: Path) -> None:
-    config = parse_config(TINY, "tiny.toml", ["method.var_weight=1.0", "method.cov_weight=0.5"])
+def test_rs3l_variance_covariance_terms(top_dataset: Path, tiny: str) -> None:
+    config = parse_config(tiny, "tiny.toml", ["method.var_weight=1.0", "method.cov_weight=0.5"])
     model = build_pretraining(config)
     from resim.train.loop import Runtime
     from resim.train.pretrain import pretrain_batches
@@ -149,3 +135,30 @@ def test_rs3l_variance_covariance_terms(top_dataset: Path) -> None:
     assert {"nt_xent", "variance", "covariance"} <= set(logs)
     assert float(loss.detach()) == pytest.approx(logs["nt_xent"] + logs["variance"]
                                         + 0.5 * logs["covariance"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_shipped_rs3l_config_learns_the_jet_not_its_rapidity(top_dataset: Path,
+                                                             qcd_dataset: Path,
+                                                             tmp_path: Path) -> None:
+    """RS3L with the shipped rs3l_part config on small generated top + QCD jets: the
+    frozen embedding does not encode jet |eta| (the views' shared hard process), while the
+    same run with lab-frame inputs and views does (the shortcut the default removes)."""
+    from resim.train.config import load_config
+    from resim.train.probe import probe_checkpoint
+
+    data = [top_dataset, qcd_dataset]
+    small = ["data.max_particles=32", "data.splits=[0.6, 0.1, 0.3]", "run.epochs=8",
+             "run.threads=1", "run.monitor_every=0"]
+    r2 = {}
+    for name, extra in (("shipped", []), ("lab", ["data.frame=lab"])):
+        config = load_config("rs3l_part", [*small, *extra])
+        pretrain(config, data, tmp_path / name, progress=False)
+        got, _ = probe_checkpoint(tmp_path / name / "last.pt", data,
+                                  {"qcd": ["q", "g"], "top": ["top"]})
+        r2[name] = got["encoder"]["r2"]["abs_eta"]
+        if name == "shipped":
+            assert got["frame"] == "jet"
+            assert got["encoder"]["linear_auc"] > 0.8  # top vs QCD from the frozen embedding
+    print(f"R² of jet |eta| from the embedding: shipped {r2['shipped']:.2f}, lab {r2['lab']:.2f}")
+    assert r2["shipped"] < 0.3 and r2["lab"] > 0.6

@@ -264,8 +264,8 @@ def test_tiny_study_end_to_end_and_rerun(tmp_path: Path) -> None:
 
     with h5py.File(out / "data/top-test-0/top-test-0.h5") as f:
         assert f.attrs["split"] == "test"
-    card = tomllib.loads((out / "cards/top-test-0.toml").read_text())
-    assert card["run"]["seed"] == load_card("top").run.seed + 10_000
+    shard = next(s for s in plan(study, out) if s.name == "data/top-test-0")
+    assert shard.params["card"].run.seed == load_card("top").run.seed + 10_000
     metrics = json.loads((out / "evaluate/rs3l-100pct-s0/nominal/metrics.json").read_text())
     assert metrics["class_counts"]["top"] > 6  # the test-only tops are evaluated
 
