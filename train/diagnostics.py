@@ -155,11 +155,12 @@ def uniformity(z: np.ndarray, t: float = 2.0, max_rows: int = 4096,
 
 
 def linear_r2(train: np.ndarray, train_target: np.ndarray, test: np.ndarray,
-              test_target: np.ndarray, ridge: float = 1e-6) -> float:
+              test_target: np.ndarray, ridge: float = 1e-3) -> float:
     """R² on (test, test_target) of the least-squares fit target ≈ a + b·z on the training
-    rows (a tiny ridge term, relative to the features' scale, keeps degenerate embeddings
-    solvable). 1: the target is a linear function of the embedding; 0: no better than its
-    mean; negative: worse."""
+    rows. A small ridge term (``ridge`` × rows on the standardised features: it shrinks
+    only directions holding less than ~``ridge`` of a feature's variance) keeps degenerate
+    embeddings solvable and small training sets from fitting noise. 1: the target is a
+    linear function of the embedding; 0: no better than its mean; negative: worse."""
     x = np.asarray(train, np.float64)
     mean, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)

@@ -98,7 +98,7 @@ def test_r2_of_exact_and_of_unrelated_targets() -> None:
     z = rng.normal(size=(300, 6))
     target = 3.0 * z[:, 1] - 2.0 * z[:, 4] + 7.0
     assert linear_r2(z[:200], target[:200], z[200:], target[200:]) == pytest.approx(1.0,
-                                                                                     abs=1e-6)
+                                                                                     abs=1e-4)
     unrelated = rng.normal(size=300)
     assert linear_r2(z[:200], unrelated[:200], z[200:], unrelated[200:]) < 0.05
     # half the variance explained: R² ~ 0.5
@@ -109,4 +109,4 @@ def test_r2_of_exact_and_of_unrelated_targets() -> None:
     # a constant embedding column does not break the fit
     z[:, 2] = 1.0
     assert linear_r2(z[:200], target[:200], z[200:], target[200:]) == pytest.approx(1.0,
-                                                                                     abs=1e-6)
+                                                                                     abs=1e-4)
