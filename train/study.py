@@ -566,7 +566,7 @@ def _run_generate(directory: Path, card: Any, card_text: str, card_copy: str,
     Path(card_copy).write_text(card_text)
     output = card.run.output
     resume = output.exists() or parts_dir(output).exists()
-    if resume and split:  # a marked file is complete: resume would refuse the attribute
+    if split and output.is_file():  # a marked file is complete (and resume would refuse it)
         with h5py.File(output, "r") as f:
             resume = f.attrs.get("split") != split
     s = generate(card, resume=resume, progress=False) if resume or not output.exists() \

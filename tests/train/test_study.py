@@ -299,3 +299,30 @@ def test_tiny_study_end_to_end_and_rerun(tmp_path: Path) -> None:
                                               "[pretrain]\nepochs = 2"), str(TINY))
     with pytest.raises(RunError, match=r"made with other settings.*pretrain/rs3l-s0"):
         run_study(changed, out, echo=lines.append)
+
+
+def test_a_test_only_shard_is_marked_and_not_remade(tmp_path: Path) -> None:
+    """The generate stage of a test-only shard marks its file as the test split; a rerun
+    of the stage keeps the marked file (resuming it would be refused), and a shard killed
+    before its file existed (only its segments) resumes."""
+    import h5py
+
+    from resim.store import parts_dir
+    from resim.train.study import _run_generate
+
+    card = load_card(Path(__file__).parents[1] / "cards" / "top_small.toml")
+    out = tmp_path / "t.h5"
+    card = card.with_overrides(events=3, output=out)
+    args = {"card": card, "card_text": "# card\n", "card_copy": str(tmp_path / "c.toml")}
+    first = _run_generate(tmp_path, split="test", **args)
+    with h5py.File(out) as f:
+        assert f.attrs["split"] == "test"
+    again = _run_generate(tmp_path, split="test", **args)
+    assert again["split"] == "test" and out.stat().st_size > 0
+    assert first["events"] == again["events"] == 3
+    # killed before the data set file was written: the segments alone resume
+    out.unlink()
+    assert parts_dir(out).is_dir()
+    _run_generate(tmp_path, split="test", **args)
+    with h5py.File(out) as f:
+        assert f.attrs["split"] == "test"
