@@ -26,22 +26,9 @@ from resim.train.pretrain import (
     pretrain_batches,
 )
 
-TINY = """
-[encoder]
-name = "part"
-embed_dims = [16, 16]
-pair_embed_dims = [8, 8]
-num_heads = 2
-num_layers = 1
-num_cls_layers = 1
+from .tiny import TINY_PART
 
-[method]
-name = "rs3l"
-
-[data]
-max_particles = 32
-batch_size = 64
-
+TINY = TINY_PART + """
 [optimizer]
 lr = 1e-3
 

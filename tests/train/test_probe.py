@@ -17,11 +17,13 @@ from resim.train.loop import load_checkpoint
 from resim.train.pretrain import build_pretraining, open_data, pretrain
 from resim.train.probe import jet_quantities
 
+from .tiny import TINY_PART
+
 
 @pytest.fixture(scope="module")
-def tiny(tiny_part: str) -> str:
+def tiny() -> str:
     """The tiny config, with a larger test split and two epochs."""
-    return tiny_part.replace("batch_size = 64", "batch_size = 64\nsplits = [0.6, 0.1, 0.3]") \
+    return TINY_PART.replace("batch_size = 64", "batch_size = 64\nsplits = [0.6, 0.1, 0.3]") \
         + "\n[run]\nepochs = 2\nthreads = 1\n"
 
 
