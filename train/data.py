@@ -623,6 +623,7 @@ class PretrainBatches(_Epochs):
     * ``feature_names``: the encoder's inputs, :data:`~resim.train.features.FEATURES`
       (default) or ``DETECTOR_FEATURES``;
     * ``max_jets``: at most this many jets (rows) per epoch, whole groups, a fixed subset;
+      ``fraction``: only this fraction of the split's groups (nested, as LabelledJets');
     * ``seed``, ``epoch``, ``start_batch``: the plan and where to resume (this rank's
       batch index; :meth:`set_epoch` changes them between epochs);
     * ``shuffle``: False for a fixed group order (validation); ``drop_last``: drop the
@@ -644,7 +645,7 @@ class PretrainBatches(_Epochs):
                  drop_last: bool = False, rank: int | None = None,
                  world_size: int | None = None, fractions: Mapping[str, float] | None = None,
                  classes: Mapping[str, Sequence[str]] | None = None,
-                 streaming: Streaming | None = None,
+                 streaming: Streaming | None = None, fraction: float = 1.0,
                  feature_names: Sequence[str] = FEATURES):
         self.feature_names = tuple(feature_names)
         self.policy = ViewPolicy(views=views, mode=mode, variations=variations, source=source,
@@ -667,7 +668,7 @@ class PretrainBatches(_Epochs):
             self.data.variations, self.data.jet_variation, self.data.jet_first)
 
         d = self.data
-        in_split = d.groups_in(self.split, fractions)
+        in_split = d.groups_in(self.split, fractions) & (d.subset_key() < fraction)
         if d.n_jets:
             n_eligible = np.add.reduceat(self.eligible.astype(np.int64), d.group_start)
             n_anchor = np.add.reduceat(self.anchor.astype(np.int64), d.group_start)
@@ -743,7 +744,9 @@ class LabelledJets(_Epochs):
     * ``drop_last``: default ``shuffle``. Then the last partial batch and the batches that
       do not divide among ranks are dropped; without it, evaluation order gives every jet
       exactly once (under DDP a rank may then have one batch more), and shuffled
-      training pads ranks by wrapping around.
+      training pads ranks by wrapping around;
+    * ``transform``: a deterministic ``Particles -> Particles`` applied before the
+      features (the encoder's input frame, ``resim.train.frames``).
     """
 
     def __init__(self, data: JetData | Paths, *, split: str = "test",
@@ -754,8 +757,10 @@ class LabelledJets(_Epochs):
                  world_size: int | None = None, fractions: Mapping[str, float] | None = None,
                  classes: Mapping[str, Sequence[str]] | None = None,
                  streaming: Streaming | None = None,
-                 feature_names: Sequence[str] = FEATURES):
+                 feature_names: Sequence[str] = FEATURES,
+                 transform: Callable[[Particles], Particles] | None = None):
         self.feature_names = tuple(feature_names)
+        self.transform = transform
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.max_particles = _check_int("max_particles", max_particles, 1)
         if max_jets is not None:
@@ -827,6 +832,8 @@ class LabelledJets(_Epochs):
     def _make(self, units: np.ndarray, batch: int, epoch: int) -> dict[str, torch.Tensor]:
         rows = self.rows[units]
         p = self.data.particles(rows, self.max_particles)
+        if self.transform is not None:
+            p = self.transform(p)
         x, v = features(p, self.feature_names)
         d = self.data
         group = d.jet_group(rows)
