@@ -1,7 +1,8 @@
 """Reading resim data sets: ``ds = resim.open(path)``; ``ds[a:b]`` is an awkward array.
 
 Only the slice asked for is read from disk. Each jet record has the fields
-``pt, eta, phi, mass, n_constituents, group, event, variation, realization, seed, label``
+``pt, eta, phi, mass, n_constituents, group, event, variation, realization, seed, label,
+n_b_hadrons, n_c_hadrons, splitting``
 (``variation`` and ``label`` as strings) and ``constituents``, a list of records
 ``px, py, pz, E, pid, charge, vx, vy, vz``. All jets of one group are contiguous.
 
@@ -121,7 +122,8 @@ class JetDataset:
 
     def _read(self, start: int, stop: int) -> ak.Array:
         f = self._h5
-        jets = {c: f["jets"][c][start:stop] for c in JET_FIELDS}
+        # Files of format version 1 lack the heavy-flavour columns: read what there is.
+        jets = {c: f["jets"][c][start:stop] for c in JET_FIELDS if c in f["jets"]}
         lo, hi = self._offsets[start], self._offsets[stop]
         cons = ak.zip({c: f["constituents"][c][lo:hi] for c in CONSTITUENT_FIELDS})
         fields: dict[str, Any] = dict(jets)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import numpy as np
 
 FORMAT = "resim-jets"
-FORMAT_VERSION = 1
+#: 2: jets carry their heavy-flavour hadrons and gluon splitting.
+FORMAT_VERSION = 2
 
 f4, f8, i1, i2, i4, i8 = np.float32, np.float64, np.int8, np.int16, np.int32, np.int64
 
@@ -25,6 +26,7 @@ TABLES: dict[str, dict[str, type]] = {
     "jets": {
         "pt": f4, "eta": f4, "phi": f4, "mass": f4, "n_constituents": i4,
         "group": i8, "event": i8, "variation": i1, "realization": i2, "seed": i4, "label": i1,
+        "n_b_hadrons": i1, "n_c_hadrons": i1, "splitting": i1,
     },
     "constituents": {
         "px": f4, "py": f4, "pz": f4, "E": f4, "pid": i4, "charge": i1,
