@@ -113,7 +113,7 @@ def make_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthOb
         "variation": jobs["variation"][m_row], "realization": jobs["realization"][m_row],
         "seed": jobs["seed"][m_row], "label": truth.label[m_obj],
         **jet_flavour(particles.history, m_row, {c: getattr(jp4, c) for c in P4},
-                      spec.radius, truth.row[m_obj] + 3, np.abs(truth.pid[m_obj]) == 21),
+                      spec.radius, truth.record_index[m_obj], np.abs(truth.pid[m_obj]) == 21),
     }
     g_first = np.flatnonzero(_first_of_each((group,)))
     g_obj = m_obj[g_first]
@@ -133,7 +133,7 @@ def _contained(m_jet: np.ndarray, m_obj: np.ndarray, m_row: np.ndarray,
     """Keep matches whose object's decay quarks, gluons and charged leptons all lie within
     ``radius``: as the realization made them (``history``), where its record has them,
     else as the frozen hard process has them."""
-    entry, pair = history.lookup("products", m_row, truth.row[m_obj] + 3)
+    entry, pair = history.lookup("products", m_row, truth.record_index[m_obj])
     own = np.bincount(pair, minlength=len(m_jet)) > 0
     start = np.searchsorted(truth.daughter_object, m_obj, "left")
     n = np.searchsorted(truth.daughter_object, m_obj, "right") - start

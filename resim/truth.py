@@ -32,8 +32,7 @@ class TruthObjects:
     pid: np.ndarray  # int32
     label: np.ndarray  # int8, index into the card's labels
     p4: vector.MomentumNumpy4D
-    #: Position of the object in its hard event's particle list (Les Houches order); a
-    #: realization's event record holds it at ``row + 3`` (after the system and the beams).
+    #: Position of the object in its hard event's particle list (Les Houches order).
     row: np.ndarray  # int32
     #: Final quarks, gluons and charged leptons from each object's decay (for containment),
     #: flattened: ``daughter_object`` is the object row each belongs to.
@@ -44,6 +43,12 @@ class TruthObjects:
     @property
     def group(self) -> np.ndarray:
         return self.event * MAX_OBJECTS + self.index
+
+    @property
+    def record_index(self) -> np.ndarray:
+        """Position of each object in a realization's event record: the hard process follows
+        the system entry and the two beams, in Les Houches order."""
+        return self.row + 3
 
     def __len__(self) -> int:
         return len(self.event)

@@ -7,11 +7,14 @@ from __future__ import annotations
 import glob
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import awkward as ak
+import click
 import h5py
 import numpy as np
 import pytest
@@ -400,3 +403,28 @@ def test_cli_export_errors_name_the_problem_and_write_nothing(sources, tmp_path)
     with pytest.raises(ExportError, match="two inputs named"):
         export_weaver([sources[0], copy / sources[0].name], tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.tmp").exists()
+
+
+DOC = Path(__file__).parents[1] / "docs" / "export.md"
+
+
+def doc_commands() -> list[str]:
+    blocks = re.findall(r"```sh\n(.*?)```", DOC.read_text(), flags=re.S)
+    text = "\n".join(blocks).replace("\\\n", " ")
+    return [line.split(" #")[0].strip() for line in text.splitlines()
+            if line.strip().startswith("resim ")]
+
+
+def test_the_export_doc_walks_through_both_formats():
+    found = doc_commands()
+    assert any("--format weaver" in c for c in found)
+    assert any("--format omnilearned" in c for c in found)
+
+
+@pytest.mark.parametrize("line", doc_commands())
+def test_export_doc_commands_parse(line: str):
+    words = shlex.split(line)[1:]
+    command = main.get_command(click.Context(main), words[0])
+    assert command is not None, f"no command {words[0]!r}"
+    with command.make_context(words[0], words[1:], resilient_parsing=False):
+        pass

@@ -5,10 +5,10 @@ A block (:class:`ExportBlock`) holds consecutive jets of one input file with eve
 writer needs, already in the exported jets' terms:
 
 * per jet: its class (index into :class:`Classes`), its split, kinematics, substructure
-  (:mod:`.substructure`), the truth object of its group, and the re-simulation keys —
-  ``group`` (unique over the whole export: ``file << 40 | group id in the file``),
-  ``event``, ``variation`` (index into the export's variation names, the union of the
-  inputs' in order of first appearance) and ``realization``;
+  (:mod:`.substructure`, for the formats that carry it), the truth object of its group,
+  and the re-simulation keys — ``group`` (unique over the whole export: ``file << 40 |
+  group id in the file``), ``event``, ``variation`` (index into the export's variation
+  names, the union of the inputs' in order of first appearance) and ``realization``;
 * per particle, padded to the block's longest jet: :class:`resim.train.features.Particles`
   and the feature array :func:`resim.train.features.features` makes of it — Δη and Δφ to the
   jet axis (Δη flipped for jets at η < 0, as in JetClass), log pT, log E, the particle kind
@@ -273,11 +273,13 @@ CONSTITUENT_COLUMNS = ("px", "py", "pz", "E", "pid", "charge", "vx", "vy", "vz")
 
 
 def read_blocks(source: Source, classes: Classes, variations: Sequence[str],
-                fractions: Mapping[str, float] | None, step: int = BLOCK_JETS
-                ) -> Iterator[ExportBlock]:
-    """The exported jets of ``source`` (those in some class), ``step`` input jets at a time."""
+                fractions: Mapping[str, float] | None, with_substructure: bool = True,
+                step: int = BLOCK_JETS) -> Iterator[ExportBlock]:
+    """The exported jets of ``source`` (those in some class), ``step`` input jets at a time;
+    ``with_substructure``: also soft-drop mass and N-subjettiness (FastJet's clustering
+    takes most of an export's time: ~2.5 ms a jet)."""
     class_of = classes.table(list(source.labels))
-    variation_code = np.array([variations.index(v) for v in source.variations] + [0])
+    variation_code = np.array([variations.index(v) for v in source.variations])
     with open_data_set(source.path) as h5:
         jets_h5, cons_h5 = h5["jets"], h5["constituents"]
         counts_all = jets_h5["n_constituents"][:].astype(np.int64)
@@ -303,13 +305,14 @@ def read_blocks(source: Source, classes: Classes, variations: Sequence[str],
             cons = {c: cons_h5[c][lo:hi][take]
                     for c in (*CONSTITUENT_COLUMNS, *source.detector)}
             yield _block(source, {c: v[rows] for c, v in jets.items()}, counts, cons,
-                         klass[rows], groups, order, variation_code, fractions)
+                         klass[rows], groups, order, variation_code, fractions,
+                         with_substructure)
 
 
 def _block(source: Source, jets: dict[str, np.ndarray], counts: np.ndarray,
            cons: dict[str, np.ndarray], klass: np.ndarray, groups: dict[str, np.ndarray],
            order: np.ndarray, variation_code: np.ndarray,
-           fractions: Mapping[str, float] | None) -> ExportBlock:
+           fractions: Mapping[str, float] | None, with_substructure: bool) -> ExportBlock:
     n_slots = max(int(counts.max(initial=1)), 1)
     p = Particles.from_flat(cons, counts, n_slots)
     if "kind" in cons:  # a reconstructed kind (index into KINDS) beats one from the PDG id
@@ -337,8 +340,10 @@ def _block(source: Source, jets: dict[str, np.ndarray], counts: np.ndarray,
         **{c: jets[c].astype(np.int64) for c in ("n_b_hadrons", "n_c_hadrons", "splitting")},
         "truth_pid": groups["pid"][at].astype(np.int64),
         **{f"truth_{c}": groups[c][at].astype(np.float64) for c in ("pt", "eta", "phi")},
-        **substructure(cons["px"], cons["py"], cons["pz"], cons["E"], counts, source.radius),
     }
+    if with_substructure:
+        out.update(substructure(cons["px"], cons["py"], cons["pz"], cons["E"], counts,
+                                source.radius))
     extra = {"level": jets["level"].astype(np.int64)} if "level" in jets else {}
     return ExportBlock(out, p, x, errors["d0_err"], errors["dz_err"],
                        split_codes(source, out["event"], fractions), extra)
@@ -356,7 +361,10 @@ class OutputDir:
             raise ExportError(f"{self.target.parent}: no such directory")
         self.tmp = self.target.with_name(self.target.name + ".tmp")
         shutil.rmtree(self.tmp, ignore_errors=True)
-        self.tmp.mkdir()
+        try:
+            self.tmp.mkdir()
+        except OSError as err:
+            raise ExportError(f"{self.tmp}: cannot create it ({err.strerror})") from None
 
     def path(self, *parts: str) -> Path:
         out = self.tmp.joinpath(*parts)
@@ -417,8 +425,8 @@ def export(fmt: str, files: Sequence[str | os.PathLike], output: str | os.PathLi
            classes: Sequence[str] | None, max_particles: int,
            fractions: Mapping[str, float] | None, overwrite: bool, progress: bool,
            writer: Callable[[OutputDir, Source, Classes], Writer],
-           finish: Callable[[OutputDir, Classes, list[Source]], dict[str, Any]]
-           ) -> dict[str, Any]:
+           finish: Callable[[OutputDir, Classes, list[Source]], dict[str, Any]],
+           with_substructure: bool = True) -> dict[str, Any]:
     """Read every input block by block and hand each split's jets to the format's
     ``writer``; ``finish`` writes what the format needs beside the files and returns its
     entries of the manifest. Everything is checked before anything is written, and the
@@ -437,7 +445,8 @@ def export(fmt: str, files: Sequence[str | os.PathLike], output: str | os.PathLi
         for source in sources:
             files_of = writer(out, source, chosen)
             try:
-                for block in read_blocks(source, chosen, variations, fractions):
+                for block in read_blocks(source, chosen, variations, fractions,
+                                         with_substructure):
                     for s in np.unique(block.split).tolist():
                         part = block.take(np.flatnonzero(block.split == s))
                         files_of.write(s, part)

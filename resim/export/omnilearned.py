@@ -128,4 +128,4 @@ def export_omnilearned(files: Sequence[str | os.PathLike], output: str | os.Path
 
     return export("omnilearned", files, output, classes=classes, max_particles=max_particles,
                   fractions=fractions, overwrite=overwrite, progress=progress, writer=writer,
-                  finish=finish)
+                  finish=finish, with_substructure=False)
