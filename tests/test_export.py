@@ -385,6 +385,8 @@ def test_cli_export_errors_name_the_problem_and_write_nothing(sources, tmp_path)
         (["-o", str(tmp_path / "x"), "--classes", "top=tau"], "unknown label 'tau'"),
         (["-o", str(tmp_path / "x"), "--classes", "jetclas"], "not a preset"),
         (["-o", str(tmp_path / "x"), "--classes", "a=g:g_xx"], "unknown splitting 'g_xx'"),
+        (["-o", str(tmp_path / "x"), "--classes", "a=g", "--classes", "b=g:g_bb"],
+         "'g:g_bb' overlaps class 'a'"),
         (["-o", str(tmp_path / "x"), "--fractions", "0.5,0.5"], "--fractions 0.5,0.5"),
         (["-o", str(tmp_path / "x"), "--max-particles", "0"], "--max-particles must be >= 1"),
     ]

@@ -109,6 +109,7 @@ class Classes:
                                   "nor NAME=LABEL[,LABEL...]")
             return cls(dict(PRESETS[items[0]]))
         members: dict[str, tuple[str, ...]] = {}
+        claimed: dict[tuple[str, str], str] = {}  # (label, splitting or "") -> class
         for item in items:
             name, sep, rest = item.partition("=")
             name = name.strip()
@@ -126,6 +127,12 @@ class Classes:
                 if split and split not in SPLITTINGS.values():
                     raise ExportError(f"--classes {item}: unknown splitting {split!r}; one of "
                                       f"{', '.join(SPLITTINGS.values())}")
+                # A jet belongs to one class: a label taken whole, or per splitting, once.
+                clash = [c for (lb, s), c in claimed.items()
+                         if lb == label and (not s or not split or s == split)]
+                if clash:
+                    raise ExportError(f"--classes {item}: {m!r} overlaps class {clash[0]!r}")
+                claimed[(label, split)] = name
             members[name] = chosen
         return cls(members)
 
@@ -143,7 +150,7 @@ class Classes:
                 row = table[labels.index(label)]
                 columns = [by_name[split] + 1] if split else range(table.shape[1])
                 for c in columns:
-                    if row[c] < 0:  # a jet belongs to the first class that claims it
+                    if row[c] < 0:  # presets may name a label twice: the first class wins
                         row[c] = k
         return table
 
