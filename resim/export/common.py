@@ -33,7 +33,7 @@ import os
 import shutil
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -148,10 +148,8 @@ class Classes:
                 if label not in labels:
                     continue
                 row = table[labels.index(label)]
-                columns = [by_name[split] + 1] if split else range(table.shape[1])
-                for c in columns:
-                    if row[c] < 0:  # presets may name a label twice: the first class wins
-                        row[c] = k
+                columns = [by_name[split] + 1] if split else slice(None)
+                row[columns] = k  # classes never overlap (parse checks; presets do not)
         return table
 
 
@@ -218,15 +216,14 @@ def parse_fractions(text: str | None) -> dict[str, float] | None:
     """``--fractions TRAIN,VAL,TEST`` as the trainer's mapping (None: its default)."""
     if text is None:
         return None
+    from ..train.data import check_fractions
+
     try:
         values = [float(v) for v in text.split(",")]
-    except ValueError:
-        values = []
-    if len(values) != len(SPLITS) or any(not 0 <= v <= 1 for v in values) or not np.isclose(
-            sum(values), 1.0):
-        raise ExportError(f"--fractions {text}: expected three numbers in [0, 1] summing to 1, "
-                          "e.g. 0.8,0.1,0.1")
-    return dict(zip(SPLITS, values, strict=True))
+        return check_fractions(dict(zip(SPLITS, values, strict=True)))
+    except ValueError:  # not numbers, not three, or not fractions summing to 1
+        raise ExportError(f"--fractions {text}: expected three numbers in [0, 1] summing to "
+                          "1, e.g. 0.8,0.1,0.1") from None
 
 
 def split_codes(source: Source, events: np.ndarray,
@@ -253,7 +250,6 @@ class ExportBlock:
     d0_err: np.ndarray  # (N, P)
     dz_err: np.ndarray
     split: np.ndarray  # (N,) index into SPLITS
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.split)
@@ -261,8 +257,7 @@ class ExportBlock:
     def take(self, rows: np.ndarray) -> ExportBlock:
         return ExportBlock({c: v[rows] for c, v in self.jets.items()},
                            self.particles.take(rows), self.x[rows], self.d0_err[rows],
-                           self.dz_err[rows], self.split[rows],
-                           {c: v[rows] for c, v in self.extra.items()})
+                           self.dz_err[rows], self.split[rows])
 
 
 def _pad(values: np.ndarray, counts: np.ndarray, n_slots: int, dtype: type) -> np.ndarray:
@@ -351,9 +346,10 @@ def _block(source: Source, jets: dict[str, np.ndarray], counts: np.ndarray,
     if with_substructure:
         out.update(substructure(cons["px"], cons["py"], cons["pz"], cons["E"], counts,
                                 source.radius))
-    extra = {"level": jets["level"].astype(np.int64)} if "level" in jets else {}
+    if "level" in jets:  # detector-level data sets: which level each jet is
+        out["level"] = jets["level"].astype(np.int64)
     return ExportBlock(out, p, x, errors["d0_err"], errors["dz_err"],
-                       split_codes(source, out["event"], fractions), extra)
+                       split_codes(source, out["event"], fractions))
 
 
 # --------------------------------------------------------------------------- output

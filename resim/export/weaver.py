@@ -88,8 +88,8 @@ def branches(block: ExportBlock, classes: Classes) -> dict[str, Any]:
                                                         "n_b_hadrons", "n_c_hadrons",
                                                         "splitting")},
     })
-    if "level" in block.extra:
-        out["aux_level"] = block.extra["level"].astype(np.int32)
+    if "level" in j:
+        out["aux_level"] = j["level"].astype(np.int32)
     return out
 
 
