@@ -37,6 +37,10 @@ HADRONIZATION_PREFIXES = (
     "ParticleDecays:", "Fragmentation:", "HadronVertex:",
 )
 
+#: Settings of Pythia's resonance-decay filter: a hook on the hard process, so they belong in
+#: ``[hard_process]`` (the upstream), where resim installs the hook.
+DECAY_FILTER = "ResonanceDecayFilter:"
+
 JET_ALGORITHMS = ("antikt", "kt", "cambridge")
 STAGES = ("shower", "hadronization", "detector")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -103,8 +107,9 @@ class Objects:
 
     pdg: tuple[int, ...]
     labels: dict[str, tuple[int, ...]]
-    #: Require every quark and gluon from the object's decay within the matching radius
-    #: of the jet axis (as JetClass does), so that a ``top`` label means a full top jet.
+    #: Require every quark, gluon and charged lepton from the object's decay within the jet
+    #: radius of the jet axis (as JetClass does), so that a ``top`` label means a full top
+    #: jet and a ``tbl`` one holds its b quark and its lepton (never the neutrino).
     contained: bool = False
 
     def label_of(self, pdg: int) -> int:
@@ -287,9 +292,14 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
     detector = (None if detector_raw is None
                 else detector_spec.parse(_Table(path, detector_raw, "detector.")))
     variations = _variations(t.table("variations", required=True), detector_raw, detector)
+    pythia_settings = pythia.settings("settings")
+    for s in (*pythia_settings, *(s for v in variations for s in v.settings)):
+        if s.name.startswith(DECAY_FILTER):
+            raise CardError(path, s.key, "the resonance-decay filter acts on the hard process: "
+                            "set it in [hard_process] settings")
     return Card(
         path=path, text=text, run=run, beams=beams, hard_process=hard, objects=objects,
-        jets=jets, variations=variations, pythia=pythia.settings("settings"),
+        jets=jets, variations=variations, pythia=pythia_settings,
         decays=_decays(t.table("decays")), detector=detector,
         unset=_unset(raw, run, jets),
     )

@@ -313,6 +313,47 @@ def convert_toptagging(file: Path, output: Path, split: str | None, overwrite: b
                progress=not quiet)
 
 
+# ------------------------------------------------------------------ exports to other trainers
+
+
+@main.command("export")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", required=True, type=click.Choice(["weaver", "omnilearned"]),
+              help="weaver: JetClass-format ROOT files + data config (weaver-core, ParT); "
+                   "omnilearned: OmniLearned's custom-data HDF5 layout.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The directory to write (train/, val/, test/ and a manifest).")
+@click.option("--classes", multiple=True, metavar="NAME=LABEL[,LABEL...]",
+              help="A class and the labels it takes (LABEL:SPLITTING for a per-jet gluon "
+                   "splitting, e.g. g_bb=g:g_bb); repeat for each class. Or one preset: "
+                   "jetclass (JetClass's ten classes), rs3l (RS3L's eleven). Default: "
+                   "every label its own class.")
+@click.option("--max-particles", type=int, default=128, show_default=True,
+              help="Constituents per jet in the fixed-size inputs (weaver's data config "
+                   "length; OmniLearned's array width).")
+@click.option("--fractions", metavar="TRAIN,VAL,TEST",
+              help="Hard-event split fractions (default 0.8,0.1,0.1, as the trainer's).")
+@_OVERWRITE
+@_QUIET
+def export_(files: tuple[Path, ...], fmt: str, output: Path, classes: tuple[str, ...],
+            max_particles: int, fractions: str | None, overwrite: bool, quiet: bool) -> None:
+    """resim data sets -> files weaver-core or OmniLearned train on, split by hard event,
+    each jet keeping its group, variation and realization. See docs/export.md."""
+    from .export import FORMATS, ExportError
+    from .export.common import parse_fractions
+
+    try:
+        summary = FORMATS[fmt](list(files), output, classes=list(classes) or None,
+                               max_particles=max_particles,
+                               fractions=parse_fractions(fractions), overwrite=overwrite,
+                               progress=not quiet)
+    except ExportError as err:
+        _fail(str(err))
+    per_split = ", ".join(f"{split} {sum(n.values())}" for split, n in summary["jets"].items())
+    click.echo(f"{output}: {per_split} jets in {len(summary['classes'])} classes "
+               f"({', '.join(summary['classes'])}); manifest {output / 'resim_export.json'}")
+
+
 # Training: `resim train`, `resim finetune`, `resim evaluate`, `resim configs`.
 from .train.commands import COMMANDS as _TRAINING  # noqa: E402  (imports no torch)
 

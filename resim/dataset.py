@@ -2,11 +2,13 @@
 
 Only the slice asked for is read from disk. Each jet record has the fields
 ``pt, eta, phi, mass, n_constituents, group, event, variation, realization, seed, label,
-level`` (``variation``, ``label`` and ``level`` as strings) and ``constituents``, a list
-of records ``px, py, pz, E, pid, charge, vx, vy, vz, d0, dz, d0_err, dz_err, kind``. All
-jets of one group are contiguous. Files of format version 1 (before detector-level jets)
-read the same: their jets are particle-level and the constituents' impact parameters and
-kinds are derived as for particle-level jets (:func:`resim.layout.particle_level_columns`).
+level, n_b_hadrons, n_c_hadrons, splitting`` (``variation``, ``label`` and ``level`` as
+strings) and ``constituents``, a list of records ``px, py, pz, E, pid, charge, vx, vy, vz,
+d0, dz, d0_err, dz_err, kind``. All jets of one group are contiguous. Files of format
+version 1 (before detector-level jets and heavy flavour) read the same: their jets are
+particle-level, the constituents' impact parameters and kinds are derived as for
+particle-level jets (:func:`resim.layout.particle_level_columns`), and their heavy-flavour
+columns read -1 (unknown).
 
 The HDF5 file is opened on first use and reopened after unpickling, so a data set can be
 handed to DataLoader worker processes (h5py handles cannot cross a fork or a pickle).
@@ -115,9 +117,9 @@ class JetDataset:
     def _derived(self, table: str, name: str, start: int, stop: int | None) -> np.ndarray:
         """A column a version-1 file lacks: level 0 (particle), or what particle-level
         constituents derive from their other columns."""
-        if table == "jets" and name == "level":
+        if table == "jets":  # particle level; heavy flavour unknown (-1)
             n = len(self._h5["jets/pt"][start:stop])
-            return np.zeros(n, TABLES[table][name])
+            return np.full(n, 0 if name == "level" else -1, TABLES[table][name])
         if table == "constituents" and name in DERIVED:
             stored = {c: self._h5["constituents"][c][start:stop] for c in
                       ("px", "py", "pz", "vx", "vy", "vz", "pid", "charge")}

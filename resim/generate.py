@@ -206,6 +206,8 @@ class Pipeline:
         candidates = FinalState.concatenate(parts)
         if len(parts) > 1:  # back into job order
             candidates = candidates.take(np.argsort(np.concatenate(order)))
+        # The realizations' records (heavy hadrons, decay products) are the particles'.
+        candidates.history = particles.history
         return _above(candidates, card.jets.constituent_pt_min)
 
     def block(self, first: int, last: int) -> tuple[dict[str, dict[str, np.ndarray]], BlockStats]:

@@ -20,8 +20,9 @@ import numpy as np
 from .generators.propagation import impact_parameters
 
 FORMAT = "resim-jets"
-#: 2: jets carry ``level``, constituents ``d0, dz, d0_err, dz_err, kind`` (version-1 files
-#: still open: :mod:`resim.dataset` fills these in for them).
+#: 2: jets carry ``level`` and their heavy-flavour hadrons and gluon splitting,
+#: constituents ``d0, dz, d0_err, dz_err, kind`` (version-1 files still open:
+#: :mod:`resim.dataset` fills these in for them).
 FORMAT_VERSION = 2
 
 #: Values of ``jets/level``: jets of the generated particles, or of the detector's
@@ -39,7 +40,7 @@ TABLES: dict[str, dict[str, type]] = {
     "jets": {
         "pt": f4, "eta": f4, "phi": f4, "mass": f4, "n_constituents": i4,
         "group": i8, "event": i8, "variation": i1, "realization": i2, "seed": i4, "label": i1,
-        "level": i1,
+        "level": i1, "n_b_hadrons": i1, "n_c_hadrons": i1, "splitting": i1,
     },
     "constituents": {
         "px": f4, "py": f4, "pz": f4, "E": f4, "pid": i4, "charge": i1,
@@ -87,7 +88,8 @@ DERIVED = ("d0", "dz", "d0_err", "dz_err", "kind")
 
 #: The columns each format version added: files of an older version lack them, and
 #: readers make them up as :class:`resim.dataset.JetDataset` says.
-ADDED_IN = {2: {"jets": ("level",), "constituents": DERIVED}}
+ADDED_IN = {2: {"jets": ("level", "n_b_hadrons", "n_c_hadrons", "splitting"),
+                "constituents": DERIVED}}
 
 
 def stored_columns(version: int) -> dict[str, tuple[str, ...]]:

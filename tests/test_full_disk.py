@@ -57,8 +57,12 @@ def data_bytes(reference: Path) -> int:
 
 def generate(out: Path, *args: str, unreserved: bool = False) -> subprocess.CompletedProcess:
     start = [sys.executable, "-c", UNRESERVED] if unreserved else [str(BIN / "resim")]
+    # Not from the repository: `python -c` puts the working folder first on sys.path, and
+    # the source folder `resim/` there is not the installed package (whose `generators/`
+    # is mapped in as `resim.generators`).
     return subprocess.run([*start, "generate", "--card", str(RESUME), "--output", str(out),
-                           "--quiet", *args], capture_output=True, text=True, timeout=300)
+                           "--quiet", *args], capture_output=True, text=True, timeout=300,
+                          cwd=out.parent)
 
 
 def assert_one_line(result: subprocess.CompletedProcess, *words: str) -> None:
