@@ -354,10 +354,12 @@ def export_(files: tuple[Path, ...], fmt: str, output: Path, classes: tuple[str,
                f"({', '.join(summary['classes'])}); manifest {output / 'resim_export.json'}")
 
 
-# Training: `resim train`, `resim finetune`, `resim evaluate`, `resim configs`.
+# Training: `resim train`, `resim finetune`, `resim evaluate`, `resim configs`; and
+# `resim study`, which uses both the generator and the trainer.
+from .study.command import study as _study  # noqa: E402  (imports no torch)
 from .train.commands import COMMANDS as _TRAINING  # noqa: E402  (imports no torch)
 
-for _command in _TRAINING:
+for _command in (*_TRAINING, _study):
     main.add_command(_command)
 
 

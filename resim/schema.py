@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from .errors import ResimError
 
@@ -69,7 +69,7 @@ class Table:
             if name not in names:
                 self.fail(name, f"unknown key (allowed here: {', '.join(names)})")
 
-    def table(self, name: str, required: bool = False) -> Table:
+    def table(self, name: str, required: bool = False) -> Self:
         if name not in self.raw and required:
             self.fail(name, "missing section")
         return type(self)(self.source, self.raw.get(name, {}), self.key(name) + ".")

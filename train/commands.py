@@ -1,5 +1,5 @@
 """The training commands of the ``resim`` command line: train, finetune, evaluate, probe,
-configs, study.
+configs (``resim study`` is :mod:`resim.study.command`).
 
 They are registered on ``resim``'s click group in ``resim/cli.py``. Imports of torch and
 the trainer happen inside the commands, so ``resim generate`` does not pay for them.
@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -37,13 +37,13 @@ def _main_rank() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     if _main_rank():
         click.echo(f"error: {message}", err=True)
     sys.exit(2)
 
 
-def _run(action: Callable[[], Any]) -> Any:
+def run_reporting_errors(action: Callable[[], Any]) -> Any:
     """Run ``action``; config and run problems become one-line errors (exit code 2)."""
     from .config import ConfigError
     from .loop import RunError
@@ -51,7 +51,7 @@ def _run(action: Callable[[], Any]) -> Any:
     try:
         return action()
     except (ConfigError, RunError) as err:
-        _fail(str(err))
+        fail(str(err))
     finally:
         import torch.distributed as dist
 
@@ -115,12 +115,12 @@ def train(config_name: str | None, data: tuple[Path, ...], output: Path, epochs:
         from .pretrain import pretrain
 
         if config_name is None and not resume:
-            _fail("give --config CONFIG (a file or a shipped config; see `resim configs`)")
+            fail("give --config CONFIG (a file or a shipped config; see `resim configs`)")
         return pretrain(_load(config_name), list(data), output, resume=resume,
                         overwrite=overwrite, overrides=_overrides(epochs, max_jets, overrides),
                         progress=not quiet)
 
-    _report(output, _run(run))
+    _report(output, run_reporting_errors(run))
 
 
 @click.command()
@@ -173,7 +173,7 @@ def finetune(checkpoint: Path | None, data: tuple[Path, ...], output: Path,
         return run_finetune(_load(name), list(data), output, checkpoint, resume=resume,
                             overwrite=overwrite, overrides=extra, progress=not quiet)
 
-    _report(output, _run(run))
+    _report(output, run_reporting_errors(run))
 
 
 def _parse_classes(items: Sequence[str]) -> dict[str, list[str]]:
@@ -182,12 +182,12 @@ def _parse_classes(items: Sequence[str]) -> dict[str, list[str]]:
         name, sep, labels = item.partition("=")
         members = [label.strip() for label in labels.split(",") if label.strip()]
         if not sep or not name.strip() or not members:
-            _fail(f"--classes {item}: expected NAME=LABEL[,LABEL...], e.g. qcd=q,g")
+            fail(f"--classes {item}: expected NAME=LABEL[,LABEL...], e.g. qcd=q,g")
         if name.strip() in out:
-            _fail(f"--classes {item}: class {name.strip()!r} given twice")
+            fail(f"--classes {item}: class {name.strip()!r} given twice")
         out[name.strip()] = members
     if len(out) < 2:
-        _fail("--classes: give at least two classes")
+        fail("--classes: give at least two classes")
     return out
 
 
@@ -228,22 +228,22 @@ def evaluate(checkpoint: Path, data: tuple[Path, ...], output: Path, split: str,
         from .evaluate import evaluate_shift
 
         if not data:
-            _fail("give at least one data file (--data)")
+            fail("give at least one data file (--data)")
         if shift:
             if variations:
-                _fail("--shift evaluates every variation; drop --variations")
+                fail("--shift evaluates every variation; drop --variations")
             return evaluate_shift(checkpoint, list(data), output, reference=reference,
                                   split=split, max_jets=max_jets, signal=signal,
                                   overwrite=overwrite)
         if reference != "nominal":
-            _fail("--reference needs --shift")
+            fail("--reference needs --shift")
         chosen: str | list[str] | None = None
         if variations:
             chosen = "all" if list(variations) == ["all"] else list(variations)
         return run_evaluate(checkpoint, list(data), output, split=split, variations=chosen,
                             signal=signal, max_jets=max_jets, overwrite=overwrite)
 
-    m = _run(run)
+    m = run_reporting_errors(run)
     if shift:
         from .evaluate import format_shift_table
 
@@ -287,7 +287,7 @@ def probe(checkpoint: Path, data: tuple[Path, ...], output: Path, classes: tuple
         return run_probe(checkpoint, list(data), output, classes=mapping, max_jets=max_jets,
                          overwrite=overwrite)
 
-    result = _run(run)
+    result = run_reporting_errors(run)
     from .probe import summary_lines
 
     width = max(len(r[0]) for r in summary_lines(result))
@@ -313,58 +313,7 @@ def configs(name: str | None) -> None:
     try:
         click.echo(resolve_config_path(name).read_text(), nl=False)
     except ConfigError as err:
-        _fail(str(err))
+        fail(str(err))
 
 
-@click.command()
-@click.option("--config", "config_name", required=True, metavar="STUDY",
-              help="Study file, or the name of a shipped study (small, tiny).")
-@click.option("--output", type=click.Path(path_type=Path), metavar="DIR",
-              help="Where the data, runs, evaluations and report go (required).")
-@click.option("--jobs", type=int, help="Stages run at once (overrides study.jobs).")
-@click.option("--report", type=click.Path(path_type=Path), metavar="PATH",
-              help="The Markdown report [default: DIR/report.md]; its PNGs go in a folder "
-                   "of the same stem beside it.")
-@click.option("--overwrite", is_flag=True,
-              help="Remake stages in DIR that were made with other settings.")
-@click.option("--print", "show", is_flag=True,
-              help="Print the study config (to copy and edit) and exit.")
-def study(config_name: str, output: Path | None, jobs: int | None, report: Path | None,
-          overwrite: bool, show: bool) -> None:
-    """Generate, pre-train every objective, fine-tune, evaluate, report (the RS3L study).
-
-    A rerun reuses every complete stage and resumes unfinished ones. Shipped studies:
-    `small` (under an hour on 2 cores; docs/study.md is its report), `tiny` (tests).
-    """
-    import shlex
-
-    if show:
-        from .config import ConfigError
-        from .study import resolve_study_path
-
-        try:
-            click.echo(resolve_study_path(config_name).read_text(), nl=False)
-        except ConfigError as err:
-            _fail(str(err))
-        return
-    if output is None:
-        _fail("give --output DIR (where the study's data, runs and report go)")
-
-    def run() -> Any:
-        from .study import load_study, run_study
-
-        words = ["resim", "study", "--config", config_name, "--output", str(output)]
-        if jobs is not None:
-            words += ["--jobs", str(jobs)]
-        if report is not None:
-            words += ["--report", str(report)]
-        if overwrite:
-            words.append("--overwrite")
-        command = shlex.join(words)  # quoted in the report: the command that made it
-        return run_study(load_study(config_name), output, jobs=jobs, overwrite=overwrite,
-                         report=report, command=command)
-
-    click.echo(_run(run))
-
-
-COMMANDS = (train, finetune, evaluate, probe, configs, study)
+COMMANDS = (train, finetune, evaluate, probe, configs)

@@ -285,7 +285,7 @@ def parse_config(text: str, source: str = "<config>", overrides: Sequence[str] =
 
 
 def _parse(raw: dict[str, Any], text: str, source: str, overrides: tuple[str, ...]) -> Config:
-    top = _Table(source, raw, "")
+    top = ConfigTable(source, raw, "")
     top.allow("encoder", "method", "finetune", "data", "optimizer", "run", "augment")
     data = _data(top.table("data"))
     augment = _augment(top.table("augment"))
@@ -339,7 +339,7 @@ def apply_override(raw: dict[str, Any], item: str, source: str) -> None:
 # --------------------------------------------------------------------------- sections
 
 
-def _encoder(t: _Table) -> EncoderConfig:
+def _encoder(t: ConfigTable) -> EncoderConfig:
     from .encoders import ENCODERS
 
     name = t.choice("name", None, sorted(ENCODERS), required=True)
@@ -348,7 +348,7 @@ def _encoder(t: _Table) -> EncoderConfig:
     return EncoderConfig(name, settings)
 
 
-def _method(t: _Table) -> MethodConfig:
+def _method(t: ConfigTable) -> MethodConfig:
     from .methods import METHODS
 
     name = t.choice("name", None, sorted(METHODS), required=True)
@@ -357,7 +357,7 @@ def _method(t: _Table) -> MethodConfig:
     return MethodConfig(name, settings)
 
 
-def _finetune(t: _Table) -> FinetuneConfig:
+def _finetune(t: ConfigTable) -> FinetuneConfig:
     t.allow("head", "head_hidden", "head_dropout", "backbone", "fraction", "backbone_lr")
     d = FinetuneConfig()
     return FinetuneConfig(
@@ -370,7 +370,7 @@ def _finetune(t: _Table) -> FinetuneConfig:
     )
 
 
-def _data(t: _Table) -> DataConfig:
+def _data(t: ConfigTable) -> DataConfig:
     t.allow("max_particles", "batch_size", "splits", "classes", "variations", "max_jets",
             "views", "level", "frame", "pretrain_fraction")
     d = DataConfig()
@@ -419,7 +419,7 @@ def _data(t: _Table) -> DataConfig:
     )
 
 
-def _optimizer(t: _Table) -> OptimizerConfig:
+def _optimizer(t: ConfigTable) -> OptimizerConfig:
     t.allow("name", "lr", "weight_decay", "betas", "grad_clip", "schedule")
     d = OptimizerConfig()
     s = t.table("schedule")
@@ -444,7 +444,7 @@ def _optimizer(t: _Table) -> OptimizerConfig:
     )
 
 
-def _augment(t: _Table) -> AugmentConfig:
+def _augment(t: ConfigTable) -> AugmentConfig:
     from .augment import AUGMENTATIONS, build_augmentation
 
     names = t.strings("names", ())
@@ -460,7 +460,7 @@ def _augment(t: _Table) -> AugmentConfig:
     return AugmentConfig(names, settings)
 
 
-def _run(t: _Table) -> RunConfig:
+def _run(t: ConfigTable) -> RunConfig:
     t.allow("epochs", "seed", "checkpoint_every", "log_every", "device", "num_workers",
             "threads", "validate", "monitor_every", "sync_batchnorm")
     d = RunConfig()
@@ -499,7 +499,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], t: _Table,
+def _check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], t: ConfigTable,
                     what: str) -> None:
     """Unknown settings (the registries' check) and values of the wrong type, by key path.
 
@@ -543,8 +543,9 @@ def _kind_name(default: Any) -> str:
         type(default), "a list" if isinstance(default, tuple | list) else type(default).__name__)
 
 
-class _Table(Table):
-    """A config table: the shared key checks (resim.schema), raising ConfigErrors."""
+class ConfigTable(Table):
+    """A table of a training or study config: the shared key checks (resim.schema),
+    raising ConfigErrors."""
 
     error = ConfigError
 

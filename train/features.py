@@ -41,7 +41,6 @@ from dataclasses import dataclass, fields
 import awkward as ak
 import numpy as np
 
-from resim.generators.propagation import impact_parameters
 from resim.layout import (
     CHARGED_HADRON,
     DETECTOR,
@@ -210,10 +209,10 @@ def features(p: Particles, names: Sequence[str] = FEATURES) -> tuple[np.ndarray,
     return x, v.astype(np.float32)
 
 
-# Particle kinds and impact parameters are defined with the data format and the detector;
-# they stay importable from here, where the trainer's code and tests look for them.
+# Particle kinds are defined with the data format (resim.layout); they stay importable from
+# here, where the trainer's code and tests look for them.
 __all__ = [
     "CHARGED_HADRON", "DETECTOR_FEATURES", "ELECTRON", "FEATURES", "FEATURE_SETS", "KINDS",
     "MUON", "NEUTRAL_HADRON", "N_FEATURES", "PHOTON", "Particles", "feature_names",
-    "features", "impact_parameters", "known_features", "particle_kind",
+    "features", "known_features", "particle_kind",
 ]

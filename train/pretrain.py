@@ -12,7 +12,7 @@ variations and level.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +107,7 @@ def pretrain_batches(config: Config, data: JetData, split: str, rt: Runtime) -> 
         raise RunError(f"{split} split: {err}") from None
 
 
-def open_data(paths: Paths, classes: dict[str, Sequence[str]] | None = None,
+def open_data(paths: Paths, classes: Mapping[str, Sequence[str]] | None = None,
               level: str = "auto") -> JetData:
     """The data files as one data set, jets of ``level`` (``data.level``); unreadable
     files are a :class:`RunError`."""

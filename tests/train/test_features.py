@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import resim
+from resim.generators.propagation import impact_parameters
 from resim.train.features import (
     CHARGED_HADRON,
     ELECTRON,
@@ -17,7 +18,6 @@ from resim.train.features import (
     PHOTON,
     Particles,
     features,
-    impact_parameters,
     particle_kind,
 )
 

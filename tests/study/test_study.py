@@ -16,18 +16,12 @@ from click.testing import CliRunner
 
 from resim.card import load_card
 from resim.cli import main
+from resim.study.cards import restrict_variations, shard_events, study_card
+from resim.study.plan import plan
+from resim.study.run import run_study
+from resim.study.spec import load_study, parse_study, resolve_study_path
 from resim.train.config import ConfigError
 from resim.train.loop import RunError
-from resim.train.study import (
-    load_study,
-    parse_study,
-    plan,
-    resolve_study_path,
-    restrict_variations,
-    run_study,
-    shard_events,
-    study_card,
-)
 
 TINY = resolve_study_path("tiny")
 DOC = Path(__file__).parents[2] / "docs" / "study.md"
@@ -308,21 +302,21 @@ def test_a_test_only_shard_is_marked_and_not_remade(tmp_path: Path) -> None:
     import h5py
 
     from resim.store import parts_dir
-    from resim.train.study import _run_generate
+    from resim.study.work import run_generate
 
     card = load_card(Path(__file__).parents[1] / "cards" / "top_small.toml")
     out = tmp_path / "t.h5"
     card = card.with_overrides(events=3, output=out)
     args = {"card": card, "card_text": "# card\n", "card_copy": str(tmp_path / "c.toml")}
-    first = _run_generate(tmp_path, split="test", **args)
+    first = run_generate(tmp_path, split="test", **args)
     with h5py.File(out) as f:
         assert f.attrs["split"] == "test"
-    again = _run_generate(tmp_path, split="test", **args)
+    again = run_generate(tmp_path, split="test", **args)
     assert again["split"] == "test" and out.stat().st_size > 0
     assert first["events"] == again["events"] == 3
     # killed before the data set file was written: the segments alone resume
     out.unlink()
     assert parts_dir(out).is_dir()
-    _run_generate(tmp_path, split="test", **args)
+    run_generate(tmp_path, split="test", **args)
     with h5py.File(out) as f:
         assert f.attrs["split"] == "test"
