@@ -75,6 +75,7 @@ from .pretrain import (
     open_data,
     stored_paths,
 )
+from .trainable import Trainable
 
 
 def pooling_parameters(encoder: Encoder) -> list[nn.Parameter]:
@@ -86,7 +87,7 @@ def pooling_parameters(encoder: Encoder) -> list[nn.Parameter]:
     return out
 
 
-class Classifier(nn.Module):
+class Classifier(Trainable):
     """An encoder and a classification head; ``model(batch) -> (cross-entropy, logs)``.
 
     ``frozen``: the encoder's weights are fixed and it runs in evaluation mode (RS3L's

@@ -1,12 +1,13 @@
 """The one training loop behind ``resim train`` and ``resim finetune``.
 
-The loop knows nothing about jets or objectives. It trains a *model*: an ``nn.Module`` with
+The loop knows nothing about jets or objectives. It trains a
+:class:`~resim.train.trainable.Trainable` model:
 
     loss, logs = model(batch)      # batch: dict of tensors; logs: dict[str, float]
-    model.after_step()             # optional, e.g. an EMA update
-    model.parameter_groups(lr)     # optional: optimiser parameter groups (own lr each)
-    model.set_total_steps(n)       # optional: told the run's length before training
-    model.ddp_find_unused_parameters  # optional: True if some parameters get no gradient
+    model.after_step()             # e.g. an EMA update (no-op by default)
+    model.parameter_groups(lr)     # optimiser parameter groups (own lr each)
+    model.set_total_steps(n)       # told the run's length before training
+    model.ddp_find_unused_parameters  # True if some parameters get no gradient
 
 (every :class:`~resim.train.methods.Method` is one, and so is the fine-tuning classifier),
 on *batch sources* (:class:`Batches`: ``len()`` batches per epoch on this process, and
@@ -51,6 +52,7 @@ from torch import Tensor, nn
 from resim.errors import ResimError
 
 from .config import Config, OptimizerConfig, ScheduleConfig, parse_config
+from .trainable import Trainable
 
 CHECKPOINT = "last.pt"
 METRICS_CSV = "metrics.csv"
@@ -469,7 +471,7 @@ def _gather_rng(rt: Runtime) -> list[dict[str, Any]]:
 
 
 def fit(
-    model: nn.Module,
+    model: Trainable,
     train: Batches,
     val: Batches | None,
     config: Config,
@@ -496,177 +498,265 @@ def fit(
     the epoch's training time (``epoch_seconds``).
     """
     output = Path(output)
-    run = config.run
     resuming = prepare_output(output, resume, overwrite, rt)
     started = time.perf_counter()
+    run = TrainingRun(_on_device(model, config, rt), train, config, output, rt, extra)
+    if resuming:
+        run.restore(load_checkpoint(output / CHECKPOINT))
+    else:
+        # Ranks share the model's initial weights (seeded before it was built; DDP also
+        # broadcasts them) but draw their own dropout masks from here on.
+        seed_everything(config.run.seed * 7919 + rt.rank + 1)
+    run.open_log(resume_step=run.pos.step if resuming else None)
+    if rt.main:
+        (output / "config.toml").write_text(_config_copy(config))
+    result = FitResult(run.pos, finished=run.pos.epoch >= config.run.epochs, model=run.model)
+    if result.finished:
+        run.log.close()
+        return result
+    try:
+        while run.pos.epoch < config.run.epochs:
+            if run.train_epoch(progress, stop_after_steps, on_step):
+                return result  # stopped inside the epoch, after a checkpoint
+            run.end_epoch(val, result, monitor, progress)
+            if stop_after_steps is not None and run.pos.step >= stop_after_steps:
+                break
+    finally:
+        run.log.close()
+    _sync_buffers(run.model, rt)
+    result.seconds = time.perf_counter() - started
+    return result
 
+
+def _on_device(model: Trainable, config: Config, rt: Runtime) -> Trainable:
+    """``model`` on this process's device (with SyncBatchNorm where asked for)."""
     model.to(rt.device)
-    if rt.distributed and run.sync_batchnorm:
+    if rt.distributed and config.run.sync_batchnorm:
         if rt.device.type != "cuda":
             raise RunError("run.sync_batchnorm needs CUDA: torch's SyncBatchNorm runs on GPUs "
                            "only")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    groups = getattr(model, "parameter_groups", None)  # e.g. a slower pre-trained backbone
-    optimizer = build_optimizer(groups(config.optimizer.lr) if groups is not None else
-                                (p for p in model.parameters() if p.requires_grad),
-                                config.optimizer)
-    steps_per_epoch = _global_min(len(train), rt)
-    if steps_per_epoch < 1:
-        raise RunError("the training split holds less than one batch per process; use more "
-                       "data, a smaller data.batch_size, or fewer processes")
-    schedule = LRSchedule.from_config(config.optimizer.schedule, steps_per_epoch, run.epochs)
-    set_total_steps = getattr(model, "set_total_steps", None)
-    if set_total_steps is not None:  # schedules inside the model (JEPA's EMA) span the run
-        set_total_steps(schedule.total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-    pos = Position()
-    accumulated = Averages()
+    return model
 
-    if resuming:
-        state = load_checkpoint(output / CHECKPOINT)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scheduler.lr_lambdas = [schedule]  # the current config's (e.g. more epochs)
-        for group, base in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-            group["lr"] = base * schedule(scheduler.last_epoch)
-        pos = Position(**state["position"])
-        accumulated = Averages(**state.get("log_accumulator", {}))
-        rngs = state["rng"]
+
+class Throughput:
+    """Jets per second of an epoch, from its first batch's arrival (start-up, the first
+    DataLoader fill and validation do not count)."""
+
+    def __init__(self) -> None:
+        self.jets = 0
+        self.clock: float | None = None
+
+    def start(self) -> None:
+        if self.clock is None:
+            self.clock = time.perf_counter()
+
+    def add(self, jets: int) -> float:
+        """Count ``jets`` more; returns the rate so far."""
+        self.jets += jets
+        return self.rate()
+
+    def rate(self) -> float:
+        return self.jets / max(self.seconds(), 1e-9)
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.clock if self.clock is not None else 0.0
+
+
+class TrainingRun:
+    """The state of one :func:`fit` call: the model and its DDP wrapper, the optimiser and
+    learning-rate schedule, where the run is (:class:`Position`), the running means of
+    the logged numbers, and the logs. Its methods are the loop's steps."""
+
+    def __init__(self, model: Trainable, train: Batches, config: Config, output: Path,
+                 rt: Runtime, extra: dict[str, Any] | None):
+        self.model, self.train, self.config, self.output, self.rt = \
+            model, train, config, output, rt
+        self.extra = extra or {}
+        self.optimizer = build_optimizer(model.parameter_groups(config.optimizer.lr),
+                                         config.optimizer)
+        self.steps_per_epoch = _global_min(len(train), rt)
+        if self.steps_per_epoch < 1:
+            raise RunError("the training split holds less than one batch per process; use "
+                           "more data, a smaller data.batch_size, or fewer processes")
+        self.schedule = LRSchedule.from_config(config.optimizer.schedule, self.steps_per_epoch,
+                                               config.run.epochs)
+        model.set_total_steps(self.schedule.total_steps)  # e.g. JEPA's EMA spans the run
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.schedule)
+        self.pos = Position()
+        self.accumulated = Averages()  # since the last metrics.csv training row
+        self.epoch_loss = Averages()  # this epoch's
+        self.speed = Throughput()  # this epoch's
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.net: nn.Module = model
+        self.log = MetricsLog(output, False, None)
+
+    # -- start ---------------------------------------------------------------------------
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue the run of checkpoint ``state``: weights, optimiser, schedule (the
+        current config's, e.g. more epochs), position, running means and RNG states."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scheduler.lr_lambdas = [self.schedule]  # the current config's (e.g. more epochs)
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                               strict=True):
+            group["lr"] = base * self.schedule(self.scheduler.last_epoch)
+        self.pos = Position(**state["position"])
+        self.accumulated = Averages(**state.get("log_accumulator", {}))
+        self._restore_rng(state["rng"])
+
+    def _restore_rng(self, rngs: list[dict[str, Any]]) -> None:
+        rt = self.rt
         if len(rngs) == rt.world_size:
             set_rng_state(rngs[rt.rank])
-        else:  # another number of processes: no exact continuation possible anyway
-            seed_everything(run.seed + 1_000_003 * (pos.step + 1) + rt.rank)
-            # ranks deal an epoch's batches round-robin: b steps on W processes covered
-            # about the first b * W batches, which take b * W / W' steps on W' processes
-            pos.batch = pos.batch * len(rngs) // rt.world_size
-            if rt.main:
-                click.echo(f"warning: resuming a {len(rngs)}-process run on "
-                           f"{rt.world_size}: it continues, but not bit-identically", err=True)
-    else:
-        # Ranks share the model's initial weights (seeded before it was built; DDP also
-        # broadcasts them) but draw their own dropout masks from here on.
-        seed_everything(run.seed * 7919 + rt.rank + 1)
-
-    log = MetricsLog(output, rt.main, pos.step if resuming else None)
-    net = (nn.parallel.DistributedDataParallel(
-        model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None,
-        # e.g. MPM and JEPA never run the encoder's class-attention pooling: without this
-        # DDP waits forever for those gradients and fails at the next step
-        find_unused_parameters=bool(getattr(model, "ddp_find_unused_parameters", False)))
-        if rt.distributed else model)
-    after_step = getattr(model, "after_step", None)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-
-    def checkpoint(finished: bool = False) -> None:
-        rngs = _gather_rng(rt)
-        if not rt.main:
             return
-        save_checkpoint(output / CHECKPOINT, {
+        # another number of processes: no exact continuation possible anyway
+        seed_everything(self.config.run.seed + 1_000_003 * (self.pos.step + 1) + rt.rank)
+        # ranks deal an epoch's batches round-robin: b steps on W processes covered
+        # about the first b * W batches, which take b * W / W' steps on W' processes
+        self.pos.batch = self.pos.batch * len(rngs) // rt.world_size
+        if rt.main:
+            click.echo(f"warning: resuming a {len(rngs)}-process run on "
+                       f"{rt.world_size}: it continues, but not bit-identically", err=True)
+
+    def open_log(self, resume_step: int | None) -> None:
+        """``metrics.csv`` and TensorBoard (rank 0), and the DDP wrapper of the model."""
+        self.log = MetricsLog(self.output, self.rt.main, resume_step)
+        self.net = _parallel(self.model, self.rt)
+
+    # -- training ------------------------------------------------------------------------
+    def train_epoch(self, progress: bool, stop_after_steps: int | None,
+                    on_step: Callable[[Position], None] | None) -> bool:
+        """The rest of the current epoch's steps; True if the run stops inside it."""
+        self.model.train()
+        self.epoch_loss = Averages()
+        self.speed = Throughput()
+        pos = self.pos
+        bar = _progress(pos, self.steps_per_epoch, self.config.run.epochs,
+                        progress and self.rt.main)
+        with bar:
+            batches = iter(self.train.epoch(pos.epoch, pos.batch))
+            while pos.batch < self.steps_per_epoch:
+                loss, n_jets = self.step(next(batches))
+                rate = self.speed.add(n_jets)
+                bar.update(1, f"loss {loss:.4g}  {rate:.0f} jets/s")
+                self.log_training(rate)
+                if self.step_done(stop_after_steps, on_step):
+                    return True
+        return False
+
+    def step(self, batch: dict[str, Tensor]) -> tuple[float, int]:
+        """One optimiser step on ``batch``; its loss, and its jets over all ranks."""
+        batch = _to_device(batch, self.rt.device)
+        self.speed.start()
+        with self.rt.autocast_context():
+            loss, logs = self.net(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.optimizer.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.config.optimizer.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.model.after_step()
+        self.pos.batch += 1
+        self.pos.step += 1
+        n_jets = len(batch["mask"]) * self.rt.world_size
+        values = {"loss": float(loss.detach()), **logs}
+        self.epoch_loss.add(values, n_jets)
+        self.accumulated.add(values, n_jets)
+        return values["loss"], n_jets
+
+    def log_training(self, rate: float) -> None:
+        """A ``metrics.csv`` training row every ``run.log_every`` steps."""
+        if self.pos.step % self.config.run.log_every == 0:
+            self.log.write(self.pos.step, self.pos.epoch, "train", {
+                **self.accumulated.means(), "lr": self.optimizer.param_groups[0]["lr"],
+                "jets_per_s": rate})
+            self.accumulated = Averages()
+
+    def step_done(self, stop_after_steps: int | None,
+                  on_step: Callable[[Position], None] | None) -> bool:
+        """Checkpoints inside an epoch (every ``run.checkpoint_every`` steps, and before a
+        stop), then the caller's ``on_step``; True if the run stops here."""
+        pos = self.pos
+        end_of_epoch = pos.batch == self.steps_per_epoch
+        stopping = stop_after_steps is not None and pos.step >= stop_after_steps
+        every = self.config.run.checkpoint_every
+        if not end_of_epoch and ((every and pos.step % every == 0) or stopping):
+            self.checkpoint()
+        if on_step is not None:
+            on_step(pos)
+        return stopping and not end_of_epoch
+
+    # -- end of an epoch -----------------------------------------------------------------
+    def end_epoch(self, val: Batches | None, result: FitResult,
+                  monitor: Callable[[nn.Module], dict[str, float]] | None,
+                  progress: bool) -> None:
+        """The epoch's training loss and speed, its validation row, the next position, a
+        checkpoint and (``progress``) the epoch's line."""
+        means = self.epoch_loss.all_reduce(self.rt).means()
+        result.train_loss = means.get("loss")
+        if self.speed.clock is not None:
+            result.jets_per_s = self.speed.rate()
+        row = self.validation_row(val, result, monitor, self.speed.seconds())
+        if row:
+            self.log.write(self.pos.step, self.pos.epoch, "val", row)
+        self.pos.epoch += 1
+        self.pos.batch = 0
+        result.finished = self.pos.epoch >= self.config.run.epochs
+        self.checkpoint(finished=result.finished)
+        if self.rt.main and progress:
+            click.echo(_epoch_line(self.pos.epoch, self.config.run.epochs, result), err=True)
+
+    def validation_row(self, val: Batches | None, result: FitResult,
+                       monitor: Callable[[nn.Module], dict[str, float]] | None,
+                       epoch_seconds: float) -> dict[str, float]:
+        """The validation loss and logs (``run.validate``), and the monitor's numbers with
+        its cost (rank 0, every ``run.monitor_every`` epochs)."""
+        run, row = self.config.run, {}
+        if val is not None and run.validate:
+            row = evaluate_loss(self.net, val, self.rt)
+            if row:
+                result.val_loss = row["loss"]
+        every = run.monitor_every
+        if monitor is not None and every and (self.pos.epoch + 1) % every == 0 and self.rt.main:
+            tic = time.perf_counter()
+            result.monitor = monitor(self.model)
+            row = {**row, **result.monitor, "monitor_seconds": time.perf_counter() - tic,
+                   "epoch_seconds": epoch_seconds}
+        return row
+
+    def checkpoint(self, finished: bool = False) -> None:
+        """``last.pt`` (rank 0; every rank's RNG states)."""
+        rngs = _gather_rng(self.rt)
+        if not self.rt.main:
+            return
+        config = self.config
+        save_checkpoint(self.output / CHECKPOINT, {
             "format": CHECKPOINT_FORMAT,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "rng": rngs,
-            "position": asdict(pos),
+            "position": asdict(self.pos),
             "finished": finished,
-            "log_accumulator": asdict(accumulated),
+            "log_accumulator": asdict(self.accumulated),
             "config": {"text": config.text, "source": config.source,
                        "overrides": list(config.overrides), "effective": config.to_dict()},
-            "world_size": rt.world_size,
+            "world_size": self.rt.world_size,
             "versions": versions(),
-            **(extra or {}),
+            **self.extra,
         })
 
-    if rt.main:
-        (output / "config.toml").write_text(_config_copy(config))
-    result = FitResult(pos, finished=pos.epoch >= run.epochs, model=model)
-    if result.finished:
-        log.close()
-        return result
 
-    try:
-        while pos.epoch < run.epochs:
-            model.train()
-            epoch_loss = Averages()
-            # Training speed of this epoch: from its first batch's arrival (start-up, the
-            # first DataLoader fill and validation do not count).
-            jets_done, clock = 0, None
-            bar = _progress(pos, steps_per_epoch, run.epochs, progress and rt.main)
-            with bar:
-                batches = iter(train.epoch(pos.epoch, pos.batch))
-                while pos.batch < steps_per_epoch:
-                    batch = _to_device(next(batches), rt.device)
-                    if clock is None:
-                        clock = time.perf_counter()
-                    with rt.autocast_context():
-                        loss, logs = net(batch)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if config.optimizer.grad_clip > 0:
-                        torch.nn.utils.clip_grad_norm_(trainable, config.optimizer.grad_clip)
-                    optimizer.step()
-                    scheduler.step()
-                    if after_step is not None:
-                        after_step()
-                    pos.batch += 1
-                    pos.step += 1
-
-                    n_jets = len(batch["mask"]) * rt.world_size
-                    jets_done += n_jets
-                    values = {"loss": float(loss.detach()), **logs}
-                    epoch_loss.add(values, n_jets)
-                    accumulated.add(values, n_jets)
-                    rate = jets_done / max(time.perf_counter() - clock, 1e-9)
-                    bar.update(1, f"loss {values['loss']:.4g}  {rate:.0f} jets/s")
-                    if pos.step % run.log_every == 0:
-                        log.write(pos.step, pos.epoch, "train", {
-                            **accumulated.means(), "lr": optimizer.param_groups[0]["lr"],
-                            "jets_per_s": rate})
-                        accumulated = Averages()
-                    end_of_epoch = pos.batch == steps_per_epoch
-                    stopping = stop_after_steps is not None and pos.step >= stop_after_steps
-                    periodic = run.checkpoint_every and pos.step % run.checkpoint_every == 0
-                    if not end_of_epoch and (periodic or stopping):
-                        checkpoint()
-                    if on_step is not None:
-                        on_step(pos)
-                    if stopping and not end_of_epoch:
-                        result.position = pos
-                        return result
-            means = epoch_loss.all_reduce(rt).means()
-            result.train_loss = means.get("loss")
-            if clock is not None:
-                result.jets_per_s = jets_done / max(time.perf_counter() - clock, 1e-9)
-            epoch_seconds = time.perf_counter() - clock if clock is not None else 0.0
-            val_means: dict[str, float] = {}
-            if val is not None and run.validate:
-                val_means = evaluate_loss(net, val, rt)
-                if val_means:
-                    result.val_loss = val_means["loss"]
-            every = run.monitor_every
-            if monitor is not None and every and (pos.epoch + 1) % every == 0 and rt.main:
-                tic = time.perf_counter()
-                result.monitor = monitor(model)
-                val_means = {**val_means, **result.monitor,
-                             "monitor_seconds": time.perf_counter() - tic,
-                             "epoch_seconds": epoch_seconds}
-            if val_means:
-                log.write(pos.step, pos.epoch, "val", val_means)
-            pos.epoch += 1
-            pos.batch = 0
-            result.finished = pos.epoch >= run.epochs
-            checkpoint(finished=result.finished)
-            if rt.main and progress:
-                click.echo(_epoch_line(pos.epoch, run.epochs, result), err=True)
-            if stop_after_steps is not None and pos.step >= stop_after_steps:
-                break
-    finally:
-        log.close()
-    _sync_buffers(model, rt)
-    result.position = pos
-    result.seconds = time.perf_counter() - started
-    return result
+def _parallel(model: Trainable, rt: Runtime) -> nn.Module:
+    """``model`` under DDP when there are several processes."""
+    if not rt.distributed:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None,
+        find_unused_parameters=model.ddp_find_unused_parameters)
 
 
 def _sync_buffers(model: nn.Module, rt: Runtime) -> None:

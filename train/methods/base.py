@@ -6,23 +6,25 @@ The training loop only ever does::
     loss.backward(); optimizer.step()
     method.after_step()               # e.g. an EMA target update (JEPA); no-op by default
 
-so a new objective is one new file with a ``Method`` subclass and one line in
-``resim.train.methods.METHODS``.
+(and the other hooks of :class:`~resim.train.trainable.Trainable`), so a new objective is
+one new file with a ``Method`` subclass and one line in ``resim.train.methods.METHODS``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..encoders.base import Encoder
+from ..trainable import Trainable
 
 
-class Method(nn.Module, ABC):
+class Method(Trainable, ABC):
     """Base class of the SSL methods. ``self.encoder`` is what fine-tuning keeps.
 
-    Class attributes the training code reads (override them in a subclass):
+    Class attributes the training code reads (override them in a subclass; also
+    Trainable's ``ddp_find_unused_parameters``, True where the pooling goes untrained):
     """
 
     #: The objective needs positive pairs, i.e. at least two views of a group per batch
@@ -33,9 +35,6 @@ class Method(nn.Module, ABC):
     #: fine-tuning trains the pooling even with a fixed backbone, instead of keeping its
     #: random initialisation.
     trains_pooling: bool = True
-    #: Some parameters get no gradient (e.g. that pooling): under DDP the loop then needs
-    #: ``find_unused_parameters=True``.
-    ddp_find_unused_parameters: bool = False
 
     def __init__(self, encoder: Encoder):
         super().__init__()
@@ -48,10 +47,3 @@ class Method(nn.Module, ABC):
     @abstractmethod
     def forward(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
         """The loss of one batch, and named numbers worth logging."""
-
-    def after_step(self) -> None:
-        """Called after each optimiser step; nothing to do unless a method overrides it."""
-
-    def set_total_steps(self, total_steps: int) -> None:
-        """Called by the training loop before training with the run's number of optimiser
-        steps (epochs x steps per epoch), for schedules inside the method (JEPA's EMA)."""
