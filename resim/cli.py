@@ -22,6 +22,7 @@ import click
 from . import __version__
 from .card import CardError, load_card, resolve_card_path, shipped_cards
 from .errors import ResimError
+from .messages import show_messages
 from .store import exit_if_abandoned
 
 #: errno values that mean "this path, as given, cannot be used" (exit code 2, as for any
@@ -103,6 +104,7 @@ def _debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
               help="Print the traceback of an error (also: RESIM_DEBUG=1).")
 def main() -> None:
     """Re-simulation-based self-supervised learning (RS3L) data and models for jets."""
+    show_messages()  # the library's logging on stderr, as resim has always written it
 
 
 @main.command()

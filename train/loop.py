@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import logging
 import math
 import os
 import platform
@@ -53,6 +54,8 @@ from resim.errors import ResimError
 
 from .config import Config, OptimizerConfig, ScheduleConfig, parse_config
 from .trainable import Trainable
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT = "last.pt"
 METRICS_CSV = "metrics.csv"
@@ -617,8 +620,8 @@ class TrainingRun:
         # about the first b * W batches, which take b * W / W' steps on W' processes
         self.pos.batch = self.pos.batch * len(rngs) // rt.world_size
         if rt.main:
-            click.echo(f"warning: resuming a {len(rngs)}-process run on "
-                       f"{rt.world_size}: it continues, but not bit-identically", err=True)
+            log.warning("resuming a %d-process run on %d: it continues, but not "
+                        "bit-identically", len(rngs), rt.world_size)
 
     def open_log(self, resume_step: int | None) -> None:
         """``metrics.csv`` and TensorBoard (rank 0), and the DDP wrapper of the model."""
@@ -707,7 +710,7 @@ class TrainingRun:
         result.finished = self.pos.epoch >= self.config.run.epochs
         self.checkpoint(finished=result.finished)
         if self.rt.main and progress:
-            click.echo(_epoch_line(self.pos.epoch, self.config.run.epochs, result), err=True)
+            log.info(_epoch_line(self.pos.epoch, self.config.run.epochs, result))
 
     def validation_row(self, val: Batches | None, result: FitResult,
                        monitor: Callable[[nn.Module], dict[str, float]] | None,

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +18,8 @@ from .report import write_report
 from .spec import Study
 from .stages import KINDS, Stage
 
+log = logging.getLogger(__name__)
+
 
 def run_study(study: Study, output: str | Path, *, jobs: int | None = None,
               overwrite: bool = False, report: str | Path | None = None,
@@ -26,8 +28,9 @@ def run_study(study: Study, output: str | Path, *, jobs: int | None = None,
 
     ``report``: where the Markdown goes (default ``output/report.md``); its figures go in
     a folder of the same stem beside it (``report/``). ``command`` is quoted in the report.
+    ``echo`` gets the study's progress lines (default: logged at INFO).
     """
-    echo = echo or (lambda line: print(line, file=sys.stderr, flush=True))
+    echo = echo or log.info
     began = time.time()
     output = Path(output)
     jobs = study.jobs if jobs is None else jobs
