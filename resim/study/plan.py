@@ -32,7 +32,7 @@ from .stages import Stage, pct, read_record, stage_fingerprint
 
 
 @dataclass(frozen=True)
-class Data:
+class DataStages:
     """The generate stages (longest first) and the data files they make (in sample
     order, as every training stage reads them), with the stages' fingerprints."""
 
@@ -71,7 +71,7 @@ def plan(study: Study, output: Path) -> list[Stage]:
 # --------------------------------------------------------------------------- generate
 
 
-def data_stages(study: Study, output: Path) -> Data:
+def data_stages(study: Study, output: Path) -> DataStages:
     """A generate stage per shard of every sample (and of its test-only sample); checks
     that every class's labels are made by some sample."""
     stages: list[Stage] = []
@@ -88,7 +88,7 @@ def data_stages(study: Study, output: Path) -> Data:
     prints = [s.fingerprint for s in stages]
     # longest first: shards of the biggest samples start first
     stages.sort(key=lambda s: -s.params["events"])
-    return Data(stages, files, prints)
+    return DataStages(stages, files, prints)
 
 
 def _shards(sample: Sample) -> list[tuple[str, int, bool]]:
@@ -121,7 +121,7 @@ def _check_classes(study: Study, labels: Sequence[str]) -> None:
 # --------------------------------------------------------------------------- pretrain
 
 
-def pretrain_stages(study: Study, output: Path, data: Data, common: Sequence[str]
+def pretrain_stages(study: Study, output: Path, data: DataStages, common: Sequence[str]
                     ) -> tuple[list[Stage], list[Stage], Pretrained]:
     """The pre-training and probe stages of every objective, size and seed; checks that
     the objectives share one encoder and input frame."""
@@ -173,7 +173,7 @@ def _check_same_encoder(study: Study, obj: str, config: Config, first: str,
                           "compares objectives on the same encoder inputs")
 
 
-def _pretrain_stage(study: Study, output: Path, data: Data, obj: str, cfg_name: str,
+def _pretrain_stage(study: Study, output: Path, data: DataStages, obj: str, cfg_name: str,
                     overrides: Sequence[str], config: Config, size: float, seed: int
                     ) -> Stage:
     extra = [f"run.seed={seed}"] + ([f"data.pretrain_fraction={size}"] if size < 1 else [])
@@ -186,7 +186,7 @@ def _pretrain_stage(study: Study, output: Path, data: Data, obj: str, cfg_name: 
                  needs=data.names)
 
 
-def _probe_stage(study: Study, output: Path, data: Data, pretraining: Stage) -> Stage:
+def _probe_stage(study: Study, output: Path, data: DataStages, pretraining: Stage) -> Stage:
     p = pretraining.params
     tag = pretraining.name.removeprefix("pretrain/")
     return Stage(f"probe/{tag}", "probe",
@@ -200,7 +200,7 @@ def _probe_stage(study: Study, output: Path, data: Data, pretraining: Stage) -> 
 # --------------------------------------------------------------------------- finetune
 
 
-def finetune_stages(study: Study, output: Path, data: Data, common: Sequence[str],
+def finetune_stages(study: Study, output: Path, data: DataStages, common: Sequence[str],
                     pretrained: Pretrained) -> tuple[list[Stage], list[Stage]]:
     """The fine-tuning stages of every row, fraction and seed (the largest fractions
     first) and the evaluation of each."""
@@ -234,7 +234,7 @@ def _check_finetune_config(study: Study, overrides: Sequence[str]) -> None:
                           "without one (e.g. finetune)")
 
 
-def _finetune_stage(study: Study, output: Path, data: Data, overrides: list[str],
+def _finetune_stage(study: Study, output: Path, data: DataStages, overrides: list[str],
                     upstream: Stage | None, row: str, fraction: float, seed: int) -> Stage:
     cfg = _config(study, study.finetune_config, overrides, "finetune.set")
     return Stage(f"finetune/{row}-{pct(fraction)}-s{seed}", "finetune",
@@ -247,7 +247,7 @@ def _finetune_stage(study: Study, output: Path, data: Data, overrides: list[str]
                  needs=data.names + ((upstream.name,) if upstream else ()))
 
 
-def _evaluate_stage(study: Study, output: Path, data: Data, finetuning: Stage) -> Stage:
+def _evaluate_stage(study: Study, output: Path, data: DataStages, finetuning: Stage) -> Stage:
     p = finetuning.params
     tag = finetuning.name.removeprefix("finetune/")
     return Stage(f"evaluate/{tag}", "evaluate",
@@ -291,5 +291,5 @@ def toml_value(value: Any) -> str:
     raise TypeError(f"cannot write {value!r} as TOML")
 
 
-__all__ = ["Data", "Pretrained", "data_stages", "finetune_stages", "plan", "pretrain_stages",
+__all__ = ["DataStages", "Pretrained", "data_stages", "finetune_stages", "plan", "pretrain_stages",
            "toml_value"]
