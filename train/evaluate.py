@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checkpoint import Checkpoint
 from .config import Config, parse_config
 from .finetune import Classifier, classifier_from_checkpoint, labelled_jets
 from .loop import RunError, load_checkpoint
@@ -105,7 +106,7 @@ def _refuse_existing(output: Path, names: Sequence[str], what: str, overwrite: b
 
 
 def _load_classifier(checkpoint: str | Path, max_jets: int | None
-                     ) -> tuple[dict[str, Any], Classifier, Config]:
+                     ) -> tuple[Checkpoint, Classifier, Config]:
     """The checkpoint, its classifier (evaluation mode) and its config (``max_jets`` applied)."""
     state = load_checkpoint(checkpoint)
     model = classifier_from_checkpoint(state)
@@ -118,7 +119,7 @@ def _load_classifier(checkpoint: str | Path, max_jets: int | None
     return state, model, config
 
 
-def _description(state: dict[str, Any], checkpoint: str | Path, data: Paths,
+def _description(state: Checkpoint, checkpoint: str | Path, data: Paths,
                  split: str) -> dict[str, Any]:
     """What was evaluated, for the JSON files."""
     return {
@@ -182,7 +183,7 @@ def evaluate(
     return metrics
 
 
-def trained_variations(state: dict[str, Any]) -> list[str]:
+def trained_variations(state: Checkpoint) -> list[str]:
     """The variations a fine-tuning checkpoint was trained on."""
     stored = state["data"].get("trained_on")
     if stored is not None:

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from .checkpoint import Checkpoint, EncoderSpec
 from .config import Config, ConfigError, FinetuneConfig
 from .data import JetData, LabelledJets
 from .encoders import Encoder
@@ -104,6 +105,7 @@ class Classifier(Trainable):
         self.frozen = frozen
         self.backbone_lr = backbone_lr
         self.train_pooling = frozen and train_pooling and bool(encoder.pooling_modules)
+        self.head: nn.Module
         if head == "linear":
             self.head = linear_classifier(encoder.embed_dim, n_classes)
         else:
@@ -213,7 +215,7 @@ def calibrate_encoder(encoder: Encoder, config: Config, data: JetData, frame: st
     return n
 
 
-def check_splits(config: Config, source: dict[str, Any], checkpoint: str | Path) -> None:
+def check_splits(config: Config, source: Checkpoint, checkpoint: str | Path) -> None:
     """Refuse a pre-training checkpoint whose ``data.splits`` differ from ``config``'s:
     the fine-tuning would train on its validation and test jets, or test on its
     training jets."""
@@ -289,7 +291,7 @@ def finetune(
     the input features the pre-trained encoder's (from scratch: those of the level).
     """
     output = Path(output)
-    spec: dict[str, Any]
+    spec: EncoderSpec
     if resume:
         if not (output / CHECKPOINT).is_file():
             raise RunError(f"{output}: nothing to resume (no {CHECKPOINT})")
@@ -374,13 +376,13 @@ def finetune(
                stop_after_steps=stop_after_steps, on_step=on_step)
 
 
-def encoder_from_spec(spec: Mapping[str, Any]) -> Encoder:
+def encoder_from_spec(spec: EncoderSpec) -> Encoder:
     from .encoders import build_encoder
 
     return build_encoder(spec["name"], spec.get("n_features", N_FEATURES), **spec["settings"])
 
 
-def classifier_from_checkpoint(state: dict[str, Any]) -> Classifier:
+def classifier_from_checkpoint(state: Checkpoint) -> Classifier:
     """The trained classifier of a fine-tuning checkpoint, in evaluation mode."""
     if state.get("kind") != "finetune":
         raise RunError(f"not a fine-tuning checkpoint (kind {state.get('kind')!r}); "

@@ -39,10 +39,10 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import click
 import numpy as np
@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from resim.errors import ResimError
 
+from .checkpoint import Checkpoint
 from .config import Config, OptimizerConfig, ScheduleConfig, parse_config
 from .trainable import Trainable
 
@@ -242,7 +243,7 @@ class Position:
     step: int = 0
 
 
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: Mapping[str, Any]) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place.
 
     A run killed while writing leaves the previous checkpoint intact.
@@ -252,8 +253,9 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A checkpoint written by :func:`fit` (on CPU), with a clear error for anything else."""
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """A checkpoint written by :func:`fit` (on CPU; :class:`~resim.train.checkpoint.Checkpoint`
+    says what it holds), with a clear error for anything else."""
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: no such checkpoint")
@@ -263,7 +265,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise RunError(f"{path}: not a readable checkpoint ({err})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise RunError(f"{path}: not a resim training checkpoint")
-    return state
+    return cast(Checkpoint, state)
 
 
 def versions() -> dict[str, str]:
@@ -305,7 +307,7 @@ RESUMABLE_CHANGES = ("run.epochs", "run.checkpoint_every", "run.log_every", "run
                      "run.num_workers", "run.threads", "run.validate", "run.monitor_every")
 
 
-def resumed_config(state: dict[str, Any], given: Config | None,
+def resumed_config(state: Checkpoint, given: Config | None,
                    overrides: Sequence[str] = ()) -> Config:
     """The config of the run in checkpoint ``state``, with new ``overrides`` applied.
 
@@ -370,16 +372,16 @@ class MetricsLog:
             if rows:
                 self.columns = list(rows[0])
                 kept = [r for r in rows if int(r["step"]) <= resume_step]
-                self._rewrite(kept)
+                self._rewrite(kept, self.columns)
         from torch.utils.tensorboard import SummaryWriter
 
         purge = None if resume_step is None else resume_step + 1
         self.writer = SummaryWriter(str(output / TENSORBOARD), purge_step=purge)
 
-    def _rewrite(self, rows: list[dict[str, str]]) -> None:
+    def _rewrite(self, rows: list[dict[str, str]], columns: list[str]) -> None:
         tmp = self.path.with_suffix(".tmp")
         with tmp.open("w", newline="") as f:
-            w = csv.DictWriter(f, self.columns)
+            w = csv.DictWriter(f, columns)
             w.writeheader()
             w.writerows(rows)
         os.replace(tmp, self.path)
@@ -398,11 +400,12 @@ class MetricsLog:
             with self.path.open(newline="") as f:
                 rows = list(csv.DictReader(f))
             self.columns = [*self.columns, *new]
-            self._rewrite(rows)
+            self._rewrite(rows, self.columns)
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.columns, restval="", extrasaction="ignore").writerow(row)
         for name, value in values.items():
-            self.writer.add_scalar(f"{split}/{name}", value, step)
+            if self.writer is not None:
+                self.writer.add_scalar(f"{split}/{name}", value, step)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -595,7 +598,7 @@ class TrainingRun:
         self.log = MetricsLog(output, False, None)
 
     # -- start ---------------------------------------------------------------------------
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: Checkpoint) -> None:
         """Continue the run of checkpoint ``state``: weights, optimiser, schedule (the
         current config's, e.g. more epochs), position, running means and RNG states."""
         self.model.load_state_dict(state["model"])

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
+from .checkpoint import Checkpoint, EncoderSpec
 from .config import Config, ConfigError
 from .data import JetData, PretrainBatches
 from .encoders import Encoder, build_encoder
@@ -76,7 +76,7 @@ def augmentation(config: Config) -> Callable | None:
     return view_pipeline(steps, config.data.frame)
 
 
-def encoder_spec(config: Config, features: Sequence[str] = FEATURES) -> dict[str, Any]:
+def encoder_spec(config: Config, features: Sequence[str] = FEATURES) -> EncoderSpec:
     """What rebuilds the encoder of ``config`` and feeds it: name, settings, inputs."""
     return {"name": config.encoder.name, "settings": dict(config.encoder.settings),
             "n_features": len(features), "frame": config.data.frame}
@@ -119,7 +119,7 @@ def open_data(paths: Paths, classes: Mapping[str, Sequence[str]] | None = None,
         raise RunError(str(err)) from None
 
 
-def stored_paths(state: dict[str, Any], paths: Paths | None) -> list[str]:
+def stored_paths(state: Checkpoint, paths: Paths | None) -> list[str]:
     """The data of a resumed run: the stored paths, which ``paths`` (if given) must match."""
     stored = state["data"]["paths"]
     if paths:
@@ -194,7 +194,7 @@ def pretrain(
                stop_after_steps=stop_after_steps, on_step=on_step, monitor=monitor)
 
 
-def checkpoint_features(state: dict[str, Any]) -> tuple[str, ...]:
+def checkpoint_features(state: Checkpoint) -> tuple[str, ...]:
     """The input features a checkpoint's encoder was trained on (RS3L's if it says none)."""
     names = state.get("features", FEATURES)
     try:
@@ -208,7 +208,7 @@ def checkpoint_features(state: dict[str, Any]) -> tuple[str, ...]:
     return names
 
 
-def encoder_from_checkpoint(state: dict[str, Any]) -> Encoder:
+def encoder_from_checkpoint(state: Checkpoint) -> Encoder:
     """The encoder of a pre-training or fine-tuning checkpoint, with its trained weights."""
     spec = state["encoder"]
     encoder = build_encoder(spec["name"], len(checkpoint_features(state)), **spec["settings"])

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checkpoint import Checkpoint
 from .config import Config, parse_config
 from .diagnostics import (
     KS,
@@ -113,12 +114,12 @@ def probe_numbers(train: Embedded, test: Embedded, grouped: Embedded,
     return out
 
 
-def _state_config(state: Mapping[str, Any]) -> Config:
+def _state_config(state: Checkpoint) -> Config:
     stored = state["config"]
     return parse_config(stored["text"], stored["source"], stored["overrides"])
 
 
-def _networks(state: Mapping[str, Any]) -> tuple[Method, Method, Config]:
+def _networks(state: Checkpoint) -> tuple[Method, Method, Config]:
     """The checkpoint's pre-trained method and the same config at its initial weights."""
     config = _state_config(state)
     n_features = len(checkpoint_features(state))

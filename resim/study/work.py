@@ -80,8 +80,9 @@ def run_finetune(directory: Path, config: str, overrides: list[str], data: list[
         cfg = cfg.with_overrides([f"run.epochs={_epochs(cfg, data, fraction, min_steps)}"])
     result = finetune(None if resume else cfg, data, directory, checkpoint if not resume
                       else None, resume=resume, overwrite=not resume, progress=False)
-    state_data = load_checkpoint(directory / CHECKPOINT).get("data", {})
-    return {**_fit_summary(result), "n_train_jets": state_data.get("n_train_jets")}
+    data_record = load_checkpoint(directory / CHECKPOINT).get("data")
+    n_train_jets = data_record.get("n_train_jets") if data_record is not None else None
+    return {**_fit_summary(result), "n_train_jets": n_train_jets}
 
 
 def _epochs(cfg: Any, data: list[str], fraction: float, min_steps: int) -> int:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from resim.cli import main
+from resim.train.checkpoint import Checkpoint
 from resim.train.loop import load_checkpoint
 
 PRETRAIN = """# A tiny RS3L config for tests.
@@ -53,6 +55,17 @@ threads = 1
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def assert_declared(state: dict, kind: type) -> None:
+    """Every key of a checkpoint (and of its records) is declared in its TypedDict
+    (resim.train.checkpoint), and every required one is there."""
+    hints = typing.get_type_hints(kind)
+    assert kind.__required_keys__ <= set(state), kind.__required_keys__ - set(state)
+    assert set(state) <= set(hints), set(state) - set(hints)
+    for key, value in state.items():
+        if typing.is_typeddict(hints[key]) and isinstance(value, dict):
+            assert_declared(value, hints[key])
+
+
 def run(*args: str | Path) -> tuple[int, str, str]:
     result = CliRunner().invoke(main, [str(a) for a in args])
     if result.exception and not isinstance(result.exception, SystemExit):
@@ -72,6 +85,7 @@ def test_train_finetune_evaluate(top_dataset: Path, qcd_dataset: Path, tmp_path:
     assert f"{pre / 'last.pt'}: 2 epochs" in out
     assert "epoch 2/2, train loss" in err  # the per-epoch line (the bar goes to stderr too)
     state = load_checkpoint(pre / "last.pt")
+    assert_declared(state, Checkpoint)
     assert state["config"]["overrides"] == ["run.epochs=2", "data.max_jets=300"]
     assert (pre / "metrics.csv").read_text().startswith("step,epoch,split,loss,lr,jets_per_s")
 
@@ -86,6 +100,7 @@ def test_train_finetune_evaluate(top_dataset: Path, qcd_dataset: Path, tmp_path:
                          "mlp", "--quiet")
     assert code == 0, err
     state = load_checkpoint(ft / "last.pt")
+    assert_declared(state, Checkpoint)
     assert state["finetune"] == {"head": "mlp", "head_hidden": [128], "head_dropout": 0.1,
                                  "backbone": "fixed", "fraction": 0.5,
                                  "train_pooling": False,  # RS3L trained the pooling
