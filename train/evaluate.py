@@ -296,40 +296,50 @@ def format_shift_table(result: dict[str, Any]) -> str:
     where a rejection is a lower bound, ">="), and the JS distance of each class's output
     distribution to the reference's."""
     reference, classes = result["reference"], result["class_names"]
-    working = [k.removeprefix("rejection_at_") for k in
-               next(iter(result["variations"].values()))["metrics"]
-               if k.startswith("rejection_at_") and not k.endswith("_is_lower_bound")]
+    working = _working_points(next(iter(result["variations"].values()))["metrics"])
     head = ["variation", "jets", "accuracy", "AUC",
             *(f"1/eps_B@{w}" for w in working), *(f"JS {c}" for c in classes)]
-    rows = []
-    for name, v in result["variations"].items():
-        m, d, r = v["metrics"], v["delta"], v["relative_delta"]
-        is_ref = name == reference
-        cells = [name + (" (ref)" if is_ref else ""), str(m["n_jets"])]
-        for key, digits in (("accuracy", 3), ("auc", 4)):
-            cell = _number(m[key], digits)
-            if not is_ref and d[key] is not None:
-                cell += f" ({d[key]:+.{digits}f})"
-            cells.append(cell)
-        ref_metrics = result["variations"][reference]["metrics"]
-        for w in working:
-            key = f"rejection_at_{w}"
-            bound = m[f"{key}_is_lower_bound"]
-            cell = _number(m[key], 1, bound)
-            # a change between lower bounds (no background jet passing) says nothing
-            if not (is_ref or r[key] is None or bound or ref_metrics[f"{key}_is_lower_bound"]):
-                cell += f" ({100 * r[key]:+.0f} %)"
-            cells.append(cell)
-        cells += ["-" if is_ref else _number(v["js_distance"][c], 3) for c in classes]
-        rows.append(cells)
+    ref_metrics = result["variations"][reference]["metrics"]
+    rows = [_shift_row(name, v, name == reference, ref_metrics, working, classes)
+            for name, v in result["variations"].items()]
     widths = [max(len(str(x)) for x in column) for column in zip(head, *rows, strict=True)]
     lines = ["  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)).rstrip()
              for line in (head, *rows)]
-    definition = result["variations"][reference]["metrics"].get("definition")
+    definition = ref_metrics.get("definition")
     notes = [f"{result['split']} split; metrics: {definition}",
              f"(changes) relative to {reference!r}; JS: Jensen-Shannon distance (0 "
              f"identical, 1 disjoint) of each class's output distribution to {reference!r}'s"]
     return "\n".join([*lines, *notes])
+
+
+def _working_points(metrics: dict[str, Any]) -> list[str]:
+    """The signal efficiencies of a metrics dict's rejections (``rejection_at_<eff>``)."""
+    return [k.removeprefix("rejection_at_") for k in metrics
+            if k.startswith("rejection_at_") and not k.endswith("_is_lower_bound")]
+
+
+def _shift_row(name: str, v: dict[str, Any], is_ref: bool, ref_metrics: dict[str, Any],
+               working: Sequence[str], classes: Sequence[str]) -> list[str]:
+    """One variation's cells of :func:`format_shift_table`."""
+    m, d, r = v["metrics"], v["delta"], v["relative_delta"]
+    cells = [name + (" (ref)" if is_ref else ""), str(m["n_jets"])]
+    for key, digits in (("accuracy", 3), ("auc", 4)):
+        change = None if is_ref else d[key]
+        cells.append(_number(m[key], digits) +
+                     (f" ({change:+.{digits}f})" if change is not None else ""))
+    cells += [_rejection_cell(f"rejection_at_{w}", m, r, is_ref, ref_metrics) for w in working]
+    cells += ["-" if is_ref else _number(v["js_distance"][c], 3) for c in classes]
+    return cells
+
+
+def _rejection_cell(key: str, m: dict[str, Any], relative: dict[str, Any], is_ref: bool,
+                    ref_metrics: dict[str, Any]) -> str:
+    """A rejection, ``>=`` where it is a lower bound, with its relative change (none
+    between lower bounds: no background jet passing says nothing)."""
+    bound = m[f"{key}_is_lower_bound"]
+    shown = not (is_ref or relative[key] is None or bound
+                 or ref_metrics[f"{key}_is_lower_bound"])
+    return _number(m[key], 1, bound) + (f" ({100 * relative[key]:+.0f} %)" if shown else "")
 
 
 __all__ = ["Predictions", "evaluate", "evaluate_shift", "format_shift_table", "predict",

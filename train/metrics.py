@@ -38,13 +38,15 @@ JetClass / Particle Transformer (Qu, Li, Qian, arXiv 2202.03772) papers:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from resim.plotting import figure
+
+T = TypeVar("T")
 
 WORKING_POINTS: tuple[float, ...] = (0.3, 0.5)
 DELTA_KEYS = ("accuracy", "auc")  # plus rejection_at_<eff> for each working point
@@ -452,44 +454,20 @@ def shift_metrics(per_variation: Mapping[str, tuple[np.ndarray, np.ndarray]],
       samples of these sizes (:func:`js_floor`, in the bins either sample occupies): a
       distance means something only well above it.
     """
-    if reference not in per_variation:
-        raise KeyError(f"reference variation {reference!r} not among the variations "
-                       f"{sorted(per_variation)}")
-    first_probs = np.asarray(per_variation[reference][0])
-    n_classes = 2 if first_probs.ndim == 1 else first_probs.shape[1]
-    names = [str(i) for i in range(n_classes)] if class_names is None else list(class_names)
+    names, n_classes = _class_names(per_variation, reference, class_names)
     edges = _edges(bins, (), (0.0, 1.0))
     settings = {"signal": signal, "pairs": pairs, "working_points": working_points}
-
-    metrics, scores = {}, {}
-    for name, (probs, labels) in per_variation.items():
-        try:
-            metrics[name] = classification_metrics(probs, labels, names, **settings)
-            scores[name] = class_output_scores(probs, labels, names, signal)
-        except ValueError as err:
-            raise ValueError(f"variation {name!r}: {err}") from None
-    ref_metrics, ref_scores = metrics[reference], scores[reference]
+    evaluated = _per_variation(per_variation, lambda probs, labels: (
+        classification_metrics(probs, labels, names, **settings),
+        class_output_scores(probs, labels, names, signal)))
+    ref_metrics, ref_scores = evaluated[reference]
     variations: dict[str, Any] = {}
-    for name in per_variation:
-        js = {c: (js_distance(s, ref_scores[c], edges)
-                  if s.size and ref_scores[c].size else None)
-              for c, s in scores[name].items()}
-        valid = [v for v in js.values() if v is not None]
-        floor = {c: (js_floor(s.size, ref_scores[c].size, _occupied(s, ref_scores[c], edges))
-                     if s.size and ref_scores[c].size else None)
-                 for c, s in scores[name].items()}
-        floors = [v for v in floor.values() if v is not None]
+    for name, (metrics, scores) in evaluated.items():
         variations[name] = {
-            "metrics": metrics[name],
-            "delta": _metric_deltas(metrics[name], ref_metrics, working_points, False),
-            "relative_delta": _metric_deltas(metrics[name], ref_metrics, working_points, True),
-            "js_distance": js,
-            "js_distance_mean": float(np.mean(valid)) if valid else None,
-            "js_floor": floor,
-            "js_floor_mean": float(np.mean(floors)) if floors else None,
-            "wasserstein": {c: (wasserstein(s, ref_scores[c])
-                                if s.size and ref_scores[c].size else None)
-                            for c, s in scores[name].items()},
+            "metrics": metrics,
+            "delta": _metric_deltas(metrics, ref_metrics, working_points, False),
+            "relative_delta": _metric_deltas(metrics, ref_metrics, working_points, True),
+            **_distances(scores, ref_scores, edges),
         }
     return {
         "reference": reference,
@@ -501,6 +479,51 @@ def shift_metrics(per_variation: Mapping[str, tuple[np.ndarray, np.ndarray]],
                        "base 2 on the bin edges, Wasserstein-1 unbinned"),
         "variations": variations,
     }
+
+
+def _class_names(per_variation: Mapping[str, tuple[np.ndarray, np.ndarray]], reference: str,
+                 class_names: Sequence[str] | None) -> tuple[list[str], int]:
+    """The class names (default "0", "1", ...) and their number, from the reference's
+    outputs (which must be there)."""
+    if reference not in per_variation:
+        raise KeyError(f"reference variation {reference!r} not among the variations "
+                       f"{sorted(per_variation)}")
+    first_probs = np.asarray(per_variation[reference][0])
+    n_classes = 2 if first_probs.ndim == 1 else first_probs.shape[1]
+    names = [str(i) for i in range(n_classes)] if class_names is None else list(class_names)
+    return names, n_classes
+
+
+def _per_variation(per_variation: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                   compute: Callable[[np.ndarray, np.ndarray], T]) -> dict[str, T]:
+    """``compute(probs, labels)`` of every variation; its errors name the variation."""
+    out = {}
+    for name, (probs, labels) in per_variation.items():
+        try:
+            out[name] = compute(probs, labels)
+        except ValueError as err:
+            raise ValueError(f"variation {name!r}: {err}") from None
+    return out
+
+
+def _distances(scores: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray],
+               edges: np.ndarray) -> dict[str, Any]:
+    """Per class, the JS distance of one variation's output distribution to the
+    reference's, its counting floor and the Wasserstein distance (None where either
+    sample is empty); the JS distances and floors also as means over the classes."""
+    both = {c: bool(s.size and ref[c].size) for c, s in scores.items()}
+    js = {c: js_distance(s, ref[c], edges) if both[c] else None for c, s in scores.items()}
+    floor = {c: js_floor(s.size, ref[c].size, _occupied(s, ref[c], edges)) if both[c]
+             else None for c, s in scores.items()}
+    return {"js_distance": js, "js_distance_mean": _mean_or_none(js.values()),
+            "js_floor": floor, "js_floor_mean": _mean_or_none(floor.values()),
+            "wasserstein": {c: wasserstein(s, ref[c]) if both[c] else None
+                            for c, s in scores.items()}}
+
+
+def _mean_or_none(values: Iterable[float | None]) -> float | None:
+    valid = [v for v in values if v is not None]
+    return float(np.mean(valid)) if valid else None
 
 
 # -- plots -------------------------------------------------------------------------------
@@ -602,63 +625,64 @@ def plot_output_distributions(per_variation: Mapping[str, tuple[np.ndarray, np.n
     """One panel per true class: the distribution of its output (see class_output_scores)
     for every variation, with the JS distance to ``reference`` in the legend (the same
     numbers as shift_metrics with the same ``bins``)."""
-    if reference not in per_variation:
-        raise KeyError(f"reference variation {reference!r} not among the variations "
-                       f"{sorted(per_variation)}")
-    first_probs = np.asarray(per_variation[reference][0])
-    n_classes = 2 if first_probs.ndim == 1 else first_probs.shape[1]
-    names = [str(i) for i in range(n_classes)] if class_names is None else list(class_names)
+    names, n_classes = _class_names(per_variation, reference, class_names)
     edges = _edges(bins, (), (0.0, 1.0))
-    scores = {}
-    for v, (p, lab) in per_variation.items():
-        try:
-            scores[v] = class_output_scores(p, lab, names, signal)
-        except ValueError as err:
-            raise ValueError(f"variation {v!r}: {err}") from None
-    if n_classes == 2:
-        s = names[-1] if signal is None else signal
-        b = names[0] if s == names[1] else names[1]
-        xlabel = {c: f"$p_{{{s}}} / (p_{{{s}}} + p_{{{b}}})$" for c in names}
-    else:
-        xlabel = {c: f"$p_{{{c}}}$" for c in names}
+    scores = _per_variation(per_variation, lambda probs, labels: class_output_scores(
+        probs, labels, names, signal))
+    xlabel = _score_labels(names, signal)
     ncols = min(n_classes, 3)
     nrows = math.ceil(n_classes / ncols)
-    import mplhep
-
     with figure(path, (7.5 * ncols, 6 * nrows), nrows, ncols) as (fig, axes):
         for i, c in enumerate(names):
-            ax = axes.flat[i]
-            ref = scores[reference][c]
-            densities = []
-            for k, (v, per_class) in enumerate(scores.items()):
-                x = per_class[c]
-                if x.size == 0:
-                    continue
-                counts = np.histogram(x, edges)[0] / (x.size * np.diff(edges))
-                densities.append(counts)
-                if v == reference:
-                    label = f"{v} (reference)"
-                elif ref.size:
-                    label = f"{v}: JS {js_distance(x, ref, edges):.3f}"
-                else:
-                    label = v
-                mplhep.histplot(counts, edges, ax=ax, label=label, color=f"C{k}",
-                                lw=2.5 if v == reference else 1.5)
-            ax.set_yscale("log")
-            ax.set_xlim(edges[0], edges[-1])
-            ax.set_xlabel(xlabel[c])
-            ax.set_ylabel("density")
-            ax.set_title(f"{c} jets ({ref.size} in {reference})", fontsize="medium")
-            positive = np.concatenate(densities) if densities else np.ones(1)
-            positive = positive[positive > 0]
-            if positive.size:
-                _log_headroom(ax, float(positive.min()) / 2, float(positive.max()),
-                              len(densities))
+            _output_panel(axes.flat[i], c, scores, reference, edges, xlabel[c])
         for ax in list(axes.flat)[n_classes:]:
             ax.set_visible(False)
         if title:
             fig.suptitle(title, fontsize="medium")
     return Path(path)
+
+
+def _score_labels(names: Sequence[str], signal: str | None) -> dict[str, str]:
+    """The x label of each class's panel: the signal discriminant (two classes) or p_c."""
+    if len(names) != 2:
+        return {c: f"$p_{{{c}}}$" for c in names}
+    s = names[-1] if signal is None else signal
+    b = names[0] if s == names[1] else names[1]
+    return {c: f"$p_{{{s}}} / (p_{{{s}}} + p_{{{b}}})$" for c in names}
+
+
+def _output_panel(ax: Any, c: str, scores: Mapping[str, Mapping[str, np.ndarray]],
+                  reference: str, edges: np.ndarray, xlabel: str) -> None:
+    """Class ``c``'s output density under every variation (log y), JS distances in the
+    legend."""
+    import mplhep
+
+    ref = scores[reference][c]
+    densities = []
+    for k, (v, per_class) in enumerate(scores.items()):
+        x = per_class[c]
+        if x.size == 0:
+            continue
+        counts = np.histogram(x, edges)[0] / (x.size * np.diff(edges))
+        densities.append(counts)
+        mplhep.histplot(counts, edges, ax=ax, label=_output_label(v, x, ref, reference, edges),
+                        color=f"C{k}", lw=2.5 if v == reference else 1.5)
+    ax.set_yscale("log")
+    ax.set_xlim(edges[0], edges[-1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_title(f"{c} jets ({ref.size} in {reference})", fontsize="medium")
+    positive = np.concatenate(densities) if densities else np.ones(1)
+    positive = positive[positive > 0]
+    if positive.size:
+        _log_headroom(ax, float(positive.min()) / 2, float(positive.max()), len(densities))
+
+
+def _output_label(v: str, x: np.ndarray, ref: np.ndarray, reference: str,
+                  edges: np.ndarray) -> str:
+    if v == reference:
+        return f"{v} (reference)"
+    return f"{v}: JS {js_distance(x, ref, edges):.3f}" if ref.size else v
 
 
 _METRIC_LABELS = {"auc": "AUC", "accuracy": "accuracy"}
