@@ -47,6 +47,8 @@ import numpy as np
 from resim.plotting import figure
 
 T = TypeVar("T")
+#: A metric at one labelled fraction: a value, or one per seed (None where undefined).
+Values = float | None | Sequence[float | None]
 
 WORKING_POINTS: tuple[float, ...] = (0.3, 0.5)
 DELTA_KEYS = ("accuracy", "auc")  # plus rejection_at_<eff> for each working point
@@ -456,9 +458,9 @@ def shift_metrics(per_variation: Mapping[str, tuple[np.ndarray, np.ndarray]],
     """
     names, n_classes = _class_names(per_variation, reference, class_names)
     edges = _edges(bins, (), (0.0, 1.0))
-    settings = {"signal": signal, "pairs": pairs, "working_points": working_points}
     evaluated = _per_variation(per_variation, lambda probs, labels: (
-        classification_metrics(probs, labels, names, **settings),
+        classification_metrics(probs, labels, names, signal=signal, pairs=pairs,
+                               working_points=working_points),
         class_output_scores(probs, labels, names, signal)))
     ref_metrics, ref_scores = evaluated[reference]
     variations: dict[str, Any] = {}
@@ -688,14 +690,15 @@ def _output_label(v: str, x: np.ndarray, ref: np.ndarray, reference: str,
 _METRIC_LABELS = {"auc": "AUC", "accuracy": "accuracy"}
 
 
-def plot_metric_vs_fraction(results: Mapping[str, Mapping[float, float | Sequence[float]]],
+def plot_metric_vs_fraction(results: Mapping[str, Mapping[float, Values]],
                             path: str | Path, *, metric: str = "auc",
                             ylabel: str | None = None, title: str | None = None,
                             logy: bool | None = None) -> Path:
     """A metric against the labelled fraction (log x), one line per pre-training method.
 
     ``results``: {method: {fraction: value or [values of several seeds]}}; several values
-    plot as mean with the standard deviation as error bar. Rejections default to log y.
+    plot as mean with the standard deviation as error bar (None: undefined, NaN).
+    Rejections default to log y.
     """
     if ylabel is None:
         if metric.startswith("rejection_at_"):
