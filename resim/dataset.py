@@ -3,10 +3,12 @@
 Only the slice asked for is read from disk. Each jet record has the fields
 ``pt, eta, phi, mass, n_constituents, group, event, variation, realization, seed, label,
 level`` (``variation``, ``label`` and ``level`` as strings) and ``constituents``, a list
-of records ``px, py, pz, E, pid, charge, vx, vy, vz, d0, dz, d0_err, dz_err, kind``. All
-jets of one group are contiguous. Files of format version 1 (before detector-level jets)
-read the same: their jets are particle-level and the constituents' impact parameters and
-kinds are derived as for particle-level jets (:func:`resim.layout.particle_level_columns`).
+of records ``px, py, pz, E, pid, charge, vx, vy, vz, d0, dz, d0_err, dz_err, kind, vertex,
+weight, pileup``. All jets of one group are contiguous. Older files read the same: those
+of format version 1 (before detector-level jets) have particle-level jets, their
+constituents' impact parameters and kinds derived as for particle-level jets
+(:func:`resim.layout.particle_level_columns`); those before version 3 have no pileup
+(``n_pileup`` 0, tracks of the primary vertex, weights 1).
 
 The HDF5 file is opened on first use and reopened after unpickling, so a data set can be
 handed to DataLoader worker processes (h5py handles cannot cross a fork or a pickle).
@@ -22,7 +24,15 @@ import awkward as ak
 import h5py
 import numpy as np
 
-from .layout import DERIVED, FORMAT, LEVELS, TABLES, particle_level_columns
+from .layout import (
+    DERIVED,
+    FORMAT,
+    LEVELS,
+    PILEUP_COLUMNS,
+    TABLES,
+    particle_level_columns,
+    without_pileup,
+)
 from .store import open_data_set, parts_dir
 
 JET_FIELDS = tuple(TABLES["jets"])
@@ -110,11 +120,14 @@ class JetDataset:
         return self._h5[table][name][start:stop]
 
     def _derived(self, table: str, name: str, start: int, stop: int | None) -> np.ndarray:
-        """A column a version-1 file lacks: level 0 (particle), or what particle-level
-        constituents derive from their other columns."""
-        if table == "jets" and name == "level":
+        """A column an older file lacks: level 0 (particle), no pileup, or what
+        particle-level constituents derive from their other columns."""
+        if table == "jets" and name in ("level", "n_pileup"):
             n = len(self._h5["jets/pt"][start:stop])
             return np.zeros(n, TABLES[table][name])
+        if table == "constituents" and name in PILEUP_COLUMNS:
+            charge = self._h5["constituents/charge"][start:stop]
+            return without_pileup({"charge": charge})[name]
         if table == "constituents" and name in DERIVED:
             stored = {c: self._h5["constituents"][c][start:stop] for c in
                       ("px", "py", "pz", "vx", "vy", "vz", "pid", "charge")}

@@ -20,9 +20,10 @@ import numpy as np
 from .generators.propagation import impact_parameters
 
 FORMAT = "resim-jets"
-#: 2: jets carry ``level``, constituents ``d0, dz, d0_err, dz_err, kind`` (version-1 files
-#: still open: :mod:`resim.dataset` fills these in for them).
-FORMAT_VERSION = 2
+#: 2: jets carry ``level``, constituents ``d0, dz, d0_err, dz_err, kind``; 3: jets carry
+#: ``n_pileup``, constituents ``vertex, weight, pileup`` (older files still open:
+#: :mod:`resim.dataset` fills these in for them).
+FORMAT_VERSION = 3
 
 #: Values of ``jets/level``: jets of the generated particles, or of the detector's
 #: reconstructed candidates.
@@ -39,12 +40,12 @@ TABLES: dict[str, dict[str, type]] = {
     "jets": {
         "pt": f4, "eta": f4, "phi": f4, "mass": f4, "n_constituents": i4,
         "group": i8, "event": i8, "variation": i1, "realization": i2, "seed": i4, "label": i1,
-        "level": i1,
+        "level": i1, "n_pileup": i2,
     },
     "constituents": {
         "px": f4, "py": f4, "pz": f4, "E": f4, "pid": i4, "charge": i1,
         "vx": f4, "vy": f4, "vz": f4, "d0": f4, "dz": f4, "d0_err": f4, "dz_err": f4,
-        "kind": i1,
+        "kind": i1, "vertex": i1, "weight": f4, "pileup": i1,
     },
     "groups": {
         "group": i8, "event": i8, "object": i1, "label": i1, "pid": i4,
@@ -82,21 +83,46 @@ def kind_of(pid: np.ndarray, charge: np.ndarray) -> np.ndarray:
     ).astype(np.int8)
 
 
+#: Constituent columns of pileup mitigation: which vertex a track belongs to (0 the
+#: primary, 1 a pileup vertex, -1 none: a calorimeter candidate or neutral particle), the
+#: weight its four-momentum was scaled by, and whether it came from pileup (truth).
+PILEUP_COLUMNS = ("vertex", "weight", "pileup")
 #: Constituent columns that particle-level jets derive from the others.
-DERIVED = ("d0", "dz", "d0_err", "dz_err", "kind")
+DERIVED = ("d0", "dz", "d0_err", "dz_err", "kind", *PILEUP_COLUMNS)
+
+
+def without_pileup(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The :data:`PILEUP_COLUMNS` of constituents with no pileup around: every track from
+    the primary vertex, weight 1, nothing from pileup."""
+    charged = np.asarray(c["charge"]) != 0
+    return {"vertex": np.where(charged, 0, -1).astype(np.int8),
+            "weight": np.ones(len(charged), np.float32),
+            "pileup": np.zeros(len(charged), np.int8)}
 
 
 def particle_level_columns(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The :data:`DERIVED` columns of particle-level constituents (``c``: the others):
     kind from the PDG id and charge, straight-line impact parameters of charged particles
-    from their vertex (0 for neutral ones), uncertainties 0. Version-1 files get them
-    this way when read."""
+    from their vertex (0 for neutral ones), uncertainties 0, no pileup. Older files get
+    them this way when read."""
     d0, dz = impact_parameters(*(np.asarray(c[k], np.float64)
                                  for k in ("px", "py", "pz", "vx", "vy", "vz")))
     charged = np.asarray(c["charge"]) != 0
     zeros = np.zeros(len(charged), np.float32)
     return {"d0": np.where(charged, d0, 0.0), "dz": np.where(charged, dz, 0.0),
-            "d0_err": zeros, "dz_err": zeros, "kind": kind_of(c["pid"], c["charge"])}
+            "d0_err": zeros, "dz_err": zeros, "kind": kind_of(c["pid"], c["charge"]),
+            **without_pileup(c)}
+
+
+def with_derived(c: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """``c`` with the :data:`DERIVED` columns it lacks (a file older than one of them):
+    those of a particle-level constituent, or, if it has its impact parameters and kind
+    (a version-2 file), of one without pileup. Columns ``c`` has are kept."""
+    if all(k in c for k in DERIVED):
+        return c
+    if all(k in c for k in DERIVED if k not in PILEUP_COLUMNS):
+        return {**without_pileup(c), **c}
+    return {**particle_level_columns(c), **c}
 
 
 def filters(table: str, column: str) -> dict[str, object]:

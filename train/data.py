@@ -69,7 +69,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from resim.dataset import CONSTITUENT_FIELDS, DatasetError, JetDataset
-from resim.layout import DERIVED, FORMAT, LEVELS, PARTICLE, particle_level_columns
+from resim.layout import FORMAT, LEVELS, PARTICLE, with_derived
 from resim.store import open_data_set, parts_dir
 
 from .features import FEATURES, Particles, features
@@ -478,8 +478,7 @@ class JetData:
                            strict=True):
             columns = self._columns(f)
             read = {c: column[a:b] for c, column in columns.items()}
-            if any(c not in read for c in DERIVED):
-                read.update(particle_level_columns(read))
+            read = with_derived(read)  # older files: columns they lack
             for c in CONSTITUENT_FIELDS:
                 parts[c].append(read[c])
         self._read_since_open += int(size.sum())

@@ -91,7 +91,7 @@ def block_tables(block: JetBlock, first_event: int) -> Tables:
     zeros = np.zeros(n, np.int64)
     jets = {**kin, "n_constituents": block.counts, "group": group, "event": event,
             "variation": zeros, "realization": zeros, "seed": zeros, "label": block.label,
-            "level": np.full(n, DETECTOR)}
+            "level": np.full(n, DETECTOR), "n_pileup": zeros}
     groups = {"group": group, "event": event, "object": zeros, "label": block.label,
               **block.truth, "n_jets": np.ones(n, np.int64)}
     events = {"event": event, "n_objects": np.ones(n, np.int64), "n_failed": zeros,

@@ -25,7 +25,15 @@ from resim.generators.propagation import (
     to_cylinder,
 )
 from resim.generators.seeds import derive_key, normal, normal_pair, uniform
-from resim.layout import CHARGED_HADRON, ELECTRON, KINDS, MUON, NEUTRAL_HADRON, PHOTON
+from resim.layout import (
+    CHARGED_HADRON,
+    ELECTRON,
+    FORMAT_VERSION,
+    KINDS,
+    MUON,
+    NEUTRAL_HADRON,
+    PHOTON,
+)
 
 CARDS = Path(__file__).parents[1] / "cards"
 DATA = Path(__file__).parents[1] / "data"
@@ -512,7 +520,7 @@ def test_format_version_1_files_still_open(tmp_path):
     merged = tmp_path / "merged.h5"  # resim merge writes them in the current format
     merge(DATA / "format1.h5", merged)
     new, old = resim.open(merged), resim.open(DATA / "format1.h5")
-    assert new.attrs["format_version"] == 2 and new.variations == old.variations
+    assert new.attrs["format_version"] == FORMAT_VERSION and new.variations == old.variations
     for name in ("kind", "d0", "px"):
         assert np.array_equal(new.column("constituents", name),
                               old.column("constituents", name)), name
