@@ -35,7 +35,7 @@ study can undo it) and detector-level jets are clustered from what remains.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import chdtr, ndtri
+from scipy.special import erf, ndtri
 
 from resim.layout import ELECTRON, MUON
 from resim.pileup_spec import PileupSpec, PuppiSpec
@@ -143,7 +143,9 @@ def puppi_weights(candidates: FinalState, vertex: np.ndarray, n_pileup: np.ndarr
     a = np.where(np.isfinite(alpha), alpha, median[g])
     diff = a - median[g]
     chi2 = diff * np.abs(diff) / np.maximum(rms[g] ** 2, 1e-10)
-    weight = np.where(chi2 > 0, chdtr(1.0, np.maximum(chi2, 0.0)), 0.0)
+    weight = np.zeros(len(chi2))
+    positive = np.flatnonzero(chi2 > 0)
+    weight[positive] = erf(np.sqrt(0.5 * chi2[positive]))  # the chi2(1) CDF
     weight = np.where(has_pileup[g], weight, 1.0)
     weight[charged] = (vertex[charged] == PRIMARY).astype(float)
     weight[weight < spec.weight_min] = 0.0
@@ -159,8 +161,9 @@ def _alpha(event: np.ndarray, eta: np.ndarray, phi: np.ndarray, pt: np.ndarray,
            region: np.ndarray, wanted: np.ndarray, neighbour: np.ndarray,
            spec: PuppiSpec) -> np.ndarray:
     """α of the ``wanted`` candidates (nan elsewhere, -inf with no neighbour in the cone):
-    pairs are found on a grid of cells as wide as the largest cone, each neighbour j
-    looking into its own and the 8 adjacent cells."""
+    pairs are found on a grid of cells as wide as the largest cone (a table of where each
+    cell's candidates start), each neighbour j looking into its own and the 8 adjacent
+    cells."""
     alpha = np.full(len(eta), np.nan)
     cone = np.asarray(spec.cone)
     size = float(cone.max())
@@ -176,7 +179,9 @@ def _alpha(event: np.ndarray, eta: np.ndarray, phi: np.ndarray, pt: np.ndarray,
     i_rows = np.flatnonzero(wanted)
     keys = cells(i_rows)
     order = np.argsort(keys, kind="stable")
-    keys = keys[order]
+    n_cells = (int(event.max()) + 1 if len(event) else 1) * n_eta * n_phi
+    in_cell = np.bincount(keys, minlength=n_cells)
+    cell_start = np.cumsum(in_cell) - in_cell
     total = np.zeros(len(eta))
     # In slices of neighbours, to bound the memory the pairs take.
     all_j = np.flatnonzero(neighbour)
@@ -186,8 +191,7 @@ def _alpha(event: np.ndarray, eta: np.ndarray, phi: np.ndarray, pt: np.ndarray,
         for d_eta in (-1, 0, 1):
             for d_phi in (-1, 0, 1):
                 target = cells(j_rows, d_eta, d_phi)
-                lo = np.searchsorted(keys, target, "left")
-                n = np.searchsorted(keys, target, "right") - lo
+                lo, n = cell_start[target], in_cell[target]
                 pair_j.append(np.repeat(j_rows, n))
                 start = np.repeat(lo - (np.cumsum(n) - n), n)
                 pair_i.append(i_rows[order[start + np.arange(n.sum())]])
@@ -196,8 +200,8 @@ def _alpha(event: np.ndarray, eta: np.ndarray, phi: np.ndarray, pt: np.ndarray,
         d_phi = np.minimum(d_phi, 2 * np.pi - d_phi)
         dr2 = (eta[pi] - eta[pj]) ** 2 + d_phi * d_phi
         near = (dr2 >= spec.min_dr**2) & (dr2 < cone[region[pi]] ** 2)
-        pi, pj, dr2 = pi[near], pj[near], dr2[near]
-        total += np.bincount(pi, weights=pt[pj] ** 2 / dr2, minlength=len(eta))
+        terms = np.divide(pt[pj] ** 2, dr2, out=np.zeros(len(dr2)), where=near)
+        total += np.bincount(pi, weights=terms, minlength=len(eta))
     with np.errstate(divide="ignore"):
         alpha[i_rows] = np.log(total[i_rows])
     return alpha
@@ -209,7 +213,11 @@ def _median_rms(group: np.ndarray, values: np.ndarray, one_sided: np.ndarray
     the RMS about it (of the values not above it where ``one_sided``; 1e-5 if 0), and
     whether the group has any value."""
     n_groups = len(one_sided)
-    order = np.lexsort((values, group))
+    if len(values):  # sort by (group, value) with one float key: faster than lexsort
+        lo, hi = values.min(), values.max()
+        order = np.argsort(group + (values - lo) / (2 * (hi - lo) + 1e-300))
+    else:
+        order = np.zeros(0, np.int64)
     g, v = group[order], values[order]
     count = np.bincount(g, minlength=n_groups)
     start = np.cumsum(count) - count

@@ -301,8 +301,7 @@ def test_card_pileup_section_and_its_errors(tmp_path):
     assert by_name["nominal"].pileup is card.pileup
     summary = card.summary()
     assert summary["pileup"]["no_pileup"]["mu"] == 0
-    assert summary["pileup"]["nominal"]["library"]["settings"] == [
-        "SoftQCD:inelastic = off", "SoftQCD:nonDiffractive = on"]  # the card's, merged in
+    assert summary["pileup"]["nominal"]["library"]["settings"] == ["SoftQCD:inelastic = on"]
     assert summary["stages"]["redraw"] == "pileup"
 
     def error(raw) -> str:
