@@ -152,8 +152,9 @@ def side_by_side(card: Card, bare: BarePythia, directory: Path) -> tuple[Pairs, 
         return bars[-1]
 
     out = directory / f"overhead-{time.monotonic_ns()}.h5"
-    # generate commits at most every commit_seconds of wall time, bare Pythia's blocks
-    # included: doubled, commits come after as much of resim's own work as in a real run.
+    # generate commits within commit_seconds of wall time of the last commit, bare
+    # Pythia's blocks included: doubled, commits come after as much of resim's own work
+    # as in a real run.
     run = dataclasses.replace(card.run, output=out, commit_seconds=2 * card.run.commit_seconds)
     original = resim_generate.Progress
     resim_generate.Progress = make_bar

@@ -1,20 +1,24 @@
 """Training throughput on CPU, measured side by side in one run (run by hand, not in CI).
 
     python benchmarks/train_throughput.py                       # batch 256, 128 particles
-    python benchmarks/train_throughput.py --particles 64 --steps 2
-    python benchmarks/train_throughput.py --data top.h5   # the loader on your own data set
+    python benchmarks/train_throughput.py --sizes rs3l_part --particles 64
+    python benchmarks/train_throughput.py --data top.h5   # your own jets
 
 Prints jets/s of one RS3L pre-training step (forward + backward + Adam) for each of our
 encoders, and the same step with weaver-core's ParticleTransformer (the reference ParT
-implementation; ``pip install --no-deps weaver-core``) at the same shapes and sizes.
-Targets: ours / weaver >= 1.0, and a data loader at least 3x faster than the step it feeds
-(the loader runs ``resim.train.data.PretrainBatches`` in-process, i.e. what one DataLoader
-worker does, on a generated data set at the same batch size and padding).
+implementation; ``pip install --no-deps weaver-core``) at the same sizes, both as weaver
+ships it (``trim=True``: in training it drops the padding beyond the batch's longest jet,
+and jets beyond a length quantile are cut) and with ``trim=False`` (every padded slot
+computed). Targets: ours / weaver >= 1.0, and a data loader at least 3x faster than the
+step it feeds (the loader runs ``resim.train.data.PretrainBatches`` in-process, i.e. what
+one DataLoader worker does, on the same data set at the same batch size and padding).
 
-The batch is synthetic with realistic multiplicities (one jet fills all ``--particles``
-slots, the others hold 15-100 % of them), so both implementations process the same
-padded length. Models are timed in turns, ``--repeats`` rounds, and the median kept:
-the machine is shared, and interleaving makes the ratios robust to load changing.
+The batch is real resim jets: the first pre-training batch (``--jets`` / 2 groups x 2
+views, the hardest ``--particles`` constituents) of ``--data`` or of the loader's
+generated data set (boosted tops, median ~58 constituents); ``--synthetic`` uses random
+jets with uniform multiplicities instead. Models are timed in turns, ``--repeats``
+rounds; the median and the 16-84 % range of the per-round ratios are printed: the machine
+is shared, and interleaving makes the ratios robust to load changing.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import click
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -57,10 +62,28 @@ def synthetic_batch(jets: int, particles: int, features: int, views: int = 2,
             "variation": torch.arange(jets) % views}
 
 
+def real_batch(jets: int, particles: int, data: Path | None = None) -> dict[str, Tensor]:
+    """The first pre-training batch of real resim jets (``jets // 2`` groups x 2 views)."""
+    from resim.train.data import PretrainBatches
+
+    dataset = PretrainBatches(loader_data(data), split="all", batch_groups=jets // 2,
+                              views=2, max_particles=particles, drop_last=True)
+    return next(iter(dataset))
+
+
+#: Encoder sizes: ParT's published ones (the encoders' defaults) or the shipped small
+#: configs' (rs3l_part and the others).
+SIZES = {
+    "published": {},
+    "rs3l_part": {"embed_dims": (64, 64), "pair_embed_dims": (32, 32), "num_heads": 4,
+                  "num_layers": 3, "num_cls_layers": 1},
+}
+
+
 class WeaverParT(Encoder):
     """weaver-core's ParticleTransformer behind our encoder interface (channels-last in)."""
 
-    def __init__(self, n_features: int, with_pairs: bool = True, trim: bool = False,
+    def __init__(self, n_features: int, with_pairs: bool = True, trim: bool = True,
                  **sizes):
         super().__init__()
         from weaver.nn.model.ParticleTransformer import ParticleTransformer
@@ -100,9 +123,9 @@ def training_step(encoder: Encoder, batch: dict[str, Tensor]) -> Callable[[], No
     return step
 
 
-def step_throughput(steps: dict[str, Callable[[], None]], jets: int, n_steps: int,
-                    repeats: int) -> dict[str, float]:
-    """Median jets/s of each step closure, timing them in turns ``repeats`` times."""
+def step_rounds(steps: dict[str, Callable[[], None]], n_steps: int,
+                repeats: int) -> dict[str, list[float]]:
+    """Seconds per step of each closure in each of ``repeats`` rounds, timed in turns."""
     for step in steps.values():  # warm-up: allocator, thread pools, weaver's first calls
         step()
     times: dict[str, list[float]] = {name: [] for name in steps}
@@ -112,7 +135,14 @@ def step_throughput(steps: dict[str, Callable[[], None]], jets: int, n_steps: in
             for _ in range(n_steps):
                 step()
             times[name].append((time.perf_counter() - start) / n_steps)
-    return {name: jets / statistics.median(t) for name, t in times.items()}
+    return times
+
+
+def step_throughput(steps: dict[str, Callable[[], None]], jets: int, n_steps: int,
+                    repeats: int) -> dict[str, float]:
+    """Median jets/s of each step closure, timing them in turns ``repeats`` times."""
+    return {name: jets / statistics.median(t)
+            for name, t in step_rounds(steps, n_steps, repeats).items()}
 
 
 LOADER_CARD = Path(__file__).parent / "cards" / "loader.toml"
@@ -175,51 +205,78 @@ def loader_throughput(jets: int, particles: int, n_batches: int = 4, repeats: in
 @click.command()
 @click.option("--jets", default=256, show_default=True, help="Jets per batch (groups x views).")
 @click.option("--particles", default=128, show_default=True, help="Padded particles per jet.")
-@click.option("--features", default=N_FEATURES, show_default=True,
-              help="Features per particle (resim's encoder inputs by default).")
 @click.option("--steps", default=2, show_default=True, help="Steps per timing.")
-@click.option("--repeats", default=3, show_default=True, help="Timing rounds (median kept).")
+@click.option("--repeats", default=5, show_default=True, help="Timing rounds.")
 @click.option("--encoders", default=",".join(ENCODERS), show_default=True,
               help="Comma-separated encoders to time.")
+@click.option("--sizes", type=click.Choice(list(SIZES)), default="published",
+              show_default=True, help="ParT sizes: published, or the shipped rs3l_part's.")
 @click.option("--threads", default=0, help="torch threads (0: torch's default).")
+@click.option("--synthetic", is_flag=True, help="Random jets instead of real resim jets.")
 @click.option("--data", "data", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              default=None, help="resim data set for the loader (default: generate "
-              "benchmarks/cards/loader.toml once into ~/.cache/resim/benchmarks).")
-def main(jets: int, particles: int, features: int, steps: int, repeats: int, encoders: str,
-         threads: int, data: Path | None) -> None:
+              default=None, help="resim data set for the batch and the loader (default: "
+              "generate benchmarks/cards/loader.toml once into ~/.cache/resim/benchmarks).")
+def main(jets: int, particles: int, steps: int, repeats: int, encoders: str, sizes: str,
+         threads: int, synthetic: bool, data: Path | None) -> None:
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    batch = synthetic_batch(jets, particles, features)
+    features = N_FEATURES
+    batch = synthetic_batch(jets, particles, features) if synthetic else \
+        real_batch(jets, particles, data)
+    counts = batch["mask"].sum(1).float()
     names = [n.strip() for n in encoders.split(",") if n.strip()]
-    closures = {name: training_step(build_encoder(name, features), batch) for name in names}
-    reference = {"part": "weaver part", "transformer": "weaver transformer"}
+    size = SIZES[sizes]
+    closures = {name: training_step(build_encoder(
+        name, features, **({k: v for k, v in size.items() if name != "transformer" or
+                            k != "pair_embed_dims"} if name != "particlenet" else {})), batch)
+        for name in names}
+    reference: dict[str, list[str]] = {}
     if weaver_available():
-        for ours, theirs in reference.items():
-            if ours in names:
+        for ours in ("part", "transformer"):
+            if ours not in names:
+                continue
+            for trim in (True, False):
+                theirs = f"weaver {ours}" + ("" if trim else " no-trim")
+                weaver_sizes = {k: v for k, v in size.items()
+                                if ours == "part" or k != "pair_embed_dims"}
                 closures[theirs] = training_step(
-                    WeaverParT(features, with_pairs=ours == "part"), batch)
+                    WeaverParT(features, with_pairs=ours == "part", trim=trim,
+                               **weaver_sizes), batch)
+                reference.setdefault(ours, []).append(theirs)
     else:
         click.echo("weaver-core is not installed (pip install --no-deps weaver-core): "
                    "skipping the reference ParT")
 
     # The loader is timed in the same interleaved rounds as the steps (same machine load).
     closures["loader"] = loader_step(jets, particles, data)
-    click.echo(f"batch {jets} jets x {particles} particles x {features} features, "
-               f"{torch.get_num_threads()} threads, median of {repeats} x {steps} steps; "
-               f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    rates = step_throughput(closures, jets, steps, repeats)
-    loader = rates.pop("loader")
-    click.echo(f"{'model':<22}{'jets/s':>10}{'ours/weaver':>14}")
-    for name, rate in rates.items():
-        theirs = reference.get(name)
-        ratio = f"{rate / rates[theirs]:>14.2f}" if theirs in rates else ""
-        click.echo(f"{name:<22}{rate:>10.1f}{ratio}")
+    click.echo(f"batch {jets} {'synthetic' if synthetic else 'resim'} jets x {particles} "
+               f"slots (constituents: median {counts.median():.0f}, max {counts.max():.0f}) x "
+               f"{features} features, {sizes} sizes, {torch.get_num_threads()} threads, "
+               f"{repeats} rounds x {steps} steps; load average {os.getloadavg()[0]:.1f} on "
+               f"{os.cpu_count()} cores")
+    rounds = step_rounds(closures, steps, repeats)
+    loader = jets / statistics.median(rounds.pop("loader"))
+    click.echo(f"{'model':<26}{'jets/s':>9}  {'ours / it: median (16-84 %)':>28}")
+    for name, times in rounds.items():
+        rate = jets / statistics.median(times)
+        ours = next((o for o, refs in reference.items() if name in refs), None)
+        ratio = ""
+        if ours is not None:
+            r = sorted(t / o for o, t in zip(rounds[ours], times, strict=True))
+            ratio = f"{statistics.median(r):.2f} ({_quantile(r, 0.16):.2f}-" \
+                    f"{_quantile(r, 0.84):.2f})"
+        click.echo(f"{name:<26}{rate:>9.1f}  {ratio:>28}")
 
     click.echo(f"loader (one process, HDF5 -> batch): {loader:.0f} jets/s")
     for name in names:
-        click.echo(f"  loader / {name} step = {loader / rates[name]:.1f} (target >= 3)")
+        click.echo(f"  loader / {name} step = "
+                   f"{loader / (jets / statistics.median(rounds[name])):.1f} (target >= 3)")
     click.echo(f"load average at the end {os.getloadavg()[0]:.1f}")
+
+
+def _quantile(values: list[float], q: float) -> float:
+    return float(np.quantile(values, q))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ particles that leave no trace are dropped before clustering. Charge is looked up
 PDG id from Pythia's particle table, since ``nextBatch`` does not carry it. Production
 vertices (mm) are zero where Pythia set none (the particle comes from the primary vertex).
 
-The particles come back as :class:`FinalState`: flat numpy columns plus per-event offsets.
+The particles come back as :class:`FinalState`: flat numpy columns plus per-event offsets,
+and what the same record says beyond the final state (:class:`~.history.History`: heavy
+hadrons, hard-gluon branchings, resonance decay products), which is not kept.
 They are read straight from the buffers of the awkward array ``nextBatch`` builds (each
 column gathered once, with one index array), because going through awkward's high-level
 operations — flattening each field, filling the optional vertices, zipping, unflattening
@@ -19,6 +21,8 @@ from dataclasses import dataclass
 import awkward as ak
 import numpy as np
 import pythia8mc
+
+from .history import History, ranges, record_history
 
 #: Columns of a :class:`FinalState`, in output order.
 COLUMNS = ("px", "py", "pz", "E", "pid", "charge", "vx", "vy", "vz")
@@ -62,6 +66,12 @@ class FinalState:
 
     columns: dict[str, np.ndarray]
     offsets: np.ndarray  # int64, one more than the number of events
+    #: What each event's record said beyond its final state (empty where not read).
+    history: History | None = None
+
+    def __post_init__(self) -> None:
+        if self.history is None:
+            self.history = History.empty(len(self))
 
     def __len__(self) -> int:
         return len(self.offsets) - 1
@@ -78,7 +88,8 @@ class FinalState:
         offsets = np.concatenate([[0]] + [p.offsets[1:] + s for p, s in zip(parts, sizes,
                                                                                strict=True)])
         return cls({c: np.concatenate([p.columns[c] for p in parts]) for c in parts[0].columns},
-                   offsets.astype(np.int64))
+                   offsets.astype(np.int64),
+                   History.concatenate([p.history for p in parts]))
 
     def take(self, events: np.ndarray) -> FinalState:
         """Events ``events`` (in that order, repeats allowed) as a new FinalState."""
@@ -86,12 +97,14 @@ class FinalState:
         rows = np.repeat(self.offsets[events] - (np.cumsum(counts) - counts), counts)
         rows += np.arange(counts.sum(), dtype=np.int64)
         return FinalState({c: v[rows] for c, v in self.columns.items()},
-                          np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+                          np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
+                          self.history.take(events))
 
     def where(self, keep: np.ndarray) -> FinalState:
         """The rows where ``keep`` is true, each event keeping its own."""
         ends = np.concatenate([[0], np.cumsum(keep)])[self.offsets]
-        return FinalState({c: v[keep] for c, v in self.columns.items()}, ends.astype(np.int64))
+        return FinalState({c: v[keep] for c, v in self.columns.items()}, ends.astype(np.int64),
+                          self.history)
 
     def event_index(self) -> np.ndarray:
         """The event of every row."""
@@ -150,14 +163,6 @@ def _event_ranges(events: ak.Array) -> tuple[ak.contents.RecordArray, np.ndarray
     return prt.content, starts.astype(np.int64), stops.astype(np.int64)
 
 
-def _ranges(starts: np.ndarray, stops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenation of ``arange(start, stop)`` for every range, and the range of each."""
-    lengths = stops - starts
-    shift = np.repeat(starts - (np.cumsum(lengths) - lengths), lengths)
-    owner = np.repeat(np.arange(len(lengths)), lengths)
-    return np.arange(lengths.sum(), dtype=np.int64) + shift, owner
-
-
 def visible_final_state(events: ak.Array, table: ParticleTable,
                         pt_min: float = 0.0) -> FinalState:
     """Visible final-state particles of every (non-missing) event of a ``nextBatch`` array."""
@@ -167,7 +172,7 @@ def visible_final_state(events: ak.Array, table: ParticleTable,
     if len(starts) and np.array_equal(starts[1:], stops[:-1]):  # as nextBatch builds them
         final = starts[0] + np.flatnonzero(status[starts[0]:stops[-1]] > 0)
     else:
-        entries, owner = _ranges(starts, stops)
+        entries, owner = ranges(starts, stops - starts)
         is_final = status[entries] > 0
         final, owner = entries[is_final], owner[is_final]
     # Cheapest cut first: about half the final state is below a typical pT threshold.
@@ -193,7 +198,8 @@ def visible_final_state(events: ak.Array, table: ParticleTable,
     else:
         counts = np.bincount(owner[keep], minlength=len(starts))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return FinalState({c: columns[c] for c in COLUMNS}, offsets)
+    return FinalState({c: columns[c] for c in COLUMNS}, offsets,
+                      record_history(prt, starts, stops, _numpy))
 
 
 def _vertices(vertex: ak.contents.Content, take: np.ndarray,

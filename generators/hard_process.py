@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import pythia8mc
 
-from resim.card import Card, CardError, PythiaSetting
+from resim.card import DECAY_FILTER, Card, CardError, PythiaSetting
+from resim.errors import FailureError
 
 from .pythia_setup import common_settings, configure, initialize, new_pythia
 from .seeds import derive_seed
@@ -40,7 +41,7 @@ LHA_DTYPE = np.dtype(list(LHA_FIELDS))
 INCOMING, OUTGOING, DECAYED = -1, 1, 2
 
 
-class HardProcessError(RuntimeError):
+class HardProcessError(FailureError, RuntimeError):
     """A hard event could not be made or read (e.g. a corrupt Les Houches event)."""
 
 
@@ -132,7 +133,14 @@ class HardProcessSource:
                                 f"{card.hard_process.lhe} has {self.lhe_events} events, the "
                                 f"run asks for {card.run.events}")
         self.pythia = new_pythia()
+        # Pythia's resonance-decay filter (e.g. exactly one W -> l nu of two) is a user hook;
+        # it registers its settings afresh, so it must exist before they are read.
+        self._decay_filter = None
+        if any(s.name.startswith(DECAY_FILTER) for s in card.hard_process.settings):
+            self._decay_filter = pythia8mc.ResonanceDecayFilterHook(self.pythia.settings)
         configure(self.pythia, self._settings(card), card.path)
+        if self._decay_filter is not None:
+            self.pythia.setUserHooksPtr(self._decay_filter)
         initialize(self.pythia, card.path, "hard_process", "hard process")
         self._lhe_position = 0  # next unread event of the Les Houches file
 

@@ -31,6 +31,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,7 @@ import numpy as np
 
 from resim.card import Card, PythiaSetting
 from resim.pileup_spec import PileupSpec
+from resim.store import WriteError, hdf5_to_write, writing
 
 from .final_state import COLUMNS, FinalState, ParticleTable, visible_final_state
 from .pythia_setup import QUIET, configure, initialize, new_pythia, pythia_version
@@ -109,27 +111,36 @@ class MinimumBias:
                           kept.offsets)
 
 
-def make_library(maker: MinimumBias, comm: object | None = None) -> FinalState:
+def make_library(maker: MinimumBias, comm: object | None = None,
+                 stop: Callable[[], bool] | None = None) -> FinalState | None:
     """Every chunk of the library, in order; with ``comm`` (MPI), ranks share the chunks
-    and every rank gets all of them."""
+    and every rank gets all of them. ``stop`` is asked before each chunk: once it says
+    so, this rank makes no more, and no rank gets a library (None)."""
     rank, size = (comm.Get_rank(), comm.Get_size()) if comm is not None else (0, 1)
-    mine = {c: maker.chunk(c) for c in range(rank, maker.n_chunks, size)}
+    mine: dict[int, FinalState] = {}
+    for c in range(rank, maker.n_chunks, size):
+        if stop is not None and stop():
+            break
+        mine[c] = maker.chunk(c)
     chunks = {}
     for part in (comm.allgather(mine) if comm is not None else [mine]):
         chunks.update(part)
+    if len(chunks) < maker.n_chunks:
+        return None
     return FinalState.concatenate([chunks[c] for c in range(maker.n_chunks)])
 
 
-def shared_library(maker: MinimumBias, path: Path, comm: object) -> FinalState:
+def shared_library(maker: MinimumBias, path: Path, comm: object,
+                   stop: Callable[[], bool] | None = None) -> FinalState | None:
     """The run's library: read from ``path`` if a run of the same card made it, else made
-    (ranks sharing the work) and written there by rank 0."""
+    (ranks sharing the work; None if ``stop`` stopped it) and written there by rank 0."""
     rank = comm.Get_rank()
     fingerprint = maker.fingerprint()
     usable = comm.bcast(_fingerprint_of(path) == fingerprint if rank == 0 else None)
     if usable:
         return read_library(path)
-    library = make_library(maker, comm)
-    if rank == 0:
+    library = make_library(maker, comm, stop)
+    if rank == 0 and library is not None:
         write_library(library, path, fingerprint)
     return library
 
@@ -143,15 +154,21 @@ def _fingerprint_of(path: Path) -> str | None:
 
 
 def write_library(library: FinalState, path: Path, fingerprint: str) -> None:
-    """Write atomically (a temporary file renamed): a crash leaves no half library."""
+    """Write atomically (a temporary file renamed): a crash leaves no half library. A full
+    disk is a :class:`~resim.store.WriteError` naming the file, met before HDF5 writes."""
     tmp = path.with_suffix(".writing")
-    with h5py.File(tmp, "w") as f:
-        for name, values in library.columns.items():
-            f.create_dataset(name, data=values, compression="gzip", compression_opts=1,
-                             fletcher32=True)
-        f.create_dataset("offsets", data=library.offsets)
-        f.attrs["fingerprint"] = fingerprint
-    os.replace(tmp, path)
+    raw = sum(v.nbytes for v in library.columns.values()) + library.offsets.nbytes
+    try:
+        with hdf5_to_write(tmp) as f, writing(f, tmp, raw + raw // 50 + (1 << 20)):
+            for name, values in library.columns.items():
+                f.create_dataset(name, data=values, compression="gzip", compression_opts=1,
+                                 fletcher32=True)
+            f.create_dataset("offsets", data=library.offsets)
+            f.attrs["fingerprint"] = fingerprint
+        os.replace(tmp, path)
+    except OSError as err:
+        raise WriteError(f"cannot write the pileup library {path}: "
+                         f"{err.strerror or err}") from None
 
 
 def read_library(path: Path) -> FinalState:

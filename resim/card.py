@@ -38,6 +38,10 @@ HADRONIZATION_PREFIXES = (
     "ParticleDecays:", "Fragmentation:", "HadronVertex:",
 )
 
+#: Settings of Pythia's resonance-decay filter: a hook on the hard process, so they belong in
+#: ``[hard_process]`` (the upstream), where resim installs the hook.
+DECAY_FILTER = "ResonanceDecayFilter:"
+
 JET_ALGORITHMS = ("antikt", "kt", "cambridge")
 STAGES = ("shower", "hadronization", "detector", "pileup")
 #: Stages that make no Pythia event: they re-use a base variation's particle-level events.
@@ -106,8 +110,9 @@ class Objects:
 
     pdg: tuple[int, ...]
     labels: dict[str, tuple[int, ...]]
-    #: Require every quark and gluon from the object's decay within the matching radius
-    #: of the jet axis (as JetClass does), so that a ``top`` label means a full top jet.
+    #: Require every quark, gluon and charged lepton from the object's decay within the jet
+    #: radius of the jet axis (as JetClass does), so that a ``top`` label means a full top
+    #: jet and a ``tbl`` one holds its b quark and its lepton (never the neutrino).
     contained: bool = False
 
     def label_of(self, pdg: int) -> int:
@@ -172,8 +177,9 @@ class Run:
     batch_events: int | None = None
     #: Each realization is retried with a new derived seed this many times at most.
     max_attempts: int = 10
-    #: Finished blocks are committed to disk at most this often (seconds): a crash loses
-    #: at most this much work, and a commit costs tens of milliseconds however small.
+    #: Finished blocks are committed to disk within this long (seconds) of the last
+    #: commit: a crash loses at most this much work, and a commit costs tens of
+    #: milliseconds however small.
     commit_seconds: float = 10.0
     #: Also write every realization's event record as HepMC3 (``OUTPUT.parts/hepmc/``).
     hepmc: bool = False
@@ -195,6 +201,9 @@ class Card:
     detector: DetectorSpec | None = None
     #: The card's ``[pileup]`` (None: no pileup).
     pileup: PileupSpec | None = None
+    #: Defaults the card relies on for what matters most (``run.events = 100``, a whole
+    #: ``[jets]`` section, ...), shown when a run starts so they are never a surprise.
+    unset: tuple[str, ...] = field(default=(), compare=False)
     labels: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -226,7 +235,10 @@ class Card:
             run = dataclasses.replace(run, seed=seed)
         if output is not None:
             run = dataclasses.replace(run, output=Path(output))
-        return dataclasses.replace(self, run=run)
+        given = {f"run.{k} " for k, v in (("events", events), ("seed", seed),
+                                          ("output", output)) if v is not None}
+        unset = tuple(u for u in self.unset if not u.startswith(tuple(given)))
+        return dataclasses.replace(self, run=run, unset=unset)
 
     def summary(self) -> dict[str, Any]:
         """The effective run parameters, JSON-ready (stored beside the card text)."""
@@ -264,7 +276,11 @@ def shipped_cards() -> list[str]:
 def load_card(name: str | Path) -> Card:
     """Read and check a card; raises :class:`CardError` on any problem."""
     path = resolve_card_path(name)
-    text = path.read_text()
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not a text (UTF-8) file"
+        raise CardError(path, "", f"cannot read the card: {reason}") from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -295,11 +311,31 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
                "pileup-free): add a [detector] section (e.g. preset = \"cms\")")
     variations = _variations(t.table("variations", required=True), detector_raw, detector,
                              pileup_raw, pileup)
+    pythia_settings = pythia.settings("settings")
+    for s in (*pythia_settings, *(s for v in variations for s in v.settings)):
+        if s.name.startswith(DECAY_FILTER):
+            raise CardError(path, s.key, "the resonance-decay filter acts on the hard process: "
+                            "set it in [hard_process] settings")
     return Card(
         path=path, text=text, run=run, beams=beams, hard_process=hard, objects=objects,
-        jets=jets, variations=variations, pythia=pythia.settings("settings"),
+        jets=jets, variations=variations, pythia=pythia_settings,
         decays=_decays(t.table("decays")), detector=detector, pileup=pileup,
+        unset=_unset(raw, run, jets),
     )
+
+
+def _unset(raw: dict[str, Any], run: Run, jets: Jets) -> tuple[str, ...]:
+    """The defaults a card takes for how many events, which seed, where to, and for a whole
+    ``[jets]`` section."""
+    given = raw.get("run", {})
+    unset = [f"run.{key} = {getattr(run, key)!s}" if key != "output" else
+             f'run.output = "{run.output}"'
+             for key in ("events", "seed", "output") if key not in given]
+    if "jets" not in raw:
+        unset.append(f"[jets] {jets.algorithm} R = {jets.radius}, pT > {jets.pt_min:g} GeV, "
+                     f"|eta| < {jets.abs_eta_max:g}, constituents above "
+                     f"{jets.constituent_pt_min:g} GeV")
+    return tuple(unset)
 
 
 def _run(t: _Table) -> Run:

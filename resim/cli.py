@@ -1,13 +1,19 @@
 """The ``resim`` command line.
 
-Exit codes: 0 success, 1 an unexpected failure, 2 a problem with what was asked
-(bad card, existing output, unreadable file) — reported on one line.
+Every error a user can meet is a :class:`~resim.errors.ResimError`, reported as one line
+``error: <message>`` with its exit code: 2 a problem with what was asked (bad card,
+existing output, unreadable file), 1 a failure while working (a full disk), 128 + N
+stopped by signal N. Anything else is a bug in resim: one line too, with the traceback
+written to a file; ``resim --debug COMMAND`` (or ``RESIM_DEBUG=1``) prints tracebacks.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
+import tempfile
 import traceback
 from pathlib import Path
 
@@ -15,15 +21,86 @@ import click
 
 from . import __version__
 from .card import CardError, load_card, resolve_card_path, shipped_cards
+from .errors import ResimError
+from .store import exit_if_abandoned
+
+#: errno values that mean "this path, as given, cannot be used" (exit code 2, as for any
+#: problem with what was asked) rather than "the machine failed while working" (1).
+_PATH_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR,
+                errno.EEXIST, errno.EROFS, errno.ENAMETOOLONG}
 
 
-def _fail(message: str, code: int = 2) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(code)
+def _fail(message: str) -> None:
+    raise ResimError(message)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _folder_of(path: Path) -> None:
+    """A file is to be written at ``path``: its folder must exist (none is made, so a
+    typo in a path is an error, not a new folder tree)."""
+    if not path.parent.is_dir():
+        _fail(f"the folder {path.parent} does not exist (for {path}); create it first or fix "
+              "the path")
+
+
+def os_error_line(err: OSError) -> str:
+    """An OSError as one line naming its file: ``path: No space left on device``."""
+    what = err.strerror or str(err).splitlines()[0] or type(err).__name__
+    return f"{err.filename}: {what}" if err.filename else what
+
+
+def _traceback_file() -> str:
+    with tempfile.NamedTemporaryFile("w", prefix="resim-traceback-", suffix=".txt",
+                                     delete=False) as f:
+        f.write(" ".join(sys.argv) + "\n\n" + traceback.format_exc())
+    return f.name
+
+
+def describe_exception(err: BaseException) -> tuple[str, int]:
+    """The one-line message and exit code of any exception a command raised."""
+    if isinstance(err, ResimError):
+        return str(err), err.exit_code
+    if isinstance(err, OSError):
+        return os_error_line(err), 2 if err.errno in _PATH_ERRNOS else 1
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted", 130
+    where = _traceback_file()
+    return (f"unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+            f"(a bug in resim; the traceback is in {where}, `resim --debug ...` prints it)",
+            1)
+
+
+def debugging() -> bool:
+    return os.environ.get("RESIM_DEBUG", "") not in ("", "0")
+
+
+class _Commands(click.Group):
+    """resim's command group: any error a command raises becomes one line (see above)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit,
+                click.exceptions.Abort):
+            raise
+        except (Exception, KeyboardInterrupt) as err:
+            if debugging():
+                raise
+            message, code = describe_exception(err)
+            if os.environ.get("RANK", "0") == "0":  # under torchrun, once
+                click.echo(f"error: {message}", err=True)
+            exit_if_abandoned(code)  # an HDF5 file could not be written: at once
+            ctx.exit(code)
+
+
+def _debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        os.environ["RESIM_DEBUG"] = "1"  # also reaches MPI ranks and worker processes
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="resim")
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=_debug,
+              help="Print the traceback of an error (also: RESIM_DEBUG=1).")
 def main() -> None:
     """Re-simulation-based self-supervised learning (RS3L) data and models for jets."""
 
@@ -44,42 +121,76 @@ def generate(card_name: str, output: Path | None, events: int | None, seed: int 
     Under `mpiexec -n N` the hard events are split across N ranks; the output is the
     same whatever N is.
     """
-    from .generate import OutputError, WriteError
-    from .generate import generate as run
-    from .generators.hard_process import HardProcessError
+    from .output import OutputError, checked_output
     from .parallel import AnotherRankFailedError, stand_by, world
 
     if resume and overwrite:
         _fail("--resume and --overwrite exclude each other")
     comm = world()
     rank = comm.Get_rank()
+    card = None
     try:
         card = load_card(card_name).with_overrides(events=events, seed=seed, output=output)
-        summary = run(card, resume=resume, overwrite=overwrite, comm=comm, progress=not quiet)
-    except (CardError, OutputError) as err:
         if rank == 0:
-            _fail(str(err))
+            _note_defaults(card)
+        # Before importing Pythia and the rest (~1 s) and setting it up (up to minutes).
+        checked_output(card, resume, overwrite, comm)
+        from .generate import generate as run
+
+        summary = run(card, resume=resume, overwrite=overwrite, comm=comm, progress=not quiet)
+    except (CardError, OutputError):
+        # Raised by every rank alike, before any work: rank 0 reports it.
+        if rank == 0:
+            raise
         sys.exit(2)
-    except HardProcessError as err:
-        _abort(comm, f"rank {rank}: {err}")
-    except WriteError as err:
-        _abort(comm, str(err))
     except AnotherRankFailedError:  # another rank failed; it reports why and ends the job
         stand_by(comm)
-    except Exception:  # a rank that fails must not leave the others waiting forever
-        _abort(comm, f"rank {rank} failed:\n{traceback.format_exc()}")
+    except (Exception, KeyboardInterrupt) as err:
+        # A rank that fails must not leave the others waiting forever.
+        _abort(comm, err, None if card is None else card.run.output)
     if rank == 0:
         click.echo(summary.line())
 
 
-def _abort(comm, message: str) -> None:
-    from .parallel import stop_all
+def _note_defaults(card) -> None:
+    """Name the defaults that decide how much is made, where to, and what a jet is, when
+    the card relies on them (docs/cards.md)."""
+    if card.unset:
+        click.echo(f"note: {card.path} leaves unset, so resim uses: {', '.join(card.unset)}",
+                   err=True)
 
-    click.echo(f"error: {message}", err=True)
+
+def _abort(comm, err: BaseException, output: Path | None) -> None:
+    """Report a failure (or a stop by a signal) of this rank on one line, saying that
+    ``--resume`` continues the run; stop the other ranks (they commit what they finished)
+    and exit."""
+    from .parallel import stop_all
+    from .signals import StoppedBySignalError
+    from .store import parts_dir
+
+    if debugging():
+        traceback.print_exc()
+    message, code = describe_exception(err)
+    if isinstance(err, StoppedBySignalError):
+        # Said once all ranks have committed: what they saved is counted then.
+        def report() -> None:
+            click.echo(f"error: {err}", err=True)
+    else:
+        if comm.Get_size() > 1:
+            message = f"rank {comm.Get_rank()}: {message}"
+        if output is not None and parts_dir(output).is_dir() and "--resume" not in message:
+            message += (f"; the hard events finished before are kept in {parts_dir(output)}/: "
+                        "fix the cause and rerun with --resume to continue")
+        click.echo(f"error: {message}", err=True)
+        report = None
     if comm.Get_size() > 1:
         sys.stderr.flush()
-        stop_all(comm)  # the others commit what they finished, then the job is aborted
-    sys.exit(1)
+        # The others commit what they finished, then the job is aborted.
+        stop_all(comm, report=report, code=code)
+    elif report is not None:
+        report()
+    exit_if_abandoned(code)  # an HDF5 file could not be written: at once (store.py)
+    sys.exit(code)
 
 
 @main.command()
@@ -89,15 +200,13 @@ def _abort(comm, message: str) -> None:
               help="Also draw jet mass, multiplicity and pT per label/variation to FILE.")
 def inspect(path: Path, as_json: bool, plot: Path | None) -> None:
     """Summarise a data set: groups, jets per variation and label, failures."""
-    from .dataset import DatasetError, JetDataset
+    from .dataset import JetDataset
     from .summary import as_text, describe
     from .summary import plot as draw
 
-    try:
-        ds = JetDataset(path)
-    except (DatasetError, OSError) as err:
-        _fail(str(err))
-    with ds:
+    if plot is not None:
+        _folder_of(plot)
+    with JetDataset(path) as ds:
         d = describe(ds)
         click.echo(json.dumps(d, indent=1) if as_json else as_text(d))
         if plot is not None:
@@ -111,15 +220,13 @@ def inspect(path: Path, as_json: bool, plot: Path | None) -> None:
 @click.argument("target", type=click.Path(path_type=Path))
 def merge(source: Path, target: Path) -> None:
     """Copy a data set into one self-contained HDF5 file (no .parts directory needed)."""
-    from .dataset import DatasetError, JetDataset
+    from .dataset import JetDataset
     from .store import merge as copy
 
-    try:
-        JetDataset(source).close()
-    except (DatasetError, OSError) as err:
-        _fail(str(err))
+    JetDataset(source).close()
     if target.exists():
         _fail(f"{target} exists; remove it first")
+    _folder_of(target)
     copy(source, target)
     click.echo(f"{source} -> {target} ({target.stat().st_size / 1e6:.1f} MB, self-contained)")
 
@@ -133,10 +240,7 @@ def cards(name: str | None) -> None:
             first = resolve_card_path(card).read_text().splitlines()[0].lstrip("# ")
             click.echo(f"{card:<10} {first}")
         return
-    try:
-        click.echo(resolve_card_path(name).read_text(), nl=False)
-    except CardError as err:
-        _fail(str(err))
+    click.echo(resolve_card_path(name).read_text(), nl=False)
 
 
 @main.command()
@@ -145,11 +249,9 @@ def check(card_name: str) -> None:
     """Check a card (every Pythia setting included) without generating anything."""
     from .generate import Pipeline
 
-    try:
-        card = load_card(card_name)
-        Pipeline(card)
-    except CardError as err:
-        _fail(str(err))
+    card = load_card(card_name)
+    _note_defaults(card)
+    Pipeline(card)
     click.echo(f"{card.path}: ok ({len(card.variations)} variations, "
                f"{card.realizations_per_event} realizations per hard event)")
 
@@ -176,12 +278,7 @@ _QUIET = click.option("--quiet", is_flag=True, help="No progress bar.")
 
 
 def _converted(run, *args, **kwargs) -> None:
-    from .convert import ConvertError
-
-    try:
-        summary = run(*args, **kwargs)
-    except ConvertError as err:
-        _fail(str(err))
+    summary = run(*args, **kwargs)
     counts = ", ".join(f"{k} {v}" for k, v in summary["labels"].items() if v)
     click.echo(f"{kwargs['output']}: {summary['n_jets']} jets ({counts})")
 
@@ -214,6 +311,47 @@ def convert_toptagging(file: Path, output: Path, split: str | None, overwrite: b
 
     _converted(run, file, output=output, split=split, overwrite=overwrite,
                progress=not quiet)
+
+
+# ------------------------------------------------------------------ exports to other trainers
+
+
+@main.command("export")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", required=True, type=click.Choice(["weaver", "omnilearned"]),
+              help="weaver: JetClass-format ROOT files + data config (weaver-core, ParT); "
+                   "omnilearned: OmniLearned's custom-data HDF5 layout.")
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The directory to write (train/, val/, test/ and a manifest).")
+@click.option("--classes", multiple=True, metavar="NAME=LABEL[,LABEL...]",
+              help="A class and the labels it takes (LABEL:SPLITTING for a per-jet gluon "
+                   "splitting, e.g. g_bb=g:g_bb); repeat for each class. Or one preset: "
+                   "jetclass (JetClass's ten classes), rs3l (RS3L's eleven). Default: "
+                   "every label its own class.")
+@click.option("--max-particles", type=int, default=128, show_default=True,
+              help="Constituents per jet in the fixed-size inputs (weaver's data config "
+                   "length; OmniLearned's array width).")
+@click.option("--fractions", metavar="TRAIN,VAL,TEST",
+              help="Hard-event split fractions (default 0.8,0.1,0.1, as the trainer's).")
+@_OVERWRITE
+@_QUIET
+def export_(files: tuple[Path, ...], fmt: str, output: Path, classes: tuple[str, ...],
+            max_particles: int, fractions: str | None, overwrite: bool, quiet: bool) -> None:
+    """resim data sets -> files weaver-core or OmniLearned train on, split by hard event,
+    each jet keeping its group, variation and realization. See docs/export.md."""
+    from .export import FORMATS, ExportError
+    from .export.common import parse_fractions
+
+    try:
+        summary = FORMATS[fmt](list(files), output, classes=list(classes) or None,
+                               max_particles=max_particles,
+                               fractions=parse_fractions(fractions), overwrite=overwrite,
+                               progress=not quiet)
+    except ExportError as err:
+        _fail(str(err))
+    per_split = ", ".join(f"{split} {sum(n.values())}" for split, n in summary["jets"].items())
+    click.echo(f"{output}: {per_split} jets in {len(summary['classes'])} classes "
+               f"({', '.join(summary['classes'])}); manifest {output / 'resim_export.json'}")
 
 
 # Training: `resim train`, `resim finetune`, `resim evaluate`, `resim configs`.

@@ -2,13 +2,15 @@
 
 Only the slice asked for is read from disk. Each jet record has the fields
 ``pt, eta, phi, mass, n_constituents, group, event, variation, realization, seed, label,
-level`` (``variation``, ``label`` and ``level`` as strings) and ``constituents``, a list
-of records ``px, py, pz, E, pid, charge, vx, vy, vz, d0, dz, d0_err, dz_err, kind, vertex,
-weight, pileup``. All jets of one group are contiguous. Older files read the same: those
-of format version 1 (before detector-level jets) have particle-level jets, their
-constituents' impact parameters and kinds derived as for particle-level jets
-(:func:`resim.layout.particle_level_columns`); those before version 3 have no pileup
-(``n_pileup`` 0, tracks of the primary vertex, weights 1).
+level, n_b_hadrons, n_c_hadrons, splitting, n_pileup`` (``variation``, ``label`` and
+``level`` as strings) and ``constituents``, a list of records ``px, py, pz, E, pid, charge,
+vx, vy, vz, d0, dz, d0_err, dz_err, kind, vertex, weight, pileup``. All jets of one group
+are contiguous. Older files read the same (:func:`resim.layout.with_derived`): those of
+format version 1 (before detector-level jets and heavy flavour) have particle-level jets,
+their constituents' impact parameters and kinds derived as for particle-level jets
+(:func:`resim.layout.particle_level_columns`), and heavy-flavour columns -1 (unknown);
+those before version 3 have no pileup (``n_pileup`` 0, tracks of the primary vertex,
+weights 1).
 
 The HDF5 file is opened on first use and reopened after unpickling, so a data set can be
 handed to DataLoader worker processes (h5py handles cannot cross a fork or a pickle).
@@ -24,23 +26,11 @@ import awkward as ak
 import h5py
 import numpy as np
 
-from .layout import (
-    DERIVED,
-    FORMAT,
-    LEVELS,
-    PILEUP_COLUMNS,
-    TABLES,
-    particle_level_columns,
-    without_pileup,
-)
-from .store import open_data_set, parts_dir
+from .layout import LEVELS, PILEUP_COLUMNS, TABLES, with_derived
+from .store import DatasetError, open_data_set, parts_dir, read_rows
 
 JET_FIELDS = tuple(TABLES["jets"])
 CONSTITUENT_FIELDS = tuple(TABLES["constituents"])
-
-
-class DatasetError(OSError):
-    """A path that is not a (finished) resim data set."""
 
 
 class JetDataset:
@@ -48,21 +38,28 @@ class JetDataset:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if self.path.is_dir():
+            hint = (f": a run's segment folder; open {self.path.name[:-len('.parts')]}"
+                    if self.path.name.endswith(".parts") else "")
+            raise DatasetError(f"{self.path}: a folder, not a data set file{hint}")
         if not self.path.is_file():
             if parts_dir(self.path).is_dir():
                 raise DatasetError(f"{self.path}: this run has not finished; finish it with "
                                    "`resim generate --card CARD --resume` before reading")
             raise DatasetError(f"{self.path}: no such file")
         self._file: h5py.File | None = None
-        f = self._h5
-        if f.attrs.get("format") != FORMAT:
-            raise DatasetError(f"{self.path}: not a resim data set (no format={FORMAT!r})")
+        f = self._h5  # checks that it is a data set, and every segment it reads
+        for key in ("variations", "labels"):
+            if key not in f.attrs:
+                self.close()
+                raise DatasetError(f"{self.path}: not a whole resim data set (no {key!r} "
+                                   "attribute)")
         self.variations: tuple[str, ...] = tuple(str(v) for v in f.attrs["variations"])
         self.labels: tuple[str, ...] = tuple(str(v) for v in f.attrs["labels"])
         self.levels: tuple[str, ...] = LEVELS
-        #: Columns the file does not store (a version-1 file's level and derived columns).
+        #: Columns the file does not store (those added in later format versions).
         self.derived = {t: {c for c in cols if c not in f[t]} for t, cols in TABLES.items()}
-        counts = f["jets/n_constituents"][:]
+        counts = self.column("jets", "n_constituents")
         self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
 
     # -- file handle, opened lazily (and again in each worker process) -----------------
@@ -117,22 +114,15 @@ class JetDataset:
             raise KeyError(f"no column {table}/{name}")
         if name in self.derived[table]:
             return self._derived(table, name, start, stop)
-        return self._h5[table][name][start:stop]
+        return read_rows(self._h5, self.path, table, name, start, stop)
 
     def _derived(self, table: str, name: str, start: int, stop: int | None) -> np.ndarray:
-        """A column an older file lacks: level 0 (particle), no pileup, or what
-        particle-level constituents derive from their other columns."""
-        if table == "jets" and name in ("level", "n_pileup"):
-            n = len(self._h5["jets/pt"][start:stop])
-            return np.zeros(n, TABLES[table][name])
-        if table == "constituents" and name in PILEUP_COLUMNS:
-            charge = self._h5["constituents/charge"][start:stop]
-            return without_pileup({"charge": charge})[name]
-        if table == "constituents" and name in DERIVED:
-            stored = {c: self._h5["constituents"][c][start:stop] for c in
-                      ("px", "py", "pz", "vx", "vy", "vz", "pid", "charge")}
-            return particle_level_columns(stored)[name].astype(TABLES[table][name])
-        raise KeyError(f"{self.path}: no column {table}/{name}")
+        """A column an older file lacks, made up from the columns it has as
+        :func:`resim.layout.with_derived` says."""
+        needs = ("pt",) if table == "jets" else ("charge",) if name in PILEUP_COLUMNS else (
+            "px", "py", "pz", "vx", "vy", "vz", "pid", "charge")
+        stored = {c: read_rows(self._h5, self.path, table, c, start, stop) for c in needs}
+        return with_derived(table, stored, only=(name,))[name]
 
     def table(self, table: str) -> ak.Array:
         """A whole small table (``groups`` or ``events``) as an awkward record array."""
@@ -154,7 +144,7 @@ class JetDataset:
 
     def _read(self, start: int, stop: int) -> ak.Array:
         jets = {c: self.column("jets", c, start, stop) for c in JET_FIELDS}
-        lo, hi = self._offsets[start], self._offsets[stop]
+        lo, hi = int(self._offsets[start]), int(self._offsets[stop])
         cons = ak.zip({c: self.column("constituents", c, lo, hi) for c in CONSTITUENT_FIELDS})
         fields: dict[str, Any] = dict(jets)
         for name, names in (("variation", self.variations), ("label", self.labels),

@@ -11,15 +11,14 @@ progress bar for all and, at the end, writes the data set over every rank's segm
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import awkward as ak
 import click
@@ -41,21 +40,32 @@ from .generators.resimulate import Resimulator, job_table
 from .generators.seeds import derive_key
 from .jets import make_jets
 from .layout import as_table, concatenate_tables, empty_tables
+from .output import (
+    COMPLETE,
+    RESUME,
+    LaunchError,
+    OutputError,
+    checked_output,
+    fingerprint,
+    on_rank0,
+    prepare_output,
+)
 from .parallel import (
     AnotherRankFailedError,
     Comm,
     SerialComm,
-    launch_problem,
     split_ranges,
     stop_requested,
     wait_for_all,
 )
 from .progress import Progress
+from .signals import StoppedBySignalError, StopSignals
 from .store import (
     SEGMENT_BYTES,
     WORTH_COMPACTING,
     Segment,
     SegmentWriter,
+    WriteError,
     build_dataset,
     compact,
     dead_space,
@@ -71,12 +81,14 @@ from .truth import TruthObjects
 #: Blocks are sized, when the card does not fix them, to take about this long: long
 #: enough to spread what each block pays once (awkward wraps every ``nextBatch`` call's
 #: buffers for ~2-3 ms; FastJet and numpy have their own costs per call), short enough
-#: for a lively progress bar, commits on time and a prompt stop when another rank fails.
+#: for a lively progress bar and a prompt stop when another rank fails. A block that
+#: would end after the next commit is due is made shorter.
 BLOCK_SECONDS = 5.0
-#: Realizations of the first block, before anything is measured (a few seconds with the
-#: simple shower, under a minute with Vincia), and the most of any block: a block's
-#: visible particles stay in memory until it is clustered (~20 kB per realization).
-FIRST_BLOCK_REALIZATIONS = 256
+#: Realizations of the first block, before anything is measured: small, so the first
+#: commit comes on time even with Vincia (~0.2 s a realization), and the most of any
+#: block: a block's visible particles stay in memory until it is clustered (~20 kB per
+#: realization).
+FIRST_BLOCK_REALIZATIONS = 32
 MAX_BLOCK_REALIZATIONS = 2048
 #: The detector (with pileup, the overlay and the mitigation too) takes the realizations of
 #: a block this many particles at a time: its ~300 array operations then stay within the
@@ -84,20 +96,16 @@ MAX_BLOCK_REALIZATIONS = 2048
 #: ~8,000 particles per realization, 30 % faster than a whole block at once). Output does
 #: not depend on it: each realization's response is a function of its own key.
 DETECTOR_PARTICLES_AT_ONCE = 80_000
+#: Commits are aimed at this fraction of ``commit_seconds`` after the last, and blocks
+#: sized to end this fraction of the time left before then: on a busy machine a block can
+#: take 20-30 % longer than the rate measured so far says.
+_MARGIN = 0.8
 
 _PROGRESS_TAG, _DONE_TAG = 71, 72
 
 
-class OutputError(RuntimeError):
-    """The output cannot be written as asked (exists, unwritable, or another card's)."""
-
-
-class LaunchError(OutputError):
-    """The ranks were started so that each would write the whole output (docs/cluster.md)."""
-
-
-class WriteError(RuntimeError):
-    """Writing a block failed (disk full, file system gone); committed events are safe."""
+class InterruptedBlockError(Exception):
+    """A stop was asked for while a block was being made: the block is dropped."""
 
 
 @dataclass
@@ -175,6 +183,9 @@ class Pipeline:
         self.timings: dict[str, float] = dict.fromkeys(
             ("hard process", "re-simulation", "truth", "final state", "hepmc", "pileup",
              "detector", "mitigation", "jets", "writing"), 0.0)
+        #: Asked between Pythia's batches: True drops the block in progress
+        #: (:class:`InterruptedBlockError`), to stop within about a second of a signal.
+        self.interrupt: Callable[[], bool] = lambda: False
 
     def _clock(self, step: str, start: float) -> float:
         now = time.perf_counter()
@@ -183,6 +194,8 @@ class Pipeline:
 
     def _final_state(self, events: ak.Array, jobs: list[Job]) -> FinalState:
         """Visible final state of a batch of realizations, read as soon as it is made."""
+        if self.interrupt():
+            raise InterruptedBlockError
         start = time.perf_counter()
         particles = visible_final_state(events, self.particles, self.read_pt_min)
         start = self._clock("final state", start)
@@ -253,6 +266,8 @@ class Pipeline:
         position = np.concatenate(order)
         if (np.diff(position) < 0).any():  # back into job order
             candidates = candidates.take(np.argsort(position))
+        # The realizations' records (heavy hadrons, decay products) are the particles'.
+        candidates.history = particles.history
         return _above(candidates, self.card.jets.constituent_pt_min), n_pileup
 
     def block(self, first: int, last: int) -> tuple[dict[str, dict[str, np.ndarray]], BlockStats]:
@@ -332,57 +347,23 @@ class BlockSizes:
         self.events += events
         self.seconds += seconds
 
-    def next(self) -> int:
+    def next(self, seconds: float = BLOCK_SECONDS) -> int:
+        """Hard events for the next block, to take about ``seconds`` (at most
+        ``BLOCK_SECONDS``); at least one."""
         if self.fixed:
             return self.fixed
         most = MAX_BLOCK_REALIZATIONS / self.per_event
         wanted = FIRST_BLOCK_REALIZATIONS / self.per_event
         if self.seconds > 0:
-            wanted = self.events / self.seconds * BLOCK_SECONDS
+            wanted = self.events / self.seconds * min(seconds, BLOCK_SECONDS)
         return max(1, round(min(wanted, most)))
 
-
-def fingerprint(card: Card) -> str:
-    """What must not change between a run and its resumption."""
-    text = json.dumps([card.text, card.run.events, card.run.seed])
-    return hashlib.sha256(text.encode()).hexdigest()
+    def seconds_of(self, events: int) -> float:
+        """How long ``events`` hard events take at the rate measured so far (0: unknown)."""
+        return events * self.seconds / self.events if self.events else 0.0
 
 
 # ------------------------------------------------------------------------- the output
-
-
-def _prepare_output(card: Card, resume: bool, overwrite: bool) -> str:
-    """Check and create the output location (rank 0). Returns 'new', 'resume' or 'complete'."""
-    output = card.run.output
-    parts = parts_dir(output)
-    exists = output.exists() or parts.exists()
-    if exists and overwrite:
-        output.unlink(missing_ok=True)
-        shutil.rmtree(parts, ignore_errors=True)
-    elif exists and not resume:
-        raise OutputError(f"{output} exists; pass --resume to continue that run or "
-                          "--overwrite to replace it")
-    run_file = parts / "run.json"
-    if resume and run_file.is_file():
-        run = json.loads(run_file.read_text())
-        if run["fingerprint"] != fingerprint(card):
-            raise OutputError(f"{output} was made from a different card, seed or number of "
-                              f"events ({run['card_path']}, seed {run['seed']}, "
-                              f"{run['events']} events); use --overwrite to replace it")
-        return "complete" if output.is_file() else "resume"
-    if resume and output.is_file():
-        raise OutputError(f"{output} exists but is not a resumable resim run "
-                          f"({parts} is missing); use --overwrite to replace it")
-    try:
-        parts.mkdir(parents=True, exist_ok=True)
-        (parts / "run.json").write_text(json.dumps({
-            "fingerprint": fingerprint(card), "card_path": str(card.path),
-            "seed": card.run.seed, "events": card.run.events,
-        }, indent=1))
-    except OSError as err:
-        raise OutputError(f"cannot write the output {output}: {err.strerror or err} "
-                          f"({err.filename or parts})") from None
-    return "new"
 
 
 def _plan(comm: Comm, parts: Path, n_events: int
@@ -452,9 +433,11 @@ def _counts(card: Card, tallies: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _attrs(card: Card, counts: dict[str, Any], ranks: list[dict[str, Any]]) -> dict[str, Any]:
+def _attrs(card: Card, counts: dict[str, Any], ranks: list[dict[str, Any]],
+           run_id: str | None) -> dict[str, Any]:
     summary = {**card.summary(), **counts}
     return {
+        **({"run_id": run_id} if run_id else {}),
         "card": card.text, "card_path": str(card.path), "summary": json.dumps(summary),
         "variations": list(card.variation_names), "labels": list(card.labels),
         "seed": card.run.seed, "n_ranks": len(ranks), "rank_timings": json.dumps(ranks),
@@ -472,36 +455,36 @@ def _attrs(card: Card, counts: dict[str, Any], ranks: list[dict[str, Any]]) -> d
 
 def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
              comm: Comm | None = None, progress: bool = True) -> RunSummary:
-    """Run the card. Raises CardError (bad card) or OutputError before any output is made."""
+    """Run the card. Raises CardError (bad card), OutputError or LaunchError before any
+    output is made."""
     comm = comm or SerialComm()
+    state = checked_output(card, resume, overwrite, comm)  # before the long set-up
+    with StopSignals() as signals:
+        return _generate(card, state, overwrite, comm, progress, signals)
+
+
+def _generate(card: Card, state: str, overwrite: bool, comm: Comm, progress: bool,
+              signals: StopSignals) -> RunSummary:
     rank, size = comm.Get_rank(), comm.Get_size()
-    problem = launch_problem(comm)
-    if problem:
-        raise LaunchError(problem)
+    stops = _Stops(comm, signals, card)
     start = time.monotonic()
     pipeline = Pipeline(card)  # checks every setting with Pythia before anything is written
     setup = time.monotonic() - start
+    _stop_if_signalled(comm, signals, stops)  # during the set-up: before anything is written
 
-    state = None
-    if rank == 0:
-        try:
-            state = _prepare_output(card, resume, overwrite)
-        except OutputError as err:
-            state = err
-    state = comm.bcast(state)
-    if isinstance(state, Exception):
-        raise state
     output, parts = card.run.output, parts_dir(card.run.output)
+    run_id = on_rank0(comm, lambda: prepare_output(card, state, overwrite))
 
-    if state != "complete":
+    if state != COMPLETE:
         if pipeline.minimum_bias is not None:
             seconds, cpu = time.monotonic(), time.process_time()
-            _load_pileup_library(pipeline, parts, comm, progress)
+            _load_pileup_library(pipeline, parts, comm, progress, signals)
+            _stop_if_signalled(comm, signals, stops)  # a library cut short: nothing lost
             setup += time.monotonic() - seconds
             pipeline.setup_cpu_seconds += time.process_time() - cpu
         kept, shares, repairs = _plan(comm, parts, card.run.events)
         kept_events = sum(s.done - s.first for s in kept)
-        if rank == 0 and state == "resume":
+        if rank == 0 and state == RESUME:
             click.echo(f"resuming {output}: {kept_events} of {card.run.events} hard events "
                        "kept from the interrupted run", err=True)
             for line in repairs:
@@ -509,26 +492,35 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
         bar = Progress(card.run.events, enabled=progress and rank == 0)
         bar.resume_from(kept_events)
         began, began_cpu = time.monotonic(), time.process_time()
-        with stdout_to(parts / f"pythia-rank{rank}.log"):
-            made, realizations = _run_share(pipeline, shares[rank], parts, comm, bar)
+        try:
+            with stdout_to(parts / f"pythia-rank{rank}.log"):
+                made, realizations = _run_share(pipeline, shares[rank], parts, run_id, comm,
+                                                bar, stops)
+        finally:
+            bar.close()
         timing = {"rank": rank, "setup_seconds": round(setup, 3),
                   "work_seconds": round(time.monotonic() - began, 3),
                   "cpu_seconds": round(time.process_time() - began_cpu, 3),
                   "events": sum(b - a for a, b in shares[rank]),
                   "realizations": realizations}
-        bar.close()
         # No rank reads another's files: each tallies what it made (and its share of what
         # earlier runs kept), rank 0 gets the journals and tallies by message and writes
         # only the virtual data set's metadata.
         mine = made + kept[rank::size]
         tally = _tally(card, mine)
-        wait_for_all(comm)
+        # Ranks done early wait for the others; a signal there stops them all (after
+        # this, writing the data set takes seconds: a signal then lets it finish).
+        wait_for_all(comm, stop=stops)
         reports = comm.gather((mine, tally, timing))
         if rank == 0:
             segs = [s for m, _, _ in reports for s in m]
             attrs = _attrs(card, _counts(card, [c for _, c, _ in reports]),
-                           [r for _, _, r in reports])
-            build_dataset(output, segs, card.run.events, attrs)
+                           [r for _, _, r in reports], run_id)
+            try:
+                build_dataset(output, segs, card.run.events, attrs)
+            except OSError as err:
+                raise WriteError(f"cannot write the data set {output}: "
+                                 f"{err.strerror or err}") from None
     wait_for_all(comm)
     summary = None
     if rank == 0:
@@ -539,66 +531,89 @@ def generate(card: Card, *, resume: bool = False, overwrite: bool = False,
             failed=s["n_failed"], lost=s["n_lost"], hard_failed=s["n_hard_failed"],
             seconds=time.monotonic() - start, setup_seconds=setup,
             setup_cpu_seconds=pipeline.setup_cpu_seconds,
-            bytes=sum(p.stat().st_size for p in [output, *parts.glob("*.h5")]),
+            bytes=sum(p.stat().st_size for p in [output, *parts.glob("events-*.h5")]),
             variations=s["variations"], labels=s["labels"], timings=pipeline.timings)
     return comm.bcast(summary)
 
 
-def _load_pileup_library(pipeline: Pipeline, parts: Path, comm: Comm, say: bool) -> None:
+def _stop_if_signalled(comm: Comm, signals: StopSignals, stops: _Stops) -> None:
+    """Stop every rank if any received a signal (between steps that write nothing)."""
+    received = [s for s in comm.allgather(signals.received) if s is not None]
+    if received:
+        signals.received = received[0]
+        stops.stop()
+
+
+def _load_pileup_library(pipeline: Pipeline, parts: Path, comm: Comm, say: bool,
+                         signals: StopSignals) -> None:
     """The run's minimum-bias library: the one an earlier run of this card kept in
-    ``parts``, or made now (ranks sharing the work) and kept there."""
+    ``parts``, or made now (ranks sharing the work, stopping at a signal) and kept there.
+    Its Pythia writes to a log of its own: ``pythia-rank<r>.log`` is the generation's."""
     path = parts / LIBRARY_FILE
     rank = comm.Get_rank()
     if say and rank == 0 and not path.is_file():
         click.echo(f"making the pileup library: {pipeline.card.pileup.library.events} "
                    f"minimum-bias events (~2 ms each, shared by {comm.Get_size()} rank(s))",
                    err=True)
-    with stdout_to(parts / f"pythia-rank{rank}.log"):
-        pipeline.pileup_library = shared_library(pipeline.minimum_bias, path, comm)
+    with stdout_to(parts / f"pileup-library-rank{rank}.log"):
+        library = shared_library(pipeline.minimum_bias, path, comm,
+                                 stop=lambda: signals.received is not None)
+    if library is not None:
+        pipeline.pileup_library = library
 
 
 def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
-               comm: Comm, bar: Progress) -> tuple[list[Segment], int]:
-    """Make this rank's hard events, committing finished blocks together at most every
-    ``commit_seconds``; report progress to rank 0. Returns the segments written and the
-    number of realizations made."""
-    rank = comm.Get_rank()
+               run_id: str | None, comm: Comm, bar: Progress,
+               stops: _Stops) -> tuple[list[Segment], int]:
+    """Make this rank's hard events, committing finished blocks together so that a commit
+    comes at most ``commit_seconds`` after the one before (or the start); report progress
+    to rank 0. A stop (a signal, another rank's failure) drops the block in progress,
+    commits the finished ones and raises. Returns the segments written and the number of
+    realizations made."""
     made: list[Segment] = []
     realizations = 0
     run = pipeline.card.run
     sizes = BlockSizes(pipeline.card)
-    reports = _ProgressReports(comm, bar)
+    reports = _ProgressReports(comm, bar, stops)
+    pipeline.interrupt = stops.requested
+    # Blocks are not cut shorter than this to fit before a commit: it is made first.
+    shortest = min(BLOCK_SECONDS, run.commit_seconds) / 4
     for a, b in share:
-        writer = SegmentWriter(parts, a)
+        writer = SegmentWriter(parts, a, run_id)
         made.append(writer.segment)
         buffered: list[dict[str, dict[str, np.ndarray]]] = []
-        since = time.monotonic()
+        due = time.monotonic() + _MARGIN * run.commit_seconds
         first = a
         try:
             while first < b:
-                if stop_requested(comm):  # another rank failed: keep what is finished, stop
-                    _commit(pipeline, writer, buffered, first, rank)
-                    raise AnotherRankFailedError
-                last = min(first + sizes.next(), b)
+                if stops.requested():
+                    _commit(pipeline, writer, buffered, first)
+                    stops.stop()
+                # A block that would end after the commit is due is made shorter, or the
+                # commit made first.
+                left = due - time.monotonic()
+                events = sizes.next(_MARGIN * left)
+                if buffered and (left < shortest or sizes.seconds_of(events) > left):
+                    _commit(pipeline, writer, buffered, first)
+                    buffered, due = [], time.monotonic() + _MARGIN * run.commit_seconds
+                    if writer.nbytes > SEGMENT_BYTES:
+                        _finish(pipeline, writer)
+                        writer = SegmentWriter(parts, first, run_id)
+                        made.append(writer.segment)
+                    events = sizes.next(_MARGIN * (due - time.monotonic()))
+                last = min(first + events, b)
                 started = time.monotonic()
-                tables, stats = pipeline.block(first, last)
+                try:
+                    tables, stats = pipeline.block(first, last)
+                except InterruptedBlockError:
+                    continue  # dropped; the loop's first check commits and stops
                 sizes.record(last - first, time.monotonic() - started)
                 buffered.append(tables)
-                if last == b or time.monotonic() - since >= run.commit_seconds:
-                    _commit(pipeline, writer, buffered, last, rank)
-                    buffered, since = [], time.monotonic()
-                    full = writer.nbytes > SEGMENT_BYTES
-                    if last == b or full:
-                        t = time.perf_counter()
-                        writer.close()
-                        _compact(writer.segment)
-                        pipeline._clock("writing", t)
-                    if full and last < b:
-                        writer = SegmentWriter(parts, last)
-                        made.append(writer.segment)
                 realizations += stats.realizations
                 reports.send(stats)
                 first = last
+            _commit(pipeline, writer, buffered, b)
+            _finish(pipeline, writer)
         finally:
             # Committed rows are on disk already; on an error (a full disk) the close
             # may fail too, and must not hide that first error.
@@ -608,8 +623,34 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
     return made, realizations
 
 
+def _finish(pipeline: Pipeline, writer: SegmentWriter) -> None:
+    """Close a segment that is complete, compacting it if that is worth it."""
+    t = time.perf_counter()
+    writer.close()
+    _compact(writer.segment)
+    pipeline._clock("writing", t)
+
+
+class _Stops:
+    """Whether this rank must stop (a signal it received, another rank's request), and
+    stopping: :class:`StoppedBySignalError` for its own signal, else
+    ``AnotherRankFailedError``."""
+
+    def __init__(self, comm: Comm, signals: StopSignals, card: Card):
+        self.comm, self.signals, self.card = comm, signals, card
+
+    def requested(self) -> bool:
+        return self.signals.received is not None or stop_requested(self.comm)
+
+    def stop(self) -> NoReturn:
+        if self.signals.received is not None:
+            raise StoppedBySignalError(self.signals.received, parts_dir(self.card.run.output),
+                                       self.card.run.events)
+        raise AnotherRankFailedError
+
+
 def _commit(pipeline: Pipeline, writer: SegmentWriter,
-            buffered: list[dict[str, dict[str, np.ndarray]]], done: int, rank: int) -> None:
+            buffered: list[dict[str, dict[str, np.ndarray]]], done: int) -> None:
     """Write the finished blocks up to hard event ``done`` (if any) and record them."""
     if not buffered:
         return
@@ -618,11 +659,8 @@ def _commit(pipeline: Pipeline, writer: SegmentWriter,
         writer.commit(concatenate_tables(buffered), done=done)
     except OSError as err:
         seg = writer.segment
-        raise WriteError(
-            f"rank {rank}: cannot write hard events {seg.done}-{done - 1} to "
-            f"{seg.path}: {err.strerror or err}; events up to {seg.done - 1} of "
-            "this segment are committed and safe, fix the cause and rerun with "
-            "--resume") from None
+        raise WriteError(f"cannot write hard events {seg.done}-{done - 1} to {seg.path}: "
+                         f"{err.strerror or err}") from None
     pipeline._clock("writing", t)
 
 
@@ -645,8 +683,8 @@ class _ProgressReports:
     each block; rank 0 folds in whatever has arrived whenever it finishes a block of its
     own, and waits for every rank's final message at the end."""
 
-    def __init__(self, comm: Comm, bar: Progress):
-        self.comm, self.bar = comm, bar
+    def __init__(self, comm: Comm, bar: Progress, stops: _Stops):
+        self.comm, self.bar, self.stops = comm, bar, stops
         self.rank, self.size = comm.Get_rank(), comm.Get_size()
         self.pending: list[Any] = []
         self.finished_ranks = 0
@@ -679,6 +717,8 @@ class _ProgressReports:
             if not self.comm.iprobe(source=MPI.ANY_SOURCE, tag=MPI.ANY_TAG, status=status):
                 if not wait:
                     return
+                if self.stops.signals.received is not None:  # rank 0 was asked to stop
+                    self.stops.stop()
                 time.sleep(0.05)
                 continue
             if status.Get_tag() not in (_PROGRESS_TAG, _DONE_TAG):  # a stop request
@@ -692,4 +732,5 @@ class _ProgressReports:
                 self.bar.update(*report)
 
 
-__all__ = ["LaunchError", "OutputError", "Pipeline", "RunSummary", "WriteError", "generate"]
+__all__ = ["LaunchError", "OutputError", "Pipeline", "RunSummary", "WriteError", "fingerprint",
+           "generate"]

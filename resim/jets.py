@@ -5,8 +5,12 @@ interface, straight from the flat particle columns (no copy); the constituents o
 chosen jets are gathered with numpy from FastJet's constituent indices. A selected jet
 (card ``[jets]`` pT window and |η|) belongs to the group of the truth object it matches:
 each object takes its nearest jet within the matching radius; a jet claimed by two
-objects goes to the nearer one. With ``[objects] contained = true`` every coloured parton
-from the object's decay must also lie within the radius.
+objects goes to the nearer one. With ``[objects] contained = true`` every quark, gluon and
+charged lepton from the object's decay must also lie within the radius — the decay products
+as the realization made them (its record's, :mod:`resim.generators.history`: a top that
+radiated before decaying moved its b and W), else the frozen hard process's. Each jet also
+gets its heavy-flavour content and gluon splitting (:mod:`resim.flavour`): facts of the
+realization, unlike the group's label.
 
 With a detector, the same is done for its candidates: detector-level jets are matched to
 the same truth objects and join the same groups. The result is plain numpy columns, jets
@@ -23,10 +27,13 @@ import numpy as np
 import vector
 
 from resim.card import Jets
+from resim.flavour import jet_flavour
 from resim.generators.final_state import FinalState
+from resim.generators.history import History, ranges
 from resim.layout import DETECTOR, PARTICLE, with_derived
 from resim.truth import TruthObjects
 
+P4 = ("px", "py", "pz", "E")
 _ALGORITHMS = {
     "antikt": fastjet.antikt_algorithm,
     "kt": fastjet.kt_algorithm,
@@ -48,13 +55,6 @@ class JetBlock:
 
     def __len__(self) -> int:
         return len(self.jets["pt"])
-
-
-def _segments(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For ranges [start, start+length): (which range, position) of every element."""
-    owner = np.repeat(np.arange(len(lengths)), lengths)
-    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    return owner, np.repeat(starts, lengths) + np.arange(lengths.sum()) - first
 
 
 def _first_of_each(keys: tuple[np.ndarray, ...]) -> np.ndarray:
@@ -85,7 +85,7 @@ def make_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthOb
     out = np.lexsort((jet_cols["realization"], jet_cols["variation"], jet_cols["level"],
                       jet_cols["group"]))
     n = jet_cols["n_constituents"]
-    _, take = _segments((np.cumsum(n) - n)[out], n[out])
+    take, _ = ranges((np.cumsum(n) - n)[out], n[out])
     jet_cols = {k: v[out] for k, v in jet_cols.items()}
     constituents = {k: v[take] for k, v in constituents.items()}
     group, obj = jet_cols["group"], obj[out]
@@ -113,7 +113,7 @@ def _matched_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: Tru
     offsets = np.asarray(jets.offsets.data)
     row = np.repeat(np.arange(len(jets)), np.diff(offsets))
     p4 = vector.array({c: np.asarray(jets.content.content(c).data)[offsets[0]:offsets[-1]]
-                       for c in ("px", "py", "pz", "E")})
+                       for c in P4})
     selected = np.flatnonzero((p4.pt < spec.pt_max) & (np.abs(p4.eta) < spec.abs_eta_max))
 
     # Candidate (jet, object) pairs: every selected jet with every object of its event.
@@ -122,7 +122,7 @@ def _matched_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: Tru
     event = jobs["event"][row[selected]]
     start = np.searchsorted(t_event, event, "left")
     n_obj = np.searchsorted(t_event, event, "right") - start
-    pair_jet_pos, pair_obj_sorted = _segments(start, n_obj)
+    pair_obj_sorted, pair_jet_pos = ranges(start, n_obj)
     pair_jet = selected[pair_jet_pos]
     pair_obj = order[pair_obj_sorted]
     dr = p4[pair_jet].deltaR(truth.p4[pair_obj])
@@ -138,11 +138,12 @@ def _matched_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: Tru
     m_jet, m_obj = pair_jet[match], pair_obj[match]
 
     if contained and len(m_jet):
-        m_jet, m_obj = _contained(m_jet, m_obj, p4, truth, spec.radius)
+        m_jet, m_obj = _contained(m_jet, m_obj, row[m_jet], p4, truth, particles.history,
+                                  spec.radius)
 
     m_row = row[m_jet]
     constituents, n_const = _constituents(particles, cs, spec.pt_min, m_row, m_jet)
-    constituents = with_derived(constituents)
+    constituents = with_derived("constituents", constituents)
     jp4 = p4[m_jet]
     jet_cols = {
         "pt": jp4.pt, "eta": jp4.eta, "phi": jp4.phi, "mass": jp4.mass,
@@ -151,21 +152,31 @@ def _matched_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: Tru
         "seed": jobs["seed"][m_row], "label": truth.label[m_obj],
         "level": np.full(len(m_jet), level, np.int8),
         "n_pileup": jobs["n_pileup"][m_row] if "n_pileup" in jobs else np.zeros(len(m_jet)),
+        **jet_flavour(particles.history, m_row, {c: getattr(jp4, c) for c in P4},
+                      spec.radius, truth.record_index[m_obj], np.abs(truth.pid[m_obj]) == 21),
     }
     return jet_cols, constituents, m_obj
 
 
-def _contained(m_jet: np.ndarray, m_obj: np.ndarray, p4: vector.MomentumNumpy4D,
-               truth: TruthObjects, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """Keep matches whose object's coloured decay partons all lie within ``radius``."""
+def _contained(m_jet: np.ndarray, m_obj: np.ndarray, m_row: np.ndarray,
+               p4: vector.MomentumNumpy4D, truth: TruthObjects, history: History,
+               radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """Keep matches whose object's decay quarks, gluons and charged leptons all lie within
+    ``radius``: as the realization made them (``history``), where its record has them,
+    else as the frozen hard process has them."""
+    entry, pair = history.lookup("products", m_row, truth.record_index[m_obj])
+    own = np.bincount(pair, minlength=len(m_jet)) > 0
     start = np.searchsorted(truth.daughter_object, m_obj, "left")
     n = np.searchsorted(truth.daughter_object, m_obj, "right") - start
-    pair, daughter = _segments(start, n)
+    n[own] = 0
+    daughter, frozen = ranges(start, n)
+    pair = np.concatenate([pair, frozen])
+    eta = np.concatenate([history.products["eta"][entry], truth.daughter_eta[daughter]])
+    phi = np.concatenate([history.products["phi"][entry], truth.daughter_phi[daughter]])
     jet = p4[m_jet[pair]]
-    d_eta = jet.eta - truth.daughter_eta[daughter]
-    d_phi = (jet.phi - truth.daughter_phi[daughter] + np.pi) % (2 * np.pi) - np.pi
+    d_phi = (jet.phi - phi + np.pi) % (2 * np.pi) - np.pi
     worst = np.zeros(len(m_jet))
-    np.maximum.at(worst, pair, np.hypot(d_eta, d_phi))
+    np.maximum.at(worst, pair, np.hypot(jet.eta - eta, d_phi))
     ok = worst < radius
     return m_jet[ok], m_obj[ok]
 

@@ -8,7 +8,9 @@ split changes which rank makes an event, never what the event contains.
 from __future__ import annotations
 
 import os
+import sys
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 #: Environment variables an MPI launcher sets (MPICH/Hydra, Open MPI, Slurm PMI).
@@ -68,8 +70,9 @@ def world() -> Comm:
     return MPI.COMM_WORLD
 
 
-def wait_for_all(comm: Comm, poll: float = 0.01) -> None:
-    """A barrier that sleeps while it waits (and stops if another rank failed).
+def wait_for_all(comm: Comm, poll: float = 0.01, stop: Any = None) -> None:
+    """A barrier that sleeps while it waits (and stops if another rank failed, or, with a
+    ``stop`` that has ``requested()`` and ``stop()``, when that is requested).
 
     MPICH's blocking calls spin: a rank that finishes its share early would burn a core
     in ``barrier()`` while slower ranks still work, and take CPU from them when ranks
@@ -82,9 +85,30 @@ def wait_for_all(comm: Comm, poll: float = 0.01) -> None:
         return
     request = ibarrier()
     while not request.Test():
+        if stop is not None and stop.requested():
+            stop.stop()
         if stop_requested(comm):
             raise AnotherRankFailedError
         time.sleep(poll)
+
+
+def on_rank0(comm: Comm, work: Callable[[], Any]) -> Any:
+    """``work()`` on rank 0, its result (or the exception it raised) on every rank."""
+    result: Any = None
+    if comm.Get_rank() == 0:
+        try:
+            result = work()
+        except Exception as err:
+            result = _Raised(err)
+    result = comm.bcast(result)
+    if isinstance(result, _Raised):
+        raise result.error
+    return result
+
+
+class _Raised:
+    def __init__(self, error: Exception):
+        self.error = error
 
 
 def launch_problem(comm: Comm) -> str | None:
@@ -156,14 +180,19 @@ def stop_requested(comm: Comm) -> bool:
     return iprobe is not None and comm.Get_size() > 1 and iprobe(tag=STOP_TAG)
 
 
-def stop_all(comm: Comm, grace: float = STOP_GRACE_SECONDS, poll: float = 0.05) -> None:
-    """Called by a failing rank: ask every other rank to stop at its next safe point (after
-    committing the blocks it has finished, never in the middle of a write), wait until all
-    have said they stopped or ``grace`` seconds have passed, then abort the job.
+def stop_all(comm: Comm, grace: float = STOP_GRACE_SECONDS, poll: float = 0.05,
+             report: Callable[[], None] | None = None, code: int = 1) -> None:
+    """Called by a failing (or signalled) rank: ask every other rank to stop at its next
+    safe point (after committing the blocks it has finished, never in the middle of a
+    write), wait until all have said they stopped or ``grace`` seconds have passed, then
+    abort the job with exit code ``code``.
 
     ``MPI_Abort`` alone would kill the others wherever they are, possibly in the middle of
     a commit, which costs them the commit (see ``resim.store.validate``). Answers other
-    failing ranks' requests meanwhile, so two ranks failing at once stop each other.
+    stopping ranks' requests meanwhile, so ranks stopping at once (all ranks get a
+    scheduler's SIGTERM) stop each other. ``report`` is called once the others have
+    stopped, by the lowest-ranked of the ranks that asked for the stop only, before the
+    abort: so one line says what every rank saved.
     """
     size, rank = comm.Get_size(), comm.Get_rank()
     if size > 1:
@@ -171,27 +200,50 @@ def stop_all(comm: Comm, grace: float = STOP_GRACE_SECONDS, poll: float = 0.05) 
 
         requests = [comm.isend(rank, dest=r, tag=STOP_TAG) for r in range(size) if r != rank]
         stopped: set[int] = set()
+        asking = {rank}
         status = MPI.Status()
         deadline = time.monotonic() + grace
         while len(stopped) < size - 1 and time.monotonic() < deadline:
-            if comm.iprobe(source=MPI.ANY_SOURCE, tag=STOPPED_TAG, status=status):
-                stopped.add(comm.recv(source=status.Get_source(), tag=STOPPED_TAG))
-            elif comm.iprobe(source=MPI.ANY_SOURCE, tag=STOP_TAG, status=status):
-                comm.recv(source=status.Get_source(), tag=STOP_TAG)
-                comm.isend(rank, dest=status.Get_source(), tag=STOPPED_TAG)
+            if _answer_stop(comm, status):
+                asking.add(status.Get_source())
                 stopped.add(status.Get_source())
+            elif comm.iprobe(source=MPI.ANY_SOURCE, tag=STOPPED_TAG, status=status):
+                stopped.add(comm.recv(source=status.Get_source(), tag=STOPPED_TAG))
             else:
                 time.sleep(poll)
+        while _answer_stop(comm, status):  # requests sent before their senders' answers
+            asking.add(status.Get_source())
+        if report is not None and min(asking) != rank:
+            # Another rank reports and aborts; keep answering until it does.
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if not _answer_stop(comm, status):
+                    time.sleep(poll)
         del requests  # the abort ends them
-    comm.Abort(1)
+    if report is not None:
+        report()
+        sys.stderr.flush()
+    comm.Abort(code)
+    os._exit(code)  # MPI_Abort has returned here, now and then, in MPICH 5
+
+
+def _answer_stop(comm: Comm, status: Any) -> bool:
+    """Answer one pending stop request, if there is one (its sender is in ``status``)."""
+    from mpi4py import MPI
+
+    if not comm.iprobe(source=MPI.ANY_SOURCE, tag=STOP_TAG, status=status):
+        return False
+    comm.recv(source=status.Get_source(), tag=STOP_TAG)
+    comm.isend(comm.Get_rank(), dest=status.Get_source(), tag=STOPPED_TAG)
+    return True
 
 
 def stand_by(comm: Comm) -> None:
-    """Called by a rank that stopped on request: tell the failing rank, wait for its abort."""
+    """Called by a rank that stopped on request: tell every rank that asks, and wait for
+    the abort."""
     from mpi4py import MPI
 
     status = MPI.Status()
-    comm.recv(source=MPI.ANY_SOURCE, tag=STOP_TAG, status=status)
-    comm.send(comm.Get_rank(), dest=status.Get_source(), tag=STOPPED_TAG)
-    while True:  # MPI_Abort from the failing rank ends this process
-        time.sleep(1.0)
+    while True:  # MPI_Abort from a stopping rank ends this process
+        if not _answer_stop(comm, status):
+            time.sleep(0.05)

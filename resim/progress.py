@@ -80,3 +80,11 @@ class Progress:
     @property
     def seconds(self) -> float:
         return time.monotonic() - self._start
+
+
+class JetProgress(Progress):
+    """Progress counted in jets, for work on finished data sets (``resim convert``, ``resim
+    export``): ``update(jets, jets, jets, 0)``."""
+
+    def _status(self) -> str:
+        return f"{self._rate():.0f} jets/s"

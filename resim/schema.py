@@ -15,8 +15,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .errors import ResimError
 
-class SchemaError(ValueError):
+
+class SchemaError(ResimError, ValueError):
     """``<file>: <key path>: <what is wrong>``; ``source``, ``key`` and ``message`` apart."""
 
     def __init__(self, source: str | Path, key: str, message: str):
@@ -173,6 +175,8 @@ class Shipped:
         path = Path(name)
         if path.is_file():
             return path
+        if path.is_dir():
+            raise self.error(name, "", f"a folder, not a {self.kind} file")
         shipped = self._folder().joinpath(f"{path.stem}.toml")
         if path.suffix in ("", ".toml") and path.parent == Path(".") and shipped.is_file():
             return Path(str(shipped))

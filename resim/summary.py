@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from .dataset import JetDataset
+from .flavour import SPLITTINGS
 from .plotting import figure
 
 
@@ -21,6 +22,12 @@ def describe(ds: JetDataset) -> dict[str, Any]:
     ncon = ds.column("jets", "n_constituents")
     group_label = ds.column("groups", "label")
     group_size = ds.column("groups", "n_jets")
+    try:  # per-jet flavour (format version 2; -1 where the source did not know it)
+        flavour = {c: ds.column("jets", c) for c in ("n_b_hadrons", "n_c_hadrons", "splitting")}
+        if len(lab) and (flavour["splitting"] < 0).all():
+            flavour = None
+    except KeyError:
+        flavour = None
 
     def stats(mask: np.ndarray) -> dict[str, Any]:
         n = int(mask.sum())
@@ -29,6 +36,13 @@ def describe(ds: JetDataset) -> dict[str, Any]:
             "mean_mass": float(mass[mask].mean()) if n else None,
             "mean_constituents": float(ncon[mask].mean()) if n else None,
         }
+
+    def flavours(mask: np.ndarray) -> dict[str, int]:
+        """Jets holding B / C hadrons, and jets per gluon splitting (cards.md)."""
+        f = {c: v[mask] for c, v in flavour.items()}
+        return {"with_b_hadron": int((f["n_b_hadrons"] > 0).sum()),
+                "with_c_hadron": int((f["n_c_hadrons"] > 0).sum()),
+                **{name: int((f["splitting"] == k).sum()) for k, name in SPLITTINGS.items()}}
 
     return {
         "path": str(ds.path),
@@ -47,6 +61,8 @@ def describe(ds: JetDataset) -> dict[str, Any]:
         "per_label": {lb: stats(lab == i) for i, lb in enumerate(ds.labels)},
         "per_level": {lv: stats(level == i) for i, lv in enumerate(ds.levels)
                       if (level == i).any()},
+        "flavour_per_label": ({lb: flavours(lab == i) for i, lb in enumerate(ds.labels)}
+                              if flavour is not None else None),
         "group_sizes": {int(k): int(n) for k, n in zip(*np.unique(group_size,
                                                                   return_counts=True),
                                                         strict=True)},
@@ -79,6 +95,12 @@ def as_text(d: dict[str, Any]) -> str:
         for lv, s in d["per_level"].items():
             lines.append(f"  {lv:<16}{s['jets']:>9}{_fmt(s['mean_mass'], '.1f'):>12}"
                          f"{_fmt(s['mean_constituents'], '.1f'):>16}")
+    if d.get("flavour_per_label"):
+        names = list(next(iter(d["flavour_per_label"].values())))
+        lines += ["", "  jets per label with B / C hadrons, and by gluon splitting:",
+                  f"  {'label':<16}" + "".join(f"{n.replace('with_', ''):>11}" for n in names)]
+        for lb, f in d["flavour_per_label"].items():
+            lines.append(f"  {lb:<16}" + "".join(f"{f[n]:>11}" for n in names))
     sizes = ", ".join(f"{k}: {n}" for k, n in d["group_sizes"].items())
     lines += ["", f"  jets per group (size: groups): {sizes}",
               "  " + ", ".join(f"{k} {v}" for k, v in d["versions"].items())]

@@ -18,7 +18,9 @@ from resim.card import Objects
 from resim.generators.hard_process import INCOMING, LHA_DTYPE, OUTGOING, HardEvent
 
 MAX_OBJECTS = 16
-_COLOURED = np.array([1, 2, 3, 4, 5, 6, 21])
+#: Decay products a contained jet must hold: quarks, gluons and charged leptons (a W -> l nu
+#: in the jet leaves its lepton there; the neutrino is invisible and is not required).
+_CONTAINED = np.array([1, 2, 3, 4, 5, 6, 21, 11, 13, 15])
 
 
 @dataclass(frozen=True)
@@ -30,8 +32,10 @@ class TruthObjects:
     pid: np.ndarray  # int32
     label: np.ndarray  # int8, index into the card's labels
     p4: vector.MomentumNumpy4D
-    #: Coloured final partons from each object's decay (for containment), flattened:
-    #: ``daughter_object`` is the object row each belongs to.
+    #: Position of the object in its hard event's particle list (Les Houches order).
+    row: np.ndarray  # int32
+    #: Final quarks, gluons and charged leptons from each object's decay (for containment),
+    #: flattened: ``daughter_object`` is the object row each belongs to.
     daughter_object: np.ndarray
     daughter_eta: np.ndarray
     daughter_phi: np.ndarray
@@ -39,6 +43,12 @@ class TruthObjects:
     @property
     def group(self) -> np.ndarray:
         return self.event * MAX_OBJECTS + self.index
+
+    @property
+    def record_index(self) -> np.ndarray:
+        """Position of each object in a realization's event record: the hard process follows
+        the system entry and the two beams, in Les Houches order."""
+        return self.row + 3
 
     def __len__(self) -> int:
         return len(self.event)
@@ -63,7 +73,7 @@ class TruthObjects:
         objects = parts[rows]
         label_of = {abs(p): spec.label_of(p) for p in np.unique(np.abs(objects["id"])).tolist()}
 
-        # Coloured final partons descending from each object (through any number of
+        # Final partons and charged leptons descending from each object (through any number of
         # decays, following first mothers): walk every row's ancestry upwards at once.
         mother = np.where(parts["mother1"] > 0, first[position] + parts["mother1"] - 1, -1)
         pairs = []  # (object row, descendant row)
@@ -79,7 +89,7 @@ class TruthObjects:
         pair = np.unique(np.concatenate([np.empty((2, 0), np.int64), *pairs], axis=1), axis=1)
         owner, daughter = pair
         d = parts[daughter]
-        keep = (d["status"] == OUTGOING) & np.isin(np.abs(d["id"]), _COLOURED)
+        keep = (d["status"] == OUTGOING) & np.isin(np.abs(d["id"]), _CONTAINED)
         d = d[keep]
         dv = vector.array({"px": d["px"], "py": d["py"], "pz": d["pz"], "E": d["e"]})
         return cls(
@@ -90,6 +100,7 @@ class TruthObjects:
                              "py": objects["py"].astype(float),
                              "pz": objects["pz"].astype(float),
                              "E": objects["e"].astype(float)}),
+            row=(rows - first[at]).astype(np.int32),
             daughter_object=np.searchsorted(rows, owner[keep]).astype(np.int64),
             daughter_eta=np.asarray(dv.eta, float), daughter_phi=np.asarray(dv.phi, float),
         )

@@ -77,3 +77,10 @@ def damage_chunk():
     """``damage_chunk(path, column, index)`` overwrites part of one stored chunk of
     ``column`` in an HDF5 file, as a kill in the middle of a write could."""
     return _damage_chunk
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``tests/cards/resume.toml`` run once, uninterrupted, in this process: what an
+    interrupted and resumed run of that card must give bit for bit."""
+    return make_dataset(tmp_path_factory.mktemp("reference"), "resume", output="ref.h5")

@@ -76,3 +76,28 @@ def test_bare_pythia_showers_the_hard_processes_resim_freezes():
                 for k, row in enumerate(hard.particles):
                     assert process[k + 3].id() == row["id"]
                     assert process[k + 3].px() == row["px"] and process[k + 3].pz() == row["pz"]
+
+
+@pytest.mark.slow
+def test_train_throughput_runs_on_real_jets(top_dataset: Path) -> None:
+    """The training benchmark on real resim jets: our encoders and (if weaver-core is
+    installed) weaver's ParT as shipped and without trimming, with ratio intervals."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "train_throughput.py"), "--data", str(top_dataset),
+         "--jets", "8", "--particles", "16", "--steps", "1", "--repeats", "3", "--threads", "1",
+         "--sizes", "rs3l_part"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"batch 8 resim jets x 16 slots \(constituents: median \d+", out), out
+    for name in ("part", "transformer", "particlenet"):
+        assert re.search(rf"^{name}\s+\d+\.\d", out, re.M), name
+    try:
+        import weaver  # noqa: F401
+    except ImportError:
+        assert "weaver-core is not installed" in out
+    else:
+        for name in ("weaver part", "weaver part no-trim", "weaver transformer"):
+            assert re.search(rf"^{name}\s+\d+\.\d\s+\d\.\d\d \(\d\.\d\d-\d\.\d\d\)", out, re.M), \
+                name
+    assert "loader / part step" in out

@@ -332,6 +332,18 @@ def test_toptagging_bad_files(tmp_path):
     with pytest.raises(ConvertError, match=r"val\.h5: row 7: is_signal_new is 2"):
         convert_toptagging(tmp_path / "val.h5", out, progress=False)
     assert not out.exists()
+    # What a user may hand over by mistake: one line naming it, saying what it is.
+    (tmp_path / "notes.h5").write_text("not HDF5")
+    (tmp_path / "cut.h5").write_bytes((tmp_path / "val.h5").read_bytes()[:2000])
+    (tmp_path / "folder").mkdir()
+    for name, words in (("notes.h5", "not an HDF5 file: empty, text or another format"),
+                        ("cut.h5", "truncated HDF5 file (2000 of its"),
+                        ("folder", "a folder, not a file")):
+        result = CliRunner().invoke(main, ["convert", "toptagging", str(tmp_path / name),
+                                           "-o", str(out)])
+        assert result.exit_code == 2
+        assert result.stderr.startswith(f"error: {tmp_path / name}: {words}")
+        assert "\n" not in result.stderr.strip()
 
 
 def test_dataset_writer_is_all_or_nothing(tmp_path):

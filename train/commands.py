@@ -1,5 +1,5 @@
-"""The training commands of the ``resim`` command line: train, finetune, evaluate, configs,
-study.
+"""The training commands of the ``resim`` command line: train, finetune, evaluate, probe,
+configs, study.
 
 They are registered on ``resim``'s click group in ``resim/cli.py``. Imports of torch and
 the trainer happen inside the commands, so ``resim generate`` does not pay for them.
@@ -261,6 +261,45 @@ def evaluate(checkpoint: Path, data: tuple[Path, ...], output: Path, split: str,
 
 
 @click.command()
+@click.option("--checkpoint", required=True, type=click.Path(path_type=Path), metavar="CKPT",
+              help="Pre-training checkpoint (DIR/last.pt of resim train).")
+@_DATA
+@click.option("--output", required=True, type=click.Path(path_type=Path), metavar="DIR",
+              help="Where probe.json and probe.png go.")
+@click.option("--classes", "classes", multiple=True, metavar="NAME=LABEL[,LABEL...]",
+              help="A class and the data labels it merges, e.g. --classes qcd=q,g "
+                   "--classes top=top (default: every label its own class).")
+@_MAX_JETS
+@click.option("--overwrite", is_flag=True, help="Replace an earlier probe in DIR.")
+def probe(checkpoint: Path, data: tuple[Path, ...], output: Path, classes: tuple[str, ...],
+          max_jets: int | None, overwrite: bool) -> None:
+    """Probe a pre-trained encoder's frozen representation against its random init.
+
+    kNN accuracy, a linear probe, effective rank, alignment and uniformity, and linear
+    fits of jet |eta|, log pT, mass and constituent count (shortcut detectors), on the
+    checkpoint's splits: DIR/probe.json and DIR/probe.png.
+    """
+
+    def run() -> Any:
+        from .probe import probe as run_probe
+
+        mapping = _parse_classes(classes) if classes else None
+        return run_probe(checkpoint, list(data), output, classes=mapping, max_jets=max_jets,
+                         overwrite=overwrite)
+
+    result = _run(run)
+    from .probe import summary_lines
+
+    width = max(len(r[0]) for r in summary_lines(result))
+    click.echo(f"{'':<{width}}  {'encoder':>8}  {'random':>8}")
+    for name, ours, base in summary_lines(result):
+        click.echo(f"{name:<{width}}  {ours:>8}  {base:>8}")
+    if not result["labelled"]:
+        click.echo(f"note: {result['note']}")
+    click.echo(f"-> {output / 'probe.json'}, {output / 'probe.png'}")
+
+
+@click.command()
 @click.argument("name", required=False)
 def configs(name: str | None) -> None:
     """List the shipped training configs, or print one (to copy and edit)."""
@@ -328,4 +367,4 @@ def study(config_name: str, output: Path | None, jobs: int | None, report: Path 
     click.echo(_run(run))
 
 
-COMMANDS = (train, finetune, evaluate, configs, study)
+COMMANDS = (train, finetune, evaluate, probe, configs, study)

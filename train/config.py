@@ -17,7 +17,7 @@ Sections (all optional except as noted; ``docs/training.md`` has the full refere
     [optimizer]  name ("adam" | "adamw"), lr, weight_decay, betas, grad_clip,
                  [optimizer.schedule] (name "step" | "cosine" | "constant", ...).
     [run]        epochs, seed, checkpoint_every, log_every, device, num_workers, threads,
-                 validate, sync_batchnorm.
+                 validate, monitor_every, sync_batchnorm.
     [augment]    names = ["rotate", "smear", ...] (JetCLR augmentations applied to each
                  view, with ``data.views.source = "augment"`` or ``"both"``), and one
                  sub-table of settings per name (``[augment.smear] strength = 0.05``).
@@ -40,6 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from resim.schema import SchemaError, Shipped, Table
+
+from .frames import FRAMES
 
 HEADS = ("linear", "mlp")
 BACKBONES = ("floating", "fixed")
@@ -83,13 +85,17 @@ class ViewsConfig:
     ``variations`` restricts the draw to named variations (empty: all), which makes
     RS3L's seed-only or FSR-only ablations a config change; ``source`` says whether
     positives are re-simulated (``"resim"``), hand-made augmentations of one jet
-    (``"augment"``), or both.
+    (``"augment"``), or both. ``boost`` and ``pt_scale``: every view, whatever its
+    source, boosted along the beam to a rapidity uniform in ± boost and its momenta
+    scaled log-uniformly in pt_scale, independently (``resim.train.frames``).
     """
 
     count: int = 2
     mode: str = "any"
     variations: tuple[str, ...] = ()
     source: str = "resim"
+    boost: float = 0.0
+    pt_scale: tuple[float, float] = (1.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -104,6 +110,10 @@ class DataConfig:
     chooses the jets: ``particle``, ``detector`` or ``auto`` (particle-level jets if every
     file has them, else detector-level); an encoder pre-trained on detector-level jets
     takes JetClass's full per-particle features, with the impact-parameter uncertainties.
+    ``frame``:
+    the encoder's inputs as measured (``"lab"``) or in the jet frame (``"jet"``: boosted
+    to rapidity 0, scaled to a fixed pT; ``resim.train.frames``). ``pretrain_fraction``:
+    pre-training uses this fraction of the training split's groups (nested subsets).
     """
 
     max_particles: int = 64
@@ -112,6 +122,8 @@ class DataConfig:
     classes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     variations: tuple[str, ...] = ()
     max_jets: int | None = None
+    frame: str = "lab"
+    pretrain_fraction: float = 1.0
     views: ViewsConfig = field(default_factory=ViewsConfig)
     level: str = "auto"
 
@@ -154,6 +166,9 @@ class RunConfig:
     ``device``: ``"auto"`` takes CUDA (with bf16 autocast) when present, else CPU.
     ``threads``: torch's intra-op CPU threads (0: torch's default, one per core). On a
     machine shared with other jobs, fewer threads than cores can be many times faster.
+    ``monitor_every``: pre-training measures its representation on the validation split's
+    nominal jets every that many epochs (kNN accuracy, labels used only there; effective
+    rank; 0: never).
     """
 
     epochs: int = 100
@@ -164,6 +179,7 @@ class RunConfig:
     num_workers: int = 0
     threads: int = 0
     validate: bool = True
+    monitor_every: int = 1
     sync_batchnorm: bool = False
 
 
@@ -171,9 +187,12 @@ class RunConfig:
 class FinetuneConfig:
     """The classifier put on the encoder for fine-tuning (RS3L's options).
 
-    ``backbone``: ``"floating"`` trains the encoder too, ``"fixed"`` freezes it (and keeps
-    its BatchNorm statistics and dropout in evaluation mode). ``fraction`` of the training
-    split's groups carry labels (1 %, 10 %, 100 % studies).
+    ``backbone``: ``"floating"`` trains the encoder too, ``"fixed"`` freezes it (its
+    BatchNorm statistics calibrated on the training jets first, then kept, with dropout
+    off). ``fraction`` of the training split's groups carry labels (1 %, 10 %, 100 %
+    studies). ``backbone_lr``: the learning rate of a floating *pre-trained* encoder (the
+    head trains at ``optimizer.lr``; RS3L fine-tunes at 1e-4); an encoder trained from
+    scratch trains at ``optimizer.lr`` throughout.
     """
 
     head: str = "linear"
@@ -181,6 +200,7 @@ class FinetuneConfig:
     head_dropout: float = 0.1
     backbone: str = "floating"
     fraction: float = 1.0
+    backbone_lr: float = 1e-4
 
 
 @dataclass(frozen=True)
@@ -338,7 +358,7 @@ def _method(t: _Table) -> MethodConfig:
 
 
 def _finetune(t: _Table) -> FinetuneConfig:
-    t.allow("head", "head_hidden", "head_dropout", "backbone", "fraction")
+    t.allow("head", "head_hidden", "head_dropout", "backbone", "fraction", "backbone_lr")
     d = FinetuneConfig()
     return FinetuneConfig(
         head=t.choice("head", d.head, HEADS),
@@ -346,12 +366,13 @@ def _finetune(t: _Table) -> FinetuneConfig:
         head_dropout=t.number("head_dropout", d.head_dropout, minimum=0.0, below=1.0),
         backbone=t.choice("backbone", d.backbone, BACKBONES),
         fraction=t.number("fraction", d.fraction, above=0.0, at_most=1.0),
+        backbone_lr=t.number("backbone_lr", d.backbone_lr, above=0.0),
     )
 
 
 def _data(t: _Table) -> DataConfig:
     t.allow("max_particles", "batch_size", "splits", "classes", "variations", "max_jets",
-            "views", "level")
+            "views", "level", "frame", "pretrain_fraction")
     d = DataConfig()
     splits = t.numbers("splits", d.splits, length=3, minimum=0.0)
     if abs(sum(splits) - 1.0) > 1e-6:
@@ -370,8 +391,12 @@ def _data(t: _Table) -> DataConfig:
         raise ConfigError(t.source, t.key("classes"), "a classifier needs at least two classes")
     max_jets = t.integer("max_jets", None, minimum=1)
     views = t.table("views")
-    views.allow("count", "mode", "variations", "source")
+    views.allow("count", "mode", "variations", "source", "boost", "pt_scale")
     dv = ViewsConfig()
+    pt_scale = views.numbers("pt_scale", dv.pt_scale, length=2, minimum=0.0)
+    if not 0 < pt_scale[0] <= pt_scale[1]:
+        raise ConfigError(t.source, views.key("pt_scale"),
+                          f"must be [low, high] with 0 < low <= high, got {list(pt_scale)}")
     return DataConfig(
         max_particles=t.integer("max_particles", d.max_particles, minimum=1),
         batch_size=t.integer("batch_size", d.batch_size, minimum=2),
@@ -379,11 +404,16 @@ def _data(t: _Table) -> DataConfig:
         classes=classes,
         variations=t.strings("variations", d.variations),
         max_jets=max_jets,
+        frame=t.choice("frame", d.frame, FRAMES),
+        pretrain_fraction=t.number("pretrain_fraction", d.pretrain_fraction, above=0.0,
+                                   at_most=1.0),
         views=ViewsConfig(
             count=views.integer("count", dv.count, minimum=1),
             mode=views.choice("mode", dv.mode, VIEW_MODES),
             variations=views.strings("variations", dv.variations),
             source=views.choice("source", dv.source, VIEW_SOURCES),
+            boost=views.number("boost", dv.boost, minimum=0.0),
+            pt_scale=pt_scale,
         ),
         level=t.choice("level", d.level, ("auto", "particle", "detector")),
     )
@@ -432,7 +462,7 @@ def _augment(t: _Table) -> AugmentConfig:
 
 def _run(t: _Table) -> RunConfig:
     t.allow("epochs", "seed", "checkpoint_every", "log_every", "device", "num_workers",
-            "threads", "validate", "sync_batchnorm")
+            "threads", "validate", "monitor_every", "sync_batchnorm")
     d = RunConfig()
     return RunConfig(
         epochs=t.integer("epochs", d.epochs, minimum=1),
@@ -443,6 +473,7 @@ def _run(t: _Table) -> RunConfig:
         num_workers=t.integer("num_workers", d.num_workers, minimum=0),
         threads=t.integer("threads", d.threads, minimum=0),
         validate=t.boolean("validate", d.validate),
+        monitor_every=t.integer("monitor_every", d.monitor_every, minimum=0),
         sync_batchnorm=t.boolean("sync_batchnorm", d.sync_batchnorm),
     )
 

@@ -69,8 +69,8 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from resim.dataset import CONSTITUENT_FIELDS, DatasetError, JetDataset
-from resim.layout import FORMAT, LEVELS, PARTICLE, with_derived
-from resim.store import open_data_set, parts_dir
+from resim.layout import IMPACT_COLUMNS, LEVELS, PARTICLE, PILEUP_COLUMNS, with_derived
+from resim.store import open_data_set, parts_dir, read_error
 
 from .features import FEATURES, Particles, features
 from .views import ViewPolicy, choose_views, group_ranges
@@ -98,6 +98,9 @@ _CACHE_SLOTS = 4099
 #: Files are closed (and reopened on the next read) after this many constituents were
 #: read, which bounds what the caches of many segment files can hold to a few hundred MB.
 _REOPEN_AFTER = 1 << 23
+#: Constituent columns the trainer reads: not the pileup bookkeeping (a candidate's
+#: four-momentum already carries its mitigation weight; its truth origin is no input).
+_READ = tuple(c for c in CONSTITUENT_FIELDS if c not in PILEUP_COLUMNS)
 
 
 # -- hashing, splits, subsets (pure) --------------------------------------------------------
@@ -216,27 +219,10 @@ def _as_paths(paths: Paths) -> list[Path]:
 
 
 def _open_checked(path: Path) -> JetDataset:
-    """``resim.open(path)`` with errors that name the path and say what is wrong."""
+    """``resim.open(path)``, which checks the file and every segment it reads (HDF5 reads a
+    missing segment as zeros); its errors name the path and say what is wrong."""
     if not path.is_file() and not parts_dir(path).is_dir():
         raise FileNotFoundError(f"{path}: no such data set file")
-    if path.is_file():
-        try:
-            h5 = h5py.File(path, "r")
-        except OSError as err:
-            raise DatasetError(f"{path}: not a resim data set (cannot read it as HDF5: "
-                               f"{err})") from None
-        with h5:
-            if h5.attrs.get("format") != FORMAT:
-                raise DatasetError(f"{path}: not a resim data set (no format={FORMAT!r} "
-                                   "attribute)")
-            px = h5["constituents/px"]
-            # A virtual data set reads rows of missing segment files as zeros, silently.
-            sources = {s.file_name for s in px.virtual_sources()} if px.is_virtual else ()
-        for source in sorted(sources):
-            if not (path.parent / source).is_file():
-                raise FileNotFoundError(
-                    f"{path}: its segment file {source} is missing (keep "
-                    f"{parts_dir(path).name}/ next to the data set, or `resim merge` it)")
     return JetDataset(path)  # also: a run that has not finished
 
 
@@ -441,7 +427,7 @@ class JetData:
                                rdcc_nslots=_CACHE_SLOTS)
             self._files[f] = h5
             # (format-1 files lack the derived columns: made from the others when read)
-            self._handles[f] = {c: h5["constituents"][c] for c in CONSTITUENT_FIELDS
+            self._handles[f] = {c: h5["constituents"][c] for c in _READ
                                 if c in h5["constituents"]}
         return self._handles[f]
 
@@ -473,13 +459,20 @@ class JetData:
         which = np.cumsum(new) - 1
         position = base[which] + lo - range_lo[which]  # of each jet's first constituent
 
-        parts: dict[str, list[np.ndarray]] = {c: [] for c in CONSTITUENT_FIELDS}
+        parts: dict[str, list[np.ndarray]] = {c: [] for c in _READ}
         for f, a, b in zip(range_file.tolist(), range_lo.tolist(), range_hi.tolist(),
                            strict=True):
             columns = self._columns(f)
-            read = {c: column[a:b] for c, column in columns.items()}
-            read = with_derived(read)  # older files: columns they lack
-            for c in CONSTITUENT_FIELDS:
+            read = {}
+            for c, column in columns.items():
+                try:
+                    read[c] = column[a:b]
+                except OSError as err:  # a damaged segment: say which
+                    raise read_error(self._files[f], self.paths[f], "constituents", c, a, b,
+                                     err) from None
+            # older files: columns they lack
+            read = with_derived("constituents", read, only=IMPACT_COLUMNS)
+            for c in _READ:
                 parts[c].append(read[c])
         self._read_since_open += int(size.sum())
         if self._read_since_open > _REOPEN_AFTER:
@@ -633,6 +626,7 @@ class PretrainBatches(_Epochs):
     * ``feature_names``: the encoder's inputs, :data:`~resim.train.features.FEATURES`
       (default) or ``DETECTOR_FEATURES``;
     * ``max_jets``: at most this many jets (rows) per epoch, whole groups, a fixed subset;
+      ``fraction``: only this fraction of the split's groups (nested, as LabelledJets');
     * ``seed``, ``epoch``, ``start_batch``: the plan and where to resume (this rank's
       batch index; :meth:`set_epoch` changes them between epochs);
     * ``shuffle``: False for a fixed group order (validation); ``drop_last``: drop the
@@ -654,7 +648,7 @@ class PretrainBatches(_Epochs):
                  drop_last: bool = False, rank: int | None = None,
                  world_size: int | None = None, fractions: Mapping[str, float] | None = None,
                  classes: Mapping[str, Sequence[str]] | None = None,
-                 streaming: Streaming | None = None,
+                 streaming: Streaming | None = None, fraction: float = 1.0,
                  feature_names: Sequence[str] = FEATURES):
         self.feature_names = tuple(feature_names)
         self.policy = ViewPolicy(views=views, mode=mode, variations=variations, source=source,
@@ -677,7 +671,7 @@ class PretrainBatches(_Epochs):
             self.data.variations, self.data.jet_variation, self.data.jet_first)
 
         d = self.data
-        in_split = d.groups_in(self.split, fractions)
+        in_split = d.groups_in(self.split, fractions) & (d.subset_key() < fraction)
         if d.n_jets:
             n_eligible = np.add.reduceat(self.eligible.astype(np.int64), d.group_start)
             n_anchor = np.add.reduceat(self.anchor.astype(np.int64), d.group_start)
@@ -753,7 +747,9 @@ class LabelledJets(_Epochs):
     * ``drop_last``: default ``shuffle``. Then the last partial batch and the batches that
       do not divide among ranks are dropped; without it, evaluation order gives every jet
       exactly once (under DDP a rank may then have one batch more), and shuffled
-      training pads ranks by wrapping around.
+      training pads ranks by wrapping around;
+    * ``transform``: a deterministic ``Particles -> Particles`` applied before the
+      features (the encoder's input frame, ``resim.train.frames``).
     """
 
     def __init__(self, data: JetData | Paths, *, split: str = "test",
@@ -764,8 +760,10 @@ class LabelledJets(_Epochs):
                  world_size: int | None = None, fractions: Mapping[str, float] | None = None,
                  classes: Mapping[str, Sequence[str]] | None = None,
                  streaming: Streaming | None = None,
-                 feature_names: Sequence[str] = FEATURES):
+                 feature_names: Sequence[str] = FEATURES,
+                 transform: Callable[[Particles], Particles] | None = None):
         self.feature_names = tuple(feature_names)
+        self.transform = transform
         self.batch_size = _check_int("batch_size", batch_size, 1)
         self.max_particles = _check_int("max_particles", max_particles, 1)
         if max_jets is not None:
@@ -837,6 +835,8 @@ class LabelledJets(_Epochs):
     def _make(self, units: np.ndarray, batch: int, epoch: int) -> dict[str, torch.Tensor]:
         rows = self.rows[units]
         p = self.data.particles(rows, self.max_particles)
+        if self.transform is not None:
+            p = self.transform(p)
         x, v = features(p, self.feature_names)
         d = self.data
         group = d.jet_group(rows)

@@ -163,7 +163,8 @@ def evaluate(
     classes = state["classes"]
     jets = open_data(data, classes, level=config.data.level)
     dataset = labelled_jets(config, jets, split, None, variations=variations,
-                            batch_size=batch_size, features=checkpoint_features(state))
+                            batch_size=batch_size, features=checkpoint_features(state),
+                            frame=state["encoder"].get("frame", "lab"))
     raw = predict(model, dataset)
     p = Predictions(**raw, class_names=tuple(classes), variation_names=tuple(jets.variations))
 
@@ -243,7 +244,8 @@ def evaluate_shift(
         raise RunError(f"signal {signal!r} is not a class of the classifier (classes: "
                        f"{', '.join(classes)})")
     dataset = labelled_jets(config, jets, split, None, variations="all",
-                            batch_size=batch_size, features=checkpoint_features(state))
+                            batch_size=batch_size, features=checkpoint_features(state),
+                            frame=state["encoder"].get("frame", "lab"))
     p = Predictions(**predict(model, dataset), class_names=tuple(classes),
                     variation_names=tuple(jets.variations))
     present = [v for k, v in enumerate(jets.variations) if (p.variation == k).any()]

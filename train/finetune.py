@@ -18,14 +18,26 @@ particle outputs by their mean as I-JEPA's linear probes do, would change the ne
 between pre-training methods.) ``finetune.train_pooling`` in the checkpoint says whether
 this happened.
 
+A fixed backbone's BatchNorm statistics are calibrated on the training jets before the
+head trains (:func:`calibrate_batchnorm`): an encoder whose statistics were never
+computed (one from random weights) or were computed on other jets would otherwise
+normalise its inputs wrongly for the whole run (measured on a random ParT: linear-probe
+AUC 0.669 uncalibrated, 0.886 calibrated). A floating pre-trained backbone trains at
+``finetune.backbone_lr`` (RS3L's 1e-4), the head at ``optimizer.lr``: at one learning
+rate of 1e-3 fine-tuning moved the encoder by about as much as pre-training had.
+Fine-tuning refuses a checkpoint pre-trained with other ``data.splits``: its
+validation and test jets would be trained on.
+
 The checkpoint (``DIR/last.pt``) holds ``kind = "finetune"``, the encoder's name and
-settings, the head, and the class mapping (class name -> label names), so
-``resim evaluate`` can rebuild the classifier and read any data with those labels.
+settings (with its input frame), the head, and the class mapping (class name -> label
+names), so ``resim evaluate`` can rebuild the classifier and read any data with those
+labels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +45,11 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from .config import Config, FinetuneConfig
+from .config import Config, ConfigError, FinetuneConfig
 from .data import JetData, LabelledJets
 from .encoders import Encoder
 from .features import FEATURES, N_FEATURES, feature_names
+from .frames import frame_transform
 from .heads import linear_classifier, mlp_classifier
 from .loop import (
     CHECKPOINT,
@@ -45,6 +58,7 @@ from .loop import (
     Position,
     RunError,
     Runtime,
+    _sync_buffers,
     fit,
     load_checkpoint,
     resumed_config,
@@ -56,6 +70,7 @@ from .pretrain import (
     build_encoder_from,
     checkpoint_features,
     encoder_from_checkpoint,
+    encoder_spec,
     fractions,
     open_data,
     stored_paths,
@@ -82,10 +97,11 @@ class Classifier(nn.Module):
 
     def __init__(self, encoder: Encoder, n_classes: int, head: str = "linear",
                  hidden: Sequence[int] = (128,), dropout: float = 0.1, frozen: bool = False,
-                 train_pooling: bool = False):
+                 train_pooling: bool = False, backbone_lr: float | None = None):
         super().__init__()
         self.encoder = encoder
         self.frozen = frozen
+        self.backbone_lr = backbone_lr
         self.train_pooling = frozen and train_pooling and bool(encoder.pooling_modules)
         if head == "linear":
             self.head = linear_classifier(encoder.embed_dim, n_classes)
@@ -97,6 +113,20 @@ class Classifier(nn.Module):
         if self.train_pooling:
             for p in pooling_parameters(encoder):
                 p.requires_grad_(True)
+
+    def parameter_groups(self, lr: float) -> list[dict[str, Any]]:
+        """The optimiser's groups: the head (and a trained pooling) at ``lr``, a floating
+        encoder at ``backbone_lr`` (None: ``lr``)."""
+        pooling = {id(p) for p in pooling_parameters(self.encoder)} if self.train_pooling \
+            else set()
+        head = [p for p in self.head.parameters()] + \
+            [p for p in self.encoder.parameters() if id(p) in pooling]
+        backbone = [p for p in self.encoder.parameters()
+                    if p.requires_grad and id(p) not in pooling]
+        groups = [{"params": head, "lr": lr}]
+        if backbone:
+            groups.append({"params": backbone, "lr": self.backbone_lr or lr})
+        return groups
 
     def train(self, mode: bool = True) -> Classifier:
         super().train(mode)
@@ -123,11 +153,75 @@ class Classifier(nn.Module):
 
 
 def build_classifier(encoder: Encoder, n_classes: int, cfg: FinetuneConfig,
-                     train_pooling: bool = False) -> Classifier:
+                     train_pooling: bool = False, pretrained: bool = False) -> Classifier:
     """The classifier of ``cfg``; ``train_pooling``: the pre-training never trained the
-    encoder's pooling (only matters for a fixed backbone)."""
+    encoder's pooling (only matters for a fixed backbone); ``pretrained``: the encoder
+    comes from pre-training (it then trains at ``cfg.backbone_lr``)."""
     return Classifier(encoder, n_classes, cfg.head, cfg.head_hidden, cfg.head_dropout,
-                      frozen=cfg.backbone == "fixed", train_pooling=train_pooling)
+                      frozen=cfg.backbone == "fixed", train_pooling=train_pooling,
+                      backbone_lr=cfg.backbone_lr if pretrained and cfg.backbone == "floating"
+                      else None)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(module: nn.Module, run: Callable[[dict[str, Tensor]], Any],
+                        batches: Iterable[dict[str, Tensor]],
+                        device: torch.device | str = "cpu") -> int:
+    """Recompute every BatchNorm's running statistics in ``module`` from ``batches``
+    (equal-weight averages over the batches, ``run(batch)`` the forward pass); nothing
+    else changes (dropout stays off, no gradients). Returns the jets used (0: no
+    BatchNorm)."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return 0
+    modes = {m: m.training for m in module.modules()}
+    momenta = [m.momentum for m in norms]
+    for m in module.modules():
+        m.training = False
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+        m.training = True
+    jets = 0
+    for batch in batches:
+        run({k: v.to(device) for k, v in batch.items()})
+        jets += len(batch["mask"])
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    for m, mode in modes.items():
+        m.training = mode
+    return jets
+
+
+#: Batches of training jets a fixed backbone's BatchNorm statistics are calibrated on.
+CALIBRATION_BATCHES = 20
+
+
+def calibrate_encoder(encoder: Encoder, config: Config, data: JetData, frame: str,
+                      rt: Runtime | None = None, features: Sequence[str] = FEATURES) -> int:
+    """Calibrate ``encoder``'s BatchNorm statistics on the training split's jets (the
+    variations of ``data.variations``; all groups, labels unused), at most
+    :data:`CALIBRATION_BATCHES` batches; under DDP rank 0's result is broadcast."""
+    jets = labelled_jets(config, data, "train", rt, features=features, frame=frame)
+    device = rt.device if rt else "cpu"
+    encoder.to(device)
+    n = calibrate_batchnorm(encoder, lambda b: encoder(b["x"], b["v"], b["mask"]),
+                            islice(iter(jets), CALIBRATION_BATCHES), device)
+    if rt is not None:
+        _sync_buffers(encoder, rt)
+    return n
+
+
+def check_splits(config: Config, source: dict[str, Any], checkpoint: str | Path) -> None:
+    """Refuse a pre-training checkpoint whose ``data.splits`` differ from ``config``'s:
+    the fine-tuning would train on its validation and test jets, or test on its
+    training jets."""
+    stored = source.get("config", {}).get("effective", {}).get("data", {}).get("splits")
+    if stored is not None and [float(x) for x in stored] != list(config.data.splits):
+        raise ConfigError(config.source, "data.splits",
+                          f"{list(config.data.splits)} differ from the splits {list(stored)} "
+                          f"the checkpoint {checkpoint} was pre-trained with; fine-tune with "
+                          f"the same (--set 'data.splits={list(stored)}')")
 
 
 def variations_arg(names: Sequence[str]) -> str | list[str]:
@@ -140,10 +234,10 @@ def variations_arg(names: Sequence[str]) -> str | list[str]:
 def labelled_jets(config: Config, data: JetData, split: str, rt: Runtime | None, *,
                   fraction: float = 1.0, shuffle: bool = False,
                   variations: str | Sequence[str] | None = None,
-                  batch_size: int | None = None,
-                  features: Sequence[str] = FEATURES) -> LabelledJets:
+                  batch_size: int | None = None, features: Sequence[str] = FEATURES,
+                  frame: str = "lab") -> LabelledJets:
     """One jet per row of ``split`` (``data.variations`` unless ``variations`` is given),
-    with the encoder's input ``features``."""
+    with the encoder's input ``features`` in its input ``frame``."""
     d = config.data
     try:
         return LabelledJets(
@@ -153,7 +247,7 @@ def labelled_jets(config: Config, data: JetData, split: str, rt: Runtime | None,
             drop_last=False,  # small labelled fractions may hold less than one batch
             seed=config.run.seed, fractions=fractions(config),
             rank=rt.rank if rt else 0, world_size=rt.world_size if rt else 1,
-            feature_names=features)
+            feature_names=features, transform=frame_transform(frame))
     except ValueError as err:
         raise RunError(f"{split} split: {err}") from None
 
@@ -217,6 +311,7 @@ def finetune(
             if source.get("kind") != "pretrain":
                 raise RunError(f"{checkpoint}: not a pre-training checkpoint (kind "
                                f"{source.get('kind')!r}); fine-tune the output of resim train")
+            check_splits(config, source, checkpoint)
             encoder, spec = encoder_from_checkpoint(source), source["encoder"]
             names = checkpoint_features(source)
             pretrained = str(Path(checkpoint).resolve())
@@ -226,8 +321,7 @@ def finetune(
                 raise RunError("give at least one data file (--data)")
             names = feature_names(open_data(data, level=config.data.level).level)
             encoder = build_encoder_from(config, len(names))
-            spec = {"name": config.encoder.name, "settings": dict(config.encoder.settings),
-                    "n_features": len(names)}
+            spec = encoder_spec(config, names)
             pretrained = None
             pooling_untrained = False  # random weights everywhere: a fixed one stays fixed
         else:
@@ -238,27 +332,35 @@ def finetune(
     rt = rt or setup_runtime(config.run.device, config.run.threads)
     ft = config.finetune or FinetuneConfig()
 
+    frame = spec.get("frame", "lab")
     probe = open_data(data, level=config.data.level)
     classes = class_mapping(config, probe.labels)
     jets = open_data(data, classes, level=config.data.level)
     train = labelled_jets(config, jets, "train", rt, fraction=ft.fraction, shuffle=True,
-                          features=names)
+                          features=names, frame=frame)
     val = None
     if config.run.validate and config.data.splits[1] > 0:
         try:
             # shuffled only to deal every process the same number of batches (the
             # remainder is padded), which DDP's collective calls need
             val = Loader(labelled_jets(config, jets, "val", rt, shuffle=rt.distributed,
-                                       features=names), config.run.num_workers)
+                                       features=names, frame=frame), config.run.num_workers)
         except RunError:
             val = None
-    model = build_classifier(encoder, len(classes), ft, train_pooling=pooling_untrained)
+    model = build_classifier(encoder, len(classes), ft, train_pooling=pooling_untrained,
+                             pretrained=pretrained is not None)
+    calibrated = 0
+    if model.frozen and not resume:
+        calibrated = calibrate_encoder(encoder, config, jets, frame, rt, names)
     extra = {
         "kind": "finetune",
         "encoder": spec,
         "finetune": {"head": ft.head, "head_hidden": list(ft.head_hidden),
                      "head_dropout": ft.head_dropout, "backbone": ft.backbone,
-                     "fraction": ft.fraction, "train_pooling": model.train_pooling},
+                     "fraction": ft.fraction, "train_pooling": model.train_pooling,
+                     "backbone_lr": model.backbone_lr,
+                     "calibrated_jets": state["finetune"].get("calibrated_jets", 0) if resume
+                     else calibrated},
         "classes": classes,
         "pretrained": pretrained,
         "features": list(names),

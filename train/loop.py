@@ -4,6 +4,7 @@ The loop knows nothing about jets or objectives. It trains a *model*: an ``nn.Mo
 
     loss, logs = model(batch)      # batch: dict of tensors; logs: dict[str, float]
     model.after_step()             # optional, e.g. an EMA update
+    model.parameter_groups(lr)     # optional: optimiser parameter groups (own lr each)
     model.set_total_steps(n)       # optional: told the run's length before training
     model.ddp_find_unused_parameters  # optional: True if some parameters get no gradient
 
@@ -47,6 +48,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from resim.errors import ResimError
+
 from .config import Config, OptimizerConfig, ScheduleConfig, parse_config
 
 CHECKPOINT = "last.pt"
@@ -58,7 +61,7 @@ RUN_FILES = (CHECKPOINT, METRICS_CSV, TENSORBOARD, "metrics.json", "roc.png", "s
              "shift.json", "shift.png", "config.toml")
 
 
-class RunError(RuntimeError):
+class RunError(ResimError, RuntimeError):
     """A problem with the output directory or a checkpoint (a user mistake: exit code 2)."""
 
 
@@ -179,8 +182,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- optimiser
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    """Adam (RS3L) or AdamW with the configured learning rate, betas and weight decay."""
+def build_optimizer(params: Iterable[nn.Parameter] | Iterable[dict[str, Any]],
+                    cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """Adam (RS3L) or AdamW with the configured learning rate, betas and weight decay
+    (``params`` may be parameter groups with learning rates of their own)."""
     kind = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.name]
     return kind(list(params), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
@@ -292,7 +297,7 @@ def prepare_output(output: Path, resume: bool, overwrite: bool, rt: Runtime) -> 
 #: Settings a resumed run may change: they do not alter the result (or, for ``epochs``,
 #: extend it on purpose).
 RESUMABLE_CHANGES = ("run.epochs", "run.checkpoint_every", "run.log_every", "run.device",
-                     "run.num_workers", "run.threads", "run.validate")
+                     "run.num_workers", "run.threads", "run.validate", "run.monitor_every")
 
 
 def resumed_config(state: dict[str, Any], given: Config | None,
@@ -383,6 +388,12 @@ class MetricsLog:
             self.columns = [*self.BASE, *extra]
             with self.path.open("w", newline="") as f:
                 csv.DictWriter(f, self.columns).writeheader()
+        new = sorted(k for k in values if k not in self.columns)
+        if new:  # e.g. the monitor's numbers after the first training rows: widen the file
+            with self.path.open(newline="") as f:
+                rows = list(csv.DictReader(f))
+            self.columns = [*self.columns, *new]
+            self._rewrite(rows)
         with self.path.open("a", newline="") as f:
             csv.DictWriter(f, self.columns, restval="", extrasaction="ignore").writerow(row)
         for name, value in values.items():
@@ -430,6 +441,7 @@ class FitResult:
     train_loss: float | None = None
     val_loss: float | None = None
     jets_per_s: float | None = None
+    monitor: dict[str, float] = field(default_factory=dict)  # the last monitor's numbers
     seconds: float = 0.0
     model: nn.Module | None = field(default=None, repr=False)  # the trained (unwrapped) model
 
@@ -470,6 +482,7 @@ def fit(
     progress: bool = True,
     stop_after_steps: int | None = None,
     on_step: Callable[[Position], None] | None = None,
+    monitor: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train`` for ``config.run.epochs`` epochs, writing into ``output``.
 
@@ -477,7 +490,10 @@ def fit(
     encoder settings, data description, class names). With ``resume`` the model, optimiser,
     scheduler, RNG states and position come from ``output/last.pt``. ``stop_after_steps``
     ends the call after that many global steps (with a checkpoint), ``on_step`` is called
-    after each step (its exceptions stop the run as a crash would).
+    after each step (its exceptions stop the run as a crash would). ``monitor(model)``
+    (rank 0 only, every ``run.monitor_every`` epochs) returns numbers about the model that
+    join the epoch's validation row, with its cost in seconds (``monitor_seconds``) beside
+    the epoch's training time (``epoch_seconds``).
     """
     output = Path(output)
     run = config.run
@@ -490,7 +506,9 @@ def fit(
             raise RunError("run.sync_batchnorm needs CUDA: torch's SyncBatchNorm runs on GPUs "
                            "only")
         model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    optimizer = build_optimizer((p for p in model.parameters() if p.requires_grad),
+    groups = getattr(model, "parameter_groups", None)  # e.g. a slower pre-trained backbone
+    optimizer = build_optimizer(groups(config.optimizer.lr) if groups is not None else
+                                (p for p in model.parameters() if p.requires_grad),
                                 config.optimizer)
     steps_per_epoch = _global_min(len(train), rt)
     if steps_per_epoch < 1:
@@ -620,11 +638,21 @@ def fit(
             result.train_loss = means.get("loss")
             if clock is not None:
                 result.jets_per_s = jets_done / max(time.perf_counter() - clock, 1e-9)
+            epoch_seconds = time.perf_counter() - clock if clock is not None else 0.0
+            val_means: dict[str, float] = {}
             if val is not None and run.validate:
                 val_means = evaluate_loss(net, val, rt)
                 if val_means:
                     result.val_loss = val_means["loss"]
-                    log.write(pos.step, pos.epoch, "val", val_means)
+            every = run.monitor_every
+            if monitor is not None and every and (pos.epoch + 1) % every == 0 and rt.main:
+                tic = time.perf_counter()
+                result.monitor = monitor(model)
+                val_means = {**val_means, **result.monitor,
+                             "monitor_seconds": time.perf_counter() - tic,
+                             "epoch_seconds": epoch_seconds}
+            if val_means:
+                log.write(pos.step, pos.epoch, "val", val_means)
             pos.epoch += 1
             pos.batch = 0
             result.finished = pos.epoch >= run.epochs
@@ -714,6 +742,7 @@ def _epoch_line(done: int, epochs: int, r: FitResult) -> str:
         parts.append(f"train loss {r.train_loss:.4g}")
     if r.val_loss is not None:
         parts.append(f"val loss {r.val_loss:.4g}")
+    parts += [f"{name} {value:.3g}" for name, value in r.monitor.items()]
     if r.jets_per_s is not None:
         parts.append(f"{r.jets_per_s:.0f} jets/s")
     return ", ".join(parts)

@@ -81,6 +81,19 @@ def off_diagonal(matrix: Tensor) -> Tensor:
     return matrix.flatten()[:-1].view(d - 1, d + 1)[:, 1:]
 
 
+def variance_term(z: Tensor, gamma: float = 1.0, eps: float = 1e-4) -> Tensor:
+    """VICReg's variance hinge: mean over dimensions of max(0, gamma - sqrt(Var(z_d) + eps))."""
+    return functional.relu(gamma - torch.sqrt(z.var(dim=0) + eps)).mean()
+
+
+def covariance_term(z: Tensor) -> Tensor:
+    """VICReg's covariance term: squared off-diagonal covariances of ``z`` (N, D), summed,
+    over D."""
+    centred = z - z.mean(dim=0)
+    cov = centred.T @ centred / (len(z) - 1)
+    return off_diagonal(cov).pow(2).sum() / z.shape[1]
+
+
 class VICRegTerms(NamedTuple):
     """VICReg's weighted total and its three unweighted terms."""
 
@@ -116,12 +129,7 @@ def vicreg(z: Tensor, group: Tensor, sim_weight: float = 25.0, var_weight: float
     n_pairs = (counts * (counts - 1) // 2).sum()
     invariance = (counts[inverse] * spread).sum() / (n_pairs.clamp(min=1) * d)
 
-    std = torch.sqrt(z.var(dim=0) + eps)
-    variance = functional.relu(gamma - std).mean()
-
-    centred = z - z.mean(dim=0)
-    cov = centred.T @ centred / (n - 1)
-    covariance = off_diagonal(cov).pow(2).sum() / d
-
+    variance = variance_term(z, gamma, eps)
+    covariance = covariance_term(z)
     total = sim_weight * invariance + var_weight * variance + cov_weight * covariance
     return VICRegTerms(total, invariance, variance, covariance)

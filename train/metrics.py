@@ -366,6 +366,22 @@ def js_distance(p_scores: np.ndarray, q_scores: np.ndarray,
     return js_distance_from_histograms(hp, hq, base)
 
 
+def _occupied(a: np.ndarray, b: np.ndarray, edges: np.ndarray) -> int:
+    """Bins of ``edges`` holding an entry of ``a`` or ``b``."""
+    counts = np.histogram(np.concatenate([a, b]), bins=edges)[0]
+    return int((counts > 0).sum())
+
+
+def js_floor(n_a: int, n_b: int, bins: int) -> float:
+    """The JS distance (base 2) two independent samples of ``n_a`` and ``n_b`` entries from
+    one distribution show on average from counting noise alone, in ``bins`` occupied bins:
+    sqrt((bins - 1) (1/n_a + 1/n_b) / (8 ln 2)), the second-order expansion of the JS
+    divergence, sum (p - q)² / (8 m), whose expectation is (bins - 1)(1/n_a + 1/n_b) / 8."""
+    if n_a < 1 or n_b < 1 or bins < 1:
+        return float("nan")
+    return math.sqrt((bins - 1) * (1.0 / n_a + 1.0 / n_b) / (8.0 * math.log(2.0)))
+
+
 def wasserstein(p: np.ndarray, q: np.ndarray) -> float:
     """1-D Wasserstein-1 (earth mover's) distance between two samples: integral |F_p - F_q|."""
     p = np.sort(np.asarray(p, np.float64).ravel())
@@ -431,7 +447,10 @@ def shift_metrics(per_variation: Mapping[str, tuple[np.ndarray, np.ndarray]],
     * ``js_distance`` / ``wasserstein``: per class, the distance of that class's output
       distribution (see class_output_scores) to the reference's; ``js_distance_mean``
       over the classes. Scores are histogrammed on ``bins`` uniform bins in [0, 1] (or
-      the given edges).
+      the given edges);
+    * ``js_floor`` (per class) / ``js_floor_mean``: the distance counting noise alone gives
+      samples of these sizes (:func:`js_floor`, in the bins either sample occupies): a
+      distance means something only well above it.
     """
     if reference not in per_variation:
         raise KeyError(f"reference variation {reference!r} not among the variations "
@@ -456,12 +475,18 @@ def shift_metrics(per_variation: Mapping[str, tuple[np.ndarray, np.ndarray]],
                   if s.size and ref_scores[c].size else None)
               for c, s in scores[name].items()}
         valid = [v for v in js.values() if v is not None]
+        floor = {c: (js_floor(s.size, ref_scores[c].size, _occupied(s, ref_scores[c], edges))
+                     if s.size and ref_scores[c].size else None)
+                 for c, s in scores[name].items()}
+        floors = [v for v in floor.values() if v is not None]
         variations[name] = {
             "metrics": metrics[name],
             "delta": _metric_deltas(metrics[name], ref_metrics, working_points, False),
             "relative_delta": _metric_deltas(metrics[name], ref_metrics, working_points, True),
             "js_distance": js,
             "js_distance_mean": float(np.mean(valid)) if valid else None,
+            "js_floor": floor,
+            "js_floor_mean": float(np.mean(floors)) if floors else None,
             "wasserstein": {c: (wasserstein(s, ref_scores[c])
                                 if s.size and ref_scores[c].size else None)
                             for c, s in scores[name].items()},

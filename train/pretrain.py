@@ -59,12 +59,27 @@ def build_pretraining(config: Config, n_features: int = N_FEATURES) -> Method:
 
 
 def augmentation(config: Config) -> Callable | None:
-    """The ``[augment]`` chain, or None."""
+    """What every pre-training view goes through: the ``[augment]`` chain, the views'
+    random boost and rescaling (``data.views.boost``, ``pt_scale``), then the input frame
+    (``data.frame``); None if nothing."""
     from .augment import build_augmentation
+    from .frames import ViewKinematics, view_pipeline
 
-    if not config.augment.names:
-        return None
-    return build_augmentation(list(config.augment.names), **config.augment.settings)
+    views = config.data.views
+    steps = []
+    if config.augment.names:
+        steps.append(build_augmentation(list(config.augment.names),
+                                        **config.augment.settings))
+    kinematics = ViewKinematics(views.boost, views.pt_scale)
+    if kinematics.active:
+        steps.append(kinematics)
+    return view_pipeline(steps, config.data.frame)
+
+
+def encoder_spec(config: Config, features: Sequence[str] = FEATURES) -> dict[str, Any]:
+    """What rebuilds the encoder of ``config`` and feeds it: name, settings, inputs."""
+    return {"name": config.encoder.name, "settings": dict(config.encoder.settings),
+            "n_features": len(features), "frame": config.data.frame}
 
 
 def fractions(config: Config) -> dict[str, float]:
@@ -86,7 +101,8 @@ def pretrain_batches(config: Config, data: JetData, split: str, rt: Runtime) -> 
             source="augment" if views.source == "augment" else "resim",
             augment=augmentation(config), max_particles=d.max_particles, max_jets=d.max_jets,
             seed=config.run.seed, shuffle=split == "train", fractions=fractions(config),
-            rank=rt.rank, world_size=rt.world_size, feature_names=feature_names(data.level))
+            rank=rt.rank, world_size=rt.world_size, feature_names=feature_names(data.level),
+            fraction=d.pretrain_fraction if split == "train" else 1.0)
     except ValueError as err:
         raise RunError(f"{split} split: {err}") from None
 
@@ -161,8 +177,7 @@ def pretrain(
     model = build_pretraining(config, len(names))
     extra = {
         "kind": "pretrain",
-        "encoder": {"name": config.encoder.name, "settings": dict(config.encoder.settings),
-                    "n_features": len(names)},
+        "encoder": encoder_spec(config, names),
         "method": {"name": config.method.name, "settings": dict(config.method.settings),
                    # fine-tuning trains the pooling of a fixed backbone if this is false
                    "trains_pooling": bool(model.trains_pooling)},
@@ -171,9 +186,12 @@ def pretrain(
                  "variations": list(jets.variations), "n_jets": jets.n_jets,
                  "skipped_groups": train.skipped_groups, "level": jets.level},
     }
+    from .probe import validation_monitor
+
+    monitor = validation_monitor(config, jets) if rt.main else None
     return fit(model, Loader(train, config.run.num_workers), val, config, output, rt,
                resume=resume, overwrite=overwrite, extra=extra, progress=progress,
-               stop_after_steps=stop_after_steps, on_step=on_step)
+               stop_after_steps=stop_after_steps, on_step=on_step, monitor=monitor)
 
 
 def checkpoint_features(state: dict[str, Any]) -> tuple[str, ...]:

@@ -10,7 +10,9 @@ and plots (:mod:`resim.train.study_report`).
 The work is a list of *stages*, each a directory under the output::
 
     data/<sample>-<shard>/         resim generate          (<sample>-<shard>.h5)
+    data/<sample>-test-<shard>/    resim generate          a test-only sample (optional)
     pretrain/<objective>-s<seed>/  resim train             (last.pt, metrics.csv)
+    probe/<objective>-s<seed>/     resim probe             (probe.json, probe.png)
     finetune/<row>-<pct>-s<seed>/  resim finetune          (row: an objective or the baseline)
     evaluate/<row>-<pct>-s<seed>/  resim evaluate (nominal/), evaluate_shift (shift/)
 
@@ -42,6 +44,16 @@ Design choices, and why:
 * Fine-tuning reads nominal jets only (the classifier whose shift is measured), and runs
   at least ``finetune.min_steps`` optimiser steps: at 1 % of the labels an epoch is a
   single small batch, and ten of them would not train anything.
+* Every pre-trained encoder is also probed frozen (``resim probe``'s code: kNN, linear
+  probe, effective rank, shortcut R², against the same network at its initial weights),
+  beside the fine-tuned taggers. ``[pretrain] sizes`` adds pre-trainings on nested
+  fractions of the pre-training groups (``data.pretrain_fraction``), probed the same way:
+  how the representation grows with pre-training data.
+* ``test_events`` of a sample: a separate test-only sample (its own hard events from
+  another run seed, every study variation), generated in ``test_shards`` shards and
+  marked as the test split as a whole (the file attribute ``split = "test"``), so the
+  JS distances under shift are measured on many more jets than the training sample's
+  test fraction holds.
 """
 
 from __future__ import annotations
@@ -69,7 +81,9 @@ from .config import Config, ConfigError, load_config
 from .loop import CHECKPOINT, RunError
 
 STAGE_FILE = "stage.json"
-KINDS = ("generate", "pretrain", "finetune", "evaluate")
+KINDS = ("generate", "pretrain", "probe", "finetune", "evaluate")
+#: Run seeds of a test-only sample start this far from the card's (its own hard events).
+TEST_SEED_OFFSET = 10_000
 
 Echo = Callable[[str], None]
 
@@ -86,6 +100,8 @@ class Sample:
     events: int
     shards: int = 1
     seed: int | None = None  # None: the card's
+    test_events: int = 0  # a test-only sample of this many hard events (0: none)
+    test_shards: int = 1
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,7 @@ class Study:
     common: tuple[str, ...] = ()  # overrides of every training config
     pretrain_epochs: int = 10
     pretrain_set: tuple[str, ...] = ()
+    sizes: tuple[float, ...] = (1.0,)  # fractions of the pre-training groups (probed)
     finetune_config: str = "finetune"
     fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
     finetune_epochs: int = 10
@@ -113,6 +130,7 @@ class Study:
     finetune_set: tuple[str, ...] = ()
     split: str = "test"
     bootstrap: int = 200
+    bins: int = 0  # histogram bins of the JS distances (0: evaluate_shift's default)
     compare: tuple[tuple[str, str], ...] = ()  # row pairs the report compares directly
     heartbeat: float = 300.0
 
@@ -177,19 +195,24 @@ def parse_study(text: str, source: str = "<study>") -> Study:
             raise ConfigError(source, samples_t.key(name), "sample names are lower-case "
                               "identifiers")
         s = samples_t.table(name)
-        s.allow("card", "events", "shards", "seed")
+        s.allow("card", "events", "shards", "seed", "test_events", "test_shards")
         if "events" not in s.raw:
             s.fail("events", "missing")
         samples.append(Sample(name=name, card=s.string("card", None, required=True),
                               events=s.integer("events", None, 1),
                               shards=s.integer("shards", 1, 1),
-                              seed=s.integer("seed", None, 0)))
+                              seed=s.integer("seed", None, 0),
+                              test_events=s.integer("test_events", 0, 0),
+                              test_shards=s.integer("test_shards", 1, 1)))
     if not samples:
         raise ConfigError(source, "samples", "define at least one [samples.NAME]")
     for s in samples:
         if s.shards > s.events:
             raise ConfigError(source, f"samples.{s.name}.shards",
                               f"more shards ({s.shards}) than events ({s.events})")
+        if s.test_events and s.test_shards > s.test_events:
+            raise ConfigError(source, f"samples.{s.name}.test_shards",
+                              f"more shards ({s.test_shards}) than events ({s.test_events})")
 
     cl = top.table("classes")
     classes = {name: cl.strings(name, (), required=True) for name in cl}
@@ -197,7 +220,14 @@ def parse_study(text: str, source: str = "<study>") -> Study:
         raise ConfigError(source, "classes", "give at least two classes (name = [labels])")
 
     pre = top.table("pretrain")
-    pre.allow("epochs", "set", "objectives")
+    pre.allow("epochs", "set", "objectives", "sizes")
+    given_sizes = pre.raw.get("sizes", [1.0])
+    if not isinstance(given_sizes, list) or not given_sizes or not all(
+            isinstance(f, int | float) and not isinstance(f, bool) and 0 < f <= 1
+            for f in given_sizes) or len(set(given_sizes)) != len(given_sizes) or \
+            1.0 not in [float(f) for f in given_sizes]:
+        raise ConfigError(source, "pretrain.sizes", "must be distinct fractions in (0, 1], "
+                          f"1.0 among them (the pre-training fine-tuned), got {given_sizes!r}")
     obj_t = pre.table("objectives")
     objectives = {name: obj_t.string(name, None, required=True) for name in obj_t}
     if not objectives:
@@ -220,7 +250,7 @@ def parse_study(text: str, source: str = "<study>") -> Study:
                           f"{baseline!r} is also an objective's name")
 
     ev = top.table("evaluate")
-    ev.allow("split", "bootstrap", "compare")
+    ev.allow("split", "bootstrap", "compare", "bins")
     split = ev.choice("split", "test", ("test", "val", "train"))
     compare = ev.raw.get("compare", [])
     rows = [baseline, *objectives]
@@ -236,10 +266,12 @@ def parse_study(text: str, source: str = "<study>") -> Study:
         jobs=st.integer("jobs", 1, 1), threads=st.integer("threads", 1, 0),
         common=st.strings("set", ()), heartbeat=st.number("heartbeat", 300.0, above=0.0),
         pretrain_epochs=pre.integer("epochs", 10, 1), pretrain_set=pre.strings("set", ()),
+        sizes=tuple(sorted(float(f) for f in given_sizes)),
         finetune_config=ft.string("config", "finetune"), fractions=tuple(sorted(fractions)),
         finetune_epochs=ft.integer("epochs", 10, 1), min_steps=ft.integer("min_steps", 0, 0),
         baseline=baseline, finetune_set=ft.strings("set", ()),
         split=split, bootstrap=ev.integer("bootstrap", 200, 0),
+        bins=ev.integer("bins", 0, 0),
         compare=tuple((a, b) for a, b in compare),
     )
 
@@ -264,9 +296,11 @@ def restrict_variations(text: str, keep: Sequence[str]) -> str:
     return "".join(out)
 
 
-def study_card(study: Study, sample: Sample, shard: int, output: Path) -> tuple[Any, str]:
+def study_card(study: Study, sample: Sample, shard: int, output: Path,
+               test: bool = False) -> tuple[Any, str]:
     """The card of one shard of ``sample`` (only the study's variations; events, seed and
-    output set), and its text."""
+    output set), and its text; ``test``: a shard of its test-only sample (run seeds from
+    the card's + :data:`TEST_SEED_OFFSET`)."""
     from resim.card import CardError, parse_card, resolve_card_path
 
     key = f"samples.{sample.name}.card"
@@ -291,12 +325,15 @@ def study_card(study: Study, sample: Sample, shard: int, output: Path) -> tuple[
     if not same or sorted(raw.get("variations", {})) != sorted(study.variations):
         raise ConfigError(study.source, key, f"cannot restrict the variations of {path} "
                           "by its text; write a card with only the study's variations")
-    text = (f"# {sample.name} shard {shard} of resim study {study.source}: card "
+    what = "test-only shard" if test else "shard"
+    text = (f"# {sample.name} {what} {shard} of resim study {study.source}: card "
             f"{sample.card}, variations {', '.join(study.variations)}\n") + text
     try:
         card = parse_card(raw, path, text)
-        seed = (card.run.seed if sample.seed is None else sample.seed) + shard
-        events = shard_events(sample.events, sample.shards)[shard]
+        seed = (card.run.seed if sample.seed is None else sample.seed) + shard + \
+            (TEST_SEED_OFFSET if test else 0)
+        events = shard_events(sample.test_events, sample.test_shards)[shard] if test else \
+            shard_events(sample.events, sample.shards)[shard]
         card = card.with_overrides(events=events, seed=seed, output=output)
     except CardError as err:
         raise ConfigError(study.source, key, str(err)) from None
@@ -372,16 +409,20 @@ def plan(study: Study, output: Path) -> list[Stage]:
     data_files, data_prints = [], []
     labels: list[str] = []
     for sample in study.samples:
-        for k in range(sample.shards):
-            name = f"data/{sample.name}-{k}"
-            h5 = output / name / f"{sample.name}-{k}.h5"
-            card, text = study_card(study, sample, k, h5)
+        shards = [(f"{sample.name}-{k}", k, False) for k in range(sample.shards)]
+        if sample.test_events:
+            shards += [(f"{sample.name}-test-{k}", k, True) for k in range(sample.test_shards)]
+        for tag, k, test in shards:
+            name = f"data/{tag}"
+            h5 = output / name / f"{tag}.h5"
+            card, text = study_card(study, sample, k, h5, test=test)
             labels += [label for label in card.labels if label not in labels]
-            fp = fingerprint("generate", card_fingerprint(card))
+            fp = fingerprint("generate", card_fingerprint(card), "test" if test else "")
             stages.append(Stage(name, "generate", fp, {
                 "card": card, "card_text": text, "card_copy": str(output / "cards" /
-                                                                   f"{sample.name}-{k}.toml"),
-                "events": card.run.events, "sample": sample.name}))
+                                                                   f"{tag}.toml"),
+                "events": card.run.events, "sample": sample.name,
+                "split": "test" if test else None}))
             data_files.append(str(h5))
             data_prints.append(fp)
     for cname, members in study.classes.items():
@@ -396,8 +437,9 @@ def plan(study: Study, output: Path) -> list[Stage]:
 
     common = [*study.common, f"run.threads={study.threads}"]
     encoder = None
-    first = None
+    first = frame = None
     pretrain_stage: dict[tuple[str, int], Stage] = {}
+    probes: list[Stage] = []
     for obj, cfg_name in study.objectives.items():
         key = f"pretrain.objectives.{obj}"
         overrides = [*common, *study.pretrain_set, f"run.epochs={study.pretrain_epochs}"]
@@ -406,20 +448,36 @@ def plan(study: Study, output: Path) -> list[Stage]:
             raise ConfigError(study.source, key, f"{config.source} has no [encoder] and "
                               "[method]: not a pre-training config")
         if encoder is None:
-            encoder, first = config.encoder, obj
+            encoder, first, frame = config.encoder, obj, config.data.frame
         elif config.encoder != encoder:
             raise ConfigError(study.source, key, f"its encoder {_encoder_text(config)} differs "
                               f"from {first}'s {_encoder_text_of(encoder)}: a study compares "
                               "objectives on the same encoder")
-        for seed in study.seeds:
-            cfg = config.with_overrides([f"run.seed={seed}"])
-            s = Stage(f"pretrain/{obj}-s{seed}", "pretrain",
-                      fingerprint("pretrain", cfg.to_dict(), data_prints),
-                      {"config": cfg_name, "overrides": [*overrides, f"run.seed={seed}"],
-                       "data": data_files, "objective": obj, "seed": seed},
-                      needs=data_names)
-            pretrain_stage[obj, seed] = s
-            stages.append(s)
+        elif config.data.frame != frame:
+            raise ConfigError(study.source, key, f"its data.frame {config.data.frame!r} "
+                              f"differs from {first}'s {frame!r}: a study compares objectives "
+                              "on the same encoder inputs")
+        for size in sorted(study.sizes, reverse=True):
+            for seed in study.seeds:
+                extra = [f"run.seed={seed}"] + \
+                    ([f"data.pretrain_fraction={size}"] if size < 1 else [])
+                cfg = config.with_overrides(extra)
+                tag = f"{obj}-s{seed}" if size == 1 else f"{obj}-{pct(size)}-s{seed}"
+                s = Stage(f"pretrain/{tag}", "pretrain",
+                          fingerprint("pretrain", cfg.to_dict(), data_prints),
+                          {"config": cfg_name, "overrides": [*overrides, *extra],
+                           "data": data_files, "objective": obj, "seed": seed, "size": size},
+                          needs=data_names)
+                probe = Stage(f"probe/{tag}", "probe", fingerprint("probe", s.fingerprint,
+                                                                   dict(study.classes)),
+                              {"checkpoint": str(output / s.name / CHECKPOINT),
+                               "data": data_files, "classes": dict(study.classes),
+                               "objective": obj, "seed": seed, "size": size},
+                              needs=(s.name,))
+                if size == 1:
+                    pretrain_stage[obj, seed] = s
+                stages.append(s)
+                probes.append(probe)
     assert encoder is not None
 
     ft_common = [*common, *study.finetune_set, "data.variations=[]",
@@ -436,8 +494,8 @@ def plan(study: Study, output: Path) -> list[Stage]:
             for seed in study.seeds:
                 overrides = [*ft_common, f"finetune.fraction={fraction}", f"run.seed={seed}"]
                 upstream = None
-                if row == study.baseline:
-                    overrides.append(scratch_override)
+                if row == study.baseline:  # the same encoder and inputs, random weights
+                    overrides += [scratch_override, f"data.frame={frame}"]
                 else:
                     upstream = pretrain_stage[row, seed]
                 cfg = _config(study, study.finetune_config, overrides, "finetune.set")
@@ -454,17 +512,17 @@ def plan(study: Study, output: Path) -> list[Stage]:
                            needs=data_names + ((upstream.name,) if upstream else ()))
                 ev = Stage(f"evaluate/{tag}", "evaluate",
                            fingerprint("evaluate", ft.fingerprint, study.split,
-                                       study.reference),
+                                       study.reference, study.bins or None),
                            {"checkpoint": str(output / ft.name / CHECKPOINT),
                             "data": data_files, "split": study.split,
-                            "reference": study.reference,
+                            "reference": study.reference, "bins": study.bins or None,
                             "row": row, "fraction": fraction, "seed": seed},
                            needs=(ft.name,))
                 tuned.append(ft)
                 evaluated.append(ev)
     # the longest fine-tunings (largest fraction) first; the baseline's need no pre-training
     tuned.sort(key=lambda s: -s.params["fraction"])
-    stages += tuned + evaluated
+    stages += tuned + probes + evaluated
     for s in stages:
         s.record = read_record(output / s.name)
     return stages
@@ -498,7 +556,9 @@ def write_record(directory: Path, record: dict[str, Any]) -> None:
 
 
 def _run_generate(directory: Path, card: Any, card_text: str, card_copy: str,
-                  **_: Any) -> dict[str, Any]:
+                  split: str | None = None, **_: Any) -> dict[str, Any]:
+    import h5py
+
     from resim.generate import generate
     from resim.store import parts_dir
 
@@ -506,10 +566,22 @@ def _run_generate(directory: Path, card: Any, card_text: str, card_copy: str,
     Path(card_copy).write_text(card_text)
     output = card.run.output
     resume = output.exists() or parts_dir(output).exists()
-    s = generate(card, resume=resume, progress=False)
+    if split and output.is_file():  # a marked file is complete (and resume would refuse it)
+        with h5py.File(output, "r") as f:
+            resume = f.attrs.get("split") != split
+    s = generate(card, resume=resume, progress=False) if resume or not output.exists() \
+        else None
+    if split:  # all of this file is one split (as resim convert --split marks files)
+        with h5py.File(output, "r+") as f:
+            f.attrs["split"] = split
+    if s is None:
+        from resim.dataset import JetDataset
+
+        summary = JetDataset(output).summary
+        return {"file": str(output), "events": summary.get("events"), "split": split}
     return {"file": str(output), "events": s.events, "groups": s.groups, "jets": s.jets,
             "variations": s.variations, "labels": s.labels, "failed": s.failed,
-            "lost": s.lost, "generate_seconds": round(s.seconds, 1)}
+            "lost": s.lost, "generate_seconds": round(s.seconds, 1), "split": split}
 
 
 def _fit_summary(result: Any) -> dict[str, Any]:
@@ -555,15 +627,27 @@ def _checkpoint_data(path: Path) -> dict[str, Any]:
     return load_checkpoint(path).get("data", {})
 
 
+def _run_probe(directory: Path, checkpoint: str, data: list[str],
+               classes: dict[str, list[str]], **_: Any) -> dict[str, Any]:
+    from .probe import probe
+
+    result = probe(checkpoint, data, directory, classes=classes, overwrite=True)
+    return {name: {"linear_auc": result[name]["linear_auc"],
+                   "knn_20": (result[name]["knn_accuracy"] or {}).get("20"),
+                   "effective_rank": result[name]["effective_rank"],
+                   "r2_abs_eta": result[name]["r2"]["abs_eta"]}
+            for name in ("encoder", "baseline")}
+
+
 def _run_evaluate(directory: Path, checkpoint: str, data: list[str], split: str,
-                  reference: str, **_: Any) -> dict[str, Any]:
+                  reference: str, bins: int | None = None, **_: Any) -> dict[str, Any]:
     from . import evaluate as ev
 
     metrics = ev.evaluate(checkpoint, data, directory / "nominal", split=split,
                           overwrite=True)
     shutil.rmtree(directory / "shift", ignore_errors=True)  # a killed earlier attempt's
     shift = ev.evaluate_shift(checkpoint, data, directory / "shift", reference=reference,
-                              split=split)
+                              split=split, bins=bins)
     return {"n_jets": metrics["n_jets"], "accuracy": metrics["accuracy"],
             "auc": metrics["auc"],
             "js_mean": {v: r.get("js_distance_mean") for v, r in shift["variations"].items()
@@ -571,8 +655,8 @@ def _run_evaluate(directory: Path, checkpoint: str, data: list[str], split: str,
 
 
 _RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
-    "generate": _run_generate, "pretrain": _run_pretrain, "finetune": _run_finetune,
-    "evaluate": _run_evaluate,
+    "generate": _run_generate, "pretrain": _run_pretrain, "probe": _run_probe,
+    "finetune": _run_finetune, "evaluate": _run_evaluate,
 }
 
 
@@ -626,6 +710,11 @@ def _describe(result: dict[str, Any]) -> str:
     if "accuracy" in result:
         parts.append(f"{result['n_jets']} jets: accuracy {result['accuracy']:.3f}, "
                      f"AUC {result['auc']:.4f}")
+    if "encoder" in result and result["encoder"].get("linear_auc") is not None:
+        e, b = result["encoder"], result["baseline"]
+        parts.append(f"linear probe AUC {e['linear_auc']:.3f} (random {b['linear_auc']:.3f}), "
+                     f"effective rank {e['effective_rank']:.1f}, R² |eta| "
+                     f"{e['r2_abs_eta']:.2f}")
     return "; ".join(parts)
 
 

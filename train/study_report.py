@@ -79,6 +79,58 @@ def collect(stages: Sequence[Any], output: Path) -> dict[tuple[str, float, int],
     return runs
 
 
+def collect_probes(stages: Sequence[Any], output: Path) -> dict[tuple[str, float, int], dict]:
+    """Per (objective, pre-training size, seed): the probe.json of its pre-training."""
+    out = {}
+    for s in stages:
+        if s.kind == "probe" and s.complete:
+            got = _json(output / s.name / "probe.json")
+            if got:
+                p = s.params
+                out[p["objective"], p.get("size", 1.0), p["seed"]] = got
+    return out
+
+
+PROBE_COLUMNS = (("kNN acc. (k = 20)", lambda r: (r["knn_accuracy"] or {}).get("20")),
+                 ("linear probe AUC", lambda r: r["linear_auc"]),
+                 ("effective rank", lambda r: r["effective_rank"]),
+                 ("alignment", lambda r: r["alignment"]),
+                 ("uniformity", lambda r: r["uniformity"]),
+                 ("R² abs η", lambda r: r["r2"]["abs_eta"]),
+                 ("R² log pT", lambda r: r["r2"]["log_pt"]),
+                 ("R² mass", lambda r: r["r2"]["mass"]))
+
+
+def probe_table(probes: Mapping[tuple[str, float, int], dict], objectives: Sequence[str]
+                ) -> str:
+    """Frozen-representation numbers per objective (and pre-training size): mean over seeds
+    [standard deviation], and the same networks at their initial weights."""
+    head = ["objective", "pre-training", *(c for c, _ in PROBE_COLUMNS),
+            "ΔAUC vs random init"]
+    lines = [_row(head), _row(["---"] * len(head))]
+    sizes = sorted({k[1] for k in probes}, reverse=True)
+    for size in sizes:
+        for obj in [*objectives, None]:
+            keys = [k for k in probes if k[1] == size and (k[0] == obj or obj is None)]
+            if not keys:
+                continue
+            name = "random init" if obj is None else obj
+            who = "baseline" if obj is None else "encoder"
+            if obj is None:  # every objective's own starting point, pooled
+                keys = [k for k in probes if k[1] == size]
+            cells = [name, f"{100 * size:g} %"]
+            for _, get in PROBE_COLUMNS:
+                values = [get(probes[k][who]) for k in keys]
+                cells.append(fmt(_mean(values), None, _sd(values)))
+            gain = [probes[k]["encoder"]["linear_auc"] - probes[k]["baseline"]["linear_auc"]
+                    for k in keys if probes[k]["encoder"]["linear_auc"] is not None]
+            cells.append("—" if obj is None or not gain else
+                         _signed(_mean(gain), None) + (f" [{_sd(gain):.3f}]"
+                                                       if _sd(gain) is not None else ""))
+            lines.append(_row(cells))
+    return "\n".join(lines)
+
+
 def numbers(m: Mapping[str, Any]) -> dict[str, float | None]:
     """The table's numbers of a metrics dict: top level and per class pair."""
     out = {k: m.get(k) for k in _METRICS}
@@ -318,7 +370,7 @@ def shift_numbers(shift: Mapping[str, Any] | None) -> dict[str, dict[str, float 
     for name, v in shift.get("variations", {}).items():
         delta = v.get("delta", {})
         out[name] = {"js": v.get("js_distance_mean"), "dauc": delta.get("auc"),
-                     "dacc": delta.get("accuracy")}
+                     "dacc": delta.get("accuracy"), "floor": v.get("js_floor_mean")}
     return out
 
 
@@ -333,7 +385,7 @@ def robustness(t: Table) -> dict[tuple[str, float], dict[str, dict[str, tuple]]]
                 continue
             out[row, f] = {v: {k: (_mean([p[v][k] for p in per if v in p]),
                                    _sd([p[v][k] for p in per if v in p]))
-                               for k in ("js", "dauc", "dacc")} for v in per[0]}
+                               for k in ("js", "dauc", "dacc", "floor")} for v in per[0]}
     return out
 
 
@@ -348,7 +400,10 @@ def robustness_table(t: Table, rob: Mapping, variations: Sequence[str], key: str
             cells = [row, f"{100 * f:g} %"]
             for v in variations:
                 mean, sd = rob[row, f].get(v, {}).get(key, (None, None))
-                cells.append(fmt(mean, None, sd, digits=digits) if key == "js" else
+                floor = rob[row, f].get(v, {}).get("floor", (None, None))[0]
+                cells.append(fmt(mean, None, sd, digits=digits) +
+                             (f" / {floor:.{digits}f}" if floor is not None else "")
+                             if key == "js" else
                              (_signed(mean, None, digits) + (f" [{sd:.{digits}f}]"
                                                              if sd is not None else "")))
             lines.append(_row(cells))
@@ -582,6 +637,23 @@ def write_report(study: Any, stages: Sequence[Any], output: Path, path: Path, *,
            "background jets.", "", main_table(t), "", "Per class pair:", "",
            pair_table(t), ""]
 
+    probes = collect_probes(stages, output)
+    if probes:
+        first = next(iter(probes.values()))
+        md += ["## Frozen representation", "",
+               "Every pre-trained encoder probed frozen (`resim probe`: BatchNorm statistics "
+               "calibrated on the training jets; kNN with the training split's "
+               f"{study.reference} jets as memory, the test split's as queries; logistic "
+               "regression on the embedding; effective rank of its covariance; alignment "
+               "over the realizations of a test group and uniformity (Wang & Isola); R² of "
+               "linear fits of jet |η|, log pT and mass, trained on the training jets and "
+               "scored on the test jets: |η| and pT carry almost no label information, so a "
+               "high R² there is a shortcut). \"random init\" is the same networks at the "
+               "weights their pre-training started from. Mean over seeds [standard "
+               f"deviation]; {first['n_jets']['test']} test jets, "
+               f"{first['n_jets']['train']} training jets.", "",
+               probe_table(probes, list(study.objectives)), ""]
+
     md += ["### ROC curves", ""]
     background = names[0]
     pairs = [p for p in t.pairs if p.endswith(f"_vs_{background}")] or t.pairs
@@ -626,11 +698,14 @@ def write_report(study: Any, stages: Sequence[Any], output: Path, path: Path, *,
            f"distributions (per true class, then averaged over classes; 0 = identical) and "
            f"the change in AUC. The `seed` variation is the same physics with other random "
            f"numbers: its JS distance is the finite-sample floor the others must exceed. "
+           f"After the /: the distance counting noise alone gives samples of these sizes "
+           f"in these bins (`js_floor`, mean over classes). "
            + ("[ ] is the spread over seeds. " if len(study.seeds) > 1 else ""), ""]
     if not rob:
         md += ["No shift evaluation available (`evaluate_shift` did not run).", ""]
     else:
-        md += ["JS distance to nominal:", "", robustness_table(t, rob, others, "js"), "",
+        md += ["JS distance to nominal [seed spread] / counting floor:", "",
+               robustness_table(t, rob, others, "js"), "",
                "ΔAUC (variation − nominal):", "", robustness_table(t, rob, others, "dauc"), "",
                "Δaccuracy (variation − nominal):", "",
                robustness_table(t, rob, others, "dacc"), ""]
@@ -654,7 +729,11 @@ def write_report(study: Any, stages: Sequence[Any], output: Path, path: Path, *,
     md += ["## Runs", "", "Fine-tuning: " + _finetune_text(t), "",
            timing_table(stages, timing), ""]
     path.write_text("\n".join(md))
-    (output / "results.json").write_text(json.dumps(_results(t, rob), indent=1) + "\n")
+    results = _results(t, rob)
+    results["probes"] = [{"objective": k[0], "size": k[1], "seed": k[2],
+                          "encoder": v["encoder"], "baseline": v["baseline"]}
+                         for k, v in probes.items()]
+    (output / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     return path
 
 

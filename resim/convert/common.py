@@ -31,15 +31,16 @@ import h5py
 import numpy as np
 
 from .. import __version__
-from ..layout import DERIVED, DETECTOR, Tables, as_table, particle_level_columns
-from ..progress import Progress
+from ..errors import ResimError
+from ..layout import DETECTOR, Tables, as_table, with_derived
+from ..progress import JetProgress
 from ..store import DatasetWriter
 
 #: Splits a converted file can declare (``resim convert ... --split``).
 SPLITS = ("train", "val", "test")
 
 
-class ConvertError(ValueError):
+class ConvertError(ResimError, ValueError):
     """An input file that is not in the expected upstream format, or a bad request."""
 
 
@@ -84,27 +85,20 @@ def block_tables(block: JetBlock, first_event: int) -> Tables:
     n = len(block)
     event = first_event + np.arange(n, dtype=np.int64)
     group = event * 16
-    c = block.constituents
-    if not all(k in c for k in DERIVED):
-        c = {**particle_level_columns(c), **c}
+    c = with_derived("constituents", block.constituents)
     kin = jet_kinematics(c["px"], c["py"], c["pz"], c["E"], block.counts)
     zeros = np.zeros(n, np.int64)
+    unknown = np.full(n, -1, np.int64)  # the benchmarks keep no hadron-level truth
     jets = {**kin, "n_constituents": block.counts, "group": group, "event": event,
             "variation": zeros, "realization": zeros, "seed": zeros, "label": block.label,
-            "level": np.full(n, DETECTOR), "n_pileup": zeros}
+            "level": np.full(n, DETECTOR), "n_b_hadrons": unknown, "n_c_hadrons": unknown,
+            "splitting": unknown, "n_pileup": zeros}
     groups = {"group": group, "event": event, "object": zeros, "label": block.label,
               **block.truth, "n_jets": np.ones(n, np.int64)}
     events = {"event": event, "n_objects": np.ones(n, np.int64), "n_failed": zeros,
               "n_lost": zeros, "hard_ok": np.ones(n, bool), "weight": np.ones(n)}
     return {"jets": as_table("jets", jets), "constituents": as_table("constituents", c),
             "groups": as_table("groups", groups), "events": as_table("events", events)}
-
-
-class _Progress(Progress):
-    """resim's progress bar/lines, counting jets (each jet is one "event" here)."""
-
-    def _status(self) -> str:
-        return f"{self._rate():.0f} jets/s"
 
 
 def check_output(output: Path, overwrite: bool) -> None:
@@ -126,7 +120,7 @@ def write_benchmark(output: Path, blocks: Iterable[JetBlock], *, labels: Sequenc
         raise ConvertError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     counts = np.zeros(len(labels), np.int64)
     n_jets = n_constituents = 0
-    bar = _Progress(total, label=f"converting {source}", enabled=progress)
+    bar = JetProgress(total, label=f"converting {source}", enabled=progress)
     try:
         with DatasetWriter(output) as out:
             for block in blocks:

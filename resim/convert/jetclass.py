@@ -103,6 +103,8 @@ def _open_tree(path: Path) -> tuple[Any, bool]:
     """The file's ``tree`` (checked for every branch the conversion reads) and whether it
     has the optional truth branches."""
     uproot = _uproot()
+    if path.is_dir():
+        raise ConvertError(f"{path}: a folder, not a file")
     if not path.is_file():
         raise ConvertError(f"{path}: no such file")
     try:

@@ -33,6 +33,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from ..store import hdf5_problem
 from .common import ConvertError, JetBlock, check_output, write_benchmark
 
 KEY = "table"
@@ -67,12 +68,14 @@ class PandasFrame:
 
     def __init__(self, path: str | Path, key: str = KEY):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise ConvertError(f"{self.path}: a folder, not a file")
         if not self.path.is_file():
             raise ConvertError(f"{self.path}: no such file")
         try:
             self._file = h5py.File(self.path, "r")
         except OSError as err:
-            raise ConvertError(f"{self.path}: not an HDF5 file ({err})") from err
+            raise ConvertError(f"{self.path}: {hdf5_problem(err)}") from err
         try:
             if key not in self._file:
                 raise ConvertError(f"{self.path}: no key {key!r} (not written by pandas "

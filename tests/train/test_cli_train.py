@@ -88,7 +88,10 @@ def test_train_finetune_evaluate(top_dataset: Path, qcd_dataset: Path, tmp_path:
     state = load_checkpoint(ft / "last.pt")
     assert state["finetune"] == {"head": "mlp", "head_hidden": [128], "head_dropout": 0.1,
                                  "backbone": "fixed", "fraction": 0.5,
-                                 "train_pooling": False}  # RS3L trained the pooling
+                                 "train_pooling": False,  # RS3L trained the pooling
+                                 "backbone_lr": None,  # frozen: no backbone learning rate
+                                 "calibrated_jets": state["finetune"]["calibrated_jets"]}
+    assert state["finetune"]["calibrated_jets"] > 0  # BatchNorm calibrated on training jets
     assert state["classes"] == {"qcd": ["q", "g"], "top": ["top"]}
 
     code, out, err = run("evaluate", "--checkpoint", ft / "last.pt", *data, "--output", ev)
@@ -116,6 +119,13 @@ def test_train_finetune_evaluate(top_dataset: Path, qcd_dataset: Path, tmp_path:
     code, _, err = run("finetune", "--checkpoint", pre / "last.pt", *data, "--output",
                        tmp_path / "ft2", "--classes", "qcd=q", "--classes", "top=tau")
     assert code == 2 and "unknown label 'tau'" in err
+    # Fine-tuning with other splits than pre-training's would train on its test jets.
+    code, _, err = run("finetune", "--checkpoint", pre / "last.pt", *data, "--output",
+                       tmp_path / "ft3", "--config", tmp_path / "ft.toml",
+                       "--set", "data.splits=[0.7, 0.1, 0.2]")
+    assert code == 2 and err.count("\n") == 1, err
+    assert "data.splits: [0.7, 0.1, 0.2] differ from the splits [0.8, 0.1, 0.1]" in err
+    assert str(pre / "last.pt") in err and not (tmp_path / "ft3" / "last.pt").exists()
 
 
 def test_config_mistakes_are_one_line(tmp_path: Path, top_dataset: Path) -> None:

@@ -138,7 +138,8 @@ def test_batches_hold_the_features_of_the_chosen_jets(top_dataset, qcd_dataset, 
         batch = next(iter(PretrainBatches(data, batch_groups=6, max_particles=max_particles,
                                           seed=3, start_batch=i)))
         x, v = reference(data, rows, max_particles)
-        assert batch["x"].shape == (len(rows), max_particles, x.shape[-1]) and len(rows) > 6
+        assert batch["x"].shape == (len(rows), max_particles, x.shape[-1])
+        assert len(rows) > len(np.unique(data.jet_group(rows)))  # several views of a group
         assert np.array_equal(batch["x"].numpy(), x) and np.array_equal(batch["v"].numpy(), v)
         assert np.array_equal(batch["mask"].numpy(), np.abs(v).sum(-1) > 0)
         assert batch["group"].dtype == batch["label"].dtype == torch.int64
@@ -345,7 +346,8 @@ def test_ddp_rank_shares_are_disjoint_equal_and_cover_the_epoch(top_dataset, qcd
         assert len({len(s) for s in shares}) == 1, "every rank the same number of batches"
         taken = [int(b) for s in shares for b in s.batches()]
         if drop_last:
-            assert len(taken) == len(set(taken)) > n - world
+            # at most the partial batch and world - 1 full ones are dropped
+            assert len(taken) == len(set(taken)) >= n - world
             full = n - (len(whole[-1]) < 7)  # drop_last also drops the partial batch
             assert set(taken) == set(range(full - full % world))
         else:
@@ -440,7 +442,7 @@ def test_bad_paths_and_files_give_clear_errors(top_dataset, tmp_path):
         JetData(other)
     moved = tmp_path / "moved.h5"
     shutil.copy(top_dataset, moved)  # without its .parts directory
-    with pytest.raises(FileNotFoundError, match=r"moved\.h5.*segment file"):
+    with pytest.raises(DatasetError, match=r"moved\.h5: its segments are missing"):
         JetData(moved)
     (tmp_path / "running.h5.parts").mkdir()  # a run still going (or killed)
     with pytest.raises(DatasetError, match=r"running\.h5.*not finished"):

@@ -263,3 +263,13 @@ def test_shipped_config_builds(encoder):
     assert (method.n_targets, method.target_fraction, method.blocks) == (4, 0.15,
                                                                          "neighbourhood")
     assert method.momentum() == pytest.approx(0.996)
+
+
+def test_ema_init_share_measures_how_far_the_target_moved() -> None:
+    from resim.train.methods.jepa import ema_init_share
+
+    # I-JEPA's schedule: in a short run the target stays mostly at its random weights
+    assert ema_init_share(220) == pytest.approx(0.64, abs=0.01)
+    assert ema_init_share(2000) == pytest.approx(0.018, abs=0.002)
+    assert ema_init_share(220, start=0.95) < 0.01
+    assert ema_init_share(10, start=0.5, schedule="constant") == pytest.approx(0.5 ** 10)

@@ -16,26 +16,19 @@ from torch.nn import functional
 
 from resim.train.config import parse_config
 from resim.train.evaluate import evaluate
-from resim.train.finetune import finetune
+from resim.train.finetune import calibrate_encoder, finetune, labelled_jets
 from resim.train.loop import RunError, load_checkpoint
-from resim.train.pretrain import build_pretraining, open_data, pretrain, pretrain_batches
+from resim.train.pretrain import (
+    build_pretraining,
+    encoder_from_checkpoint,
+    open_data,
+    pretrain,
+    pretrain_batches,
+)
 
-TINY = """
-[encoder]
-name = "part"
-embed_dims = [16, 16]
-pair_embed_dims = [8, 8]
-num_heads = 2
-num_layers = 1
-num_cls_layers = 1
+from .tiny import TINY_PART
 
-[method]
-name = "rs3l"
-
-[data]
-max_particles = 32
-batch_size = 64
-
+TINY = TINY_PART + """
 [optimizer]
 lr = 1e-3
 
@@ -63,7 +56,7 @@ lr = 1e-3
 name = "constant"
 
 [run]
-epochs = 6
+epochs = 20
 threads = 1
 """
 
@@ -248,10 +241,11 @@ def test_finetuned_encoder_tags_tops(data: list[Path], pretrained: Path,
     assert m["signal"] == "top" and m["class_counts"]["top"] > 20
     assert m["class_counts"]["qcd"] > 20
     # Chance is AUC 0.5 +- 0.08 on ~60 jets. For reference, a cut on the jet mass around
-    # the top mass reaches 0.93 (test) and 0.92 (val) on these jets; the tiny tagger,
-    # trained on ~400 jets, gets 0.87-0.91 and 0.93-0.98.
-    assert m["auc"] > 0.85 and val["auc"] > 0.9
-    assert m["accuracy"] > 0.75
+    # the top mass reaches 0.95 on all these jets. The tiny tagger, trained on ~400 jets,
+    # got test AUC 0.84-0.89 and val 0.89-0.95, accuracy 0.75-0.77, 1/eps_B 6-18 over run
+    # seeds 0-3; with 6 epochs instead of 20 it ranged from chance (0.47) to 0.87.
+    assert m["auc"] > 0.8 and val["auc"] > 0.85
+    assert m["accuracy"] > 0.7
     assert m["rejection_at_0.5"] > 4
     assert (tmp_path / "eval" / "roc.png").stat().st_size > 10_000
     scores = np.load(tmp_path / "eval" / "scores.npz")
@@ -264,14 +258,44 @@ def test_frozen_backbone_keeps_the_encoder(data: list[Path], pretrained: Path,
     ft = parse_config(FINETUNE, "ft.toml", ["finetune.backbone=fixed", "run.epochs=1",
                                             "finetune.fraction=0.5"])
     finetune(ft, data, tmp_path / "ft", pretrained, progress=False)
-    tuned = load_checkpoint(tmp_path / "ft" / "last.pt")["model"]
-    original = load_checkpoint(pretrained)["model"]
+    state = load_checkpoint(tmp_path / "ft" / "last.pt")
+    tuned, original = state["model"], load_checkpoint(pretrained)["model"]
     encoder = [k for k in tuned if k.startswith("encoder.")]
-    assert encoder
-    for key in encoder:  # weights and BatchNorm statistics untouched
-        assert torch.equal(tuned[key], original[key]), key
+    statistics = [k for k in encoder if k.endswith(("running_mean", "running_var"))]
+    assert encoder and statistics
+    for key in set(encoder) - set(statistics) - {k for k in encoder if "num_batches" in k}:
+        assert torch.equal(tuned[key], original[key]), key  # weights untouched
+    # BatchNorm statistics: calibrated on the training jets before the head trained, then
+    # kept: exactly what calibrating the pre-trained encoder on those jets gives
+    assert state["finetune"]["calibrated_jets"] > 100
+    encoder_module = encoder_from_checkpoint(load_checkpoint(pretrained))
+    calibrate_encoder(encoder_module, ft, open_data(data, {"qcd": ["q", "g"], "top": ["top"]}),
+                      "lab")
+    calibrated = encoder_module.state_dict()
+    for key in statistics:
+        name = key.removeprefix("encoder.")
+        assert not torch.equal(tuned[key], original[key]), key
+        assert torch.allclose(tuned[key], calibrated[name], rtol=1e-5, atol=1e-6), key
     assert not torch.equal(tuned["head.weight"], torch.zeros_like(tuned["head.weight"]))
-    assert load_checkpoint(tmp_path / "ft" / "last.pt")["finetune"]["train_pooling"] is False
+    assert state["finetune"]["train_pooling"] is False
+
+
+def test_calibrated_batchnorm_rescues_a_random_frozen_encoder(data: list[Path]) -> None:
+    """A random encoder's BatchNorm statistics are (0, 1) until computed: on raw log pT and
+    log E the frozen embedding is then dominated by a few features. Calibration makes its
+    running statistics the training jets' feature means and variances."""
+    config = parse_config(TINY, "tiny.toml", ["data.max_particles=32"])
+    model = build_pretraining(config)
+    jets = open_data(data)
+    norm = model.encoder.embedding[0]
+    assert not norm.running_mean.any() and (norm.running_var == 1).all()
+    assert calibrate_encoder(model.encoder, config, jets, "lab") > 50  # nominal train jets
+    batch = next(iter(labelled_jets(config, jets, "train", None, batch_size=4000)))
+    x = batch["x"][batch["mask"]].double()
+    # means over batches of the training jets (log pT ~ 2.2, log pT/pT_jet ~ -4)
+    assert torch.allclose(norm.running_mean.double(), x.mean(0), rtol=0.03, atol=0.03)
+    assert torch.allclose(norm.running_var.double(), x.var(0), rtol=0.1, atol=0.01)
+    assert norm.training and norm.momentum == 0.1  # its mode and settings are restored
 
 
 def test_fixed_backbone_trains_the_pooling_its_pretraining_never_ran(data: list[Path],
@@ -291,12 +315,14 @@ def test_fixed_backbone_trains_the_pooling_its_pretraining_never_ran(data: list[
     assert state["finetune"]["train_pooling"] is True
     pooling = ("encoder.cls_token", "encoder.cls_blocks.", "encoder.norm.")
     moved, kept = set(), set()
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
     for key, value in state["model"].items():
-        if key.startswith("encoder."):
+        if key.startswith("encoder.") and not key.endswith(statistics):
             (moved if not torch.equal(value, original["model"][key]) else kept).add(key)
     assert moved and all(key.startswith(pooling) for key in moved), moved
     assert {"encoder.cls_token", "encoder.norm.weight"} <= moved
     assert any(key.startswith("encoder.embedding.") for key in kept)
+    assert state["finetune"]["calibrated_jets"] > 0  # BatchNorm statistics calibrated
     metrics = evaluate(tmp_path / "ft" / "last.pt", data, tmp_path / "eval")
     assert metrics["backbone"] == "fixed" and 0 <= metrics["auc"] <= 1
 

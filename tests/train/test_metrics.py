@@ -388,3 +388,18 @@ def test_plots_write_pngs(tmp_path):
     for path in paths:
         data = path.read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 10_000, path
+
+
+def test_js_floor_is_the_counting_noise_of_two_samples_of_one_distribution() -> None:
+    """The expected JS distance of two independent samples from one distribution matches
+    the second-order formula, for several sizes and bin counts."""
+    from resim.train.metrics import js_distance, js_floor
+
+    rng = np.random.default_rng(5)
+    for n_a, n_b, bins in ((200, 200, 14), (1000, 300, 30), (3000, 3000, 10)):
+        edges = np.linspace(0, 1, bins + 1)
+        seen = [js_distance(rng.beta(2, 5, n_a), rng.beta(2, 5, n_b), edges)
+                for _ in range(300)]
+        rms = float(np.sqrt(np.mean(np.square(seen))))
+        assert rms == pytest.approx(js_floor(n_a, n_b, bins), rel=0.08), (n_a, n_b, bins)
+    assert js_floor(100, 100, 1) == 0.0 and math.isnan(js_floor(0, 5, 3))

@@ -57,11 +57,13 @@ def test_shipped_studies_parse_and_plan(tmp_path: Path) -> None:
     for name in ("small", "tiny"):
         study = load_study(name)
         stages = plan(study, tmp_path / name)
-        shards = sum(s.shards for s in study.samples)
+        shards = sum(s.shards + (s.test_shards if s.test_events else 0)
+                     for s in study.samples)
         runs = len(study.rows) * len(study.fractions) * len(study.seeds)
         kinds = [s.kind for s in stages]
         assert kinds.count("generate") == shards
-        assert kinds.count("pretrain") == len(study.objectives) * len(study.seeds)
+        pretrainings = len(study.objectives) * len(study.seeds) * len(study.sizes)
+        assert kinds.count("pretrain") == kinds.count("probe") == pretrainings
         assert kinds.count("finetune") == kinds.count("evaluate") == runs
         assert len({s.fingerprint for s in stages}) == len(stages)
         # every stage is listed after the stages it needs
@@ -246,6 +248,26 @@ def test_tiny_study_end_to_end_and_rerun(tmp_path: Path) -> None:
     js = table_rows(report, "| objective | labelled | seed | fsr_up | fsr_down | vincia")
     assert len(js) >= len(want)
     assert all(c != "n/a" for r in js for c in r)
+    # every distance with its counting floor beside it
+    assert all(re.fullmatch(r"\d\.\d{3}( \[\d\.\d{3}\])? / \d\.\d{3}", c)
+               for r in js for c in r[2:]), js[0]
+    # the frozen probe of every objective at both pre-training sizes, and random init
+    probes = table_rows(report, "| objective | pre-training | kNN acc.")
+    assert {(r[0], r[1]) for r in probes} == {
+        (o, f"{100 * size:g} %") for o in [*study.objectives, "random init"]
+        for size in study.sizes}
+    assert all(0 <= float(r[3].split()[0]) <= 1 for r in probes)  # linear probe AUC
+    probe = json.loads((out / "probe/rs3l-s0/probe.json").read_text())
+    assert set(probe) >= {"encoder", "baseline"} and probe["labelled"]
+    # the test-only sample: its own seed, all of it in the test split
+    import h5py
+
+    with h5py.File(out / "data/top-test-0/top-test-0.h5") as f:
+        assert f.attrs["split"] == "test"
+    shard = next(s for s in plan(study, out) if s.name == "data/top-test-0")
+    assert shard.params["card"].run.seed == load_card("top").run.seed + 10_000
+    metrics = json.loads((out / "evaluate/rs3l-100pct-s0/nominal/metrics.json").read_text())
+    assert metrics["class_counts"]["top"] > 6  # the test-only tops are evaluated
 
     pngs = re.findall(r"!\[[^]]*\]\(([^)]+\.png)\)", report)
     names = {Path(p).name for p in pngs}
@@ -277,3 +299,30 @@ def test_tiny_study_end_to_end_and_rerun(tmp_path: Path) -> None:
                                               "[pretrain]\nepochs = 2"), str(TINY))
     with pytest.raises(RunError, match=r"made with other settings.*pretrain/rs3l-s0"):
         run_study(changed, out, echo=lines.append)
+
+
+def test_a_test_only_shard_is_marked_and_not_remade(tmp_path: Path) -> None:
+    """The generate stage of a test-only shard marks its file as the test split; a rerun
+    of the stage keeps the marked file (resuming it would be refused), and a shard killed
+    before its file existed (only its segments) resumes."""
+    import h5py
+
+    from resim.store import parts_dir
+    from resim.train.study import _run_generate
+
+    card = load_card(Path(__file__).parents[1] / "cards" / "top_small.toml")
+    out = tmp_path / "t.h5"
+    card = card.with_overrides(events=3, output=out)
+    args = {"card": card, "card_text": "# card\n", "card_copy": str(tmp_path / "c.toml")}
+    first = _run_generate(tmp_path, split="test", **args)
+    with h5py.File(out) as f:
+        assert f.attrs["split"] == "test"
+    again = _run_generate(tmp_path, split="test", **args)
+    assert again["split"] == "test" and out.stat().st_size > 0
+    assert first["events"] == again["events"] == 3
+    # killed before the data set file was written: the segments alone resume
+    out.unlink()
+    assert parts_dir(out).is_dir()
+    _run_generate(tmp_path, split="test", **args)
+    with h5py.File(out) as f:
+        assert f.attrs["split"] == "test"

@@ -149,6 +149,18 @@ def ema_momentum(step: int, total_steps: int, start: float = 0.996, end: float =
     raise ValueError(f"unknown EMA schedule {schedule!r}; known: {', '.join(EMA_SCHEDULES)}")
 
 
+def ema_init_share(total_steps: int, start: float = 0.996, end: float = 1.0,
+                   schedule: str = "cosine") -> float:
+    """The weight the target encoder still gives its random initial weights after a run of
+    ``total_steps`` EMA updates: the product of the momenta (without the online encoder's
+    own drift). I-JEPA's 0.996 -> 1.0 leaves 64 % after 220 steps, 1.8 % after 2000 and
+    nothing after the ~10^5 steps of a full-scale run."""
+    share = 1.0
+    for step in range(total_steps):
+        share *= ema_momentum(step, total_steps, start, end, schedule)
+    return share
+
+
 @torch.no_grad()
 def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     """target ← momentum × target + (1 - momentum) × online, parameter by parameter;

@@ -1,0 +1,87 @@
+"""One family of errors: every error resim raises on purpose is a ResimError with an exit
+code, and every command reports any error as one line (``--debug`` adds the traceback)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from resim.cli import main
+from resim.errors import FailureError, ResimError
+
+
+def test_every_error_class_joins_the_family_with_its_exit_code():
+    from resim.card import CardError
+    from resim.convert import ConvertError
+    from resim.dataset import DatasetError
+    from resim.generate import LaunchError, OutputError, WriteError
+    from resim.generators.hard_process import HardProcessError
+    from resim.schema import SchemaError
+    from resim.train.config import ConfigError
+    from resim.train.loop import RunError
+
+    asked = (CardError, SchemaError, ConfigError, OutputError, LaunchError, DatasetError,
+             ConvertError, RunError)
+    for cls in asked:
+        assert issubclass(cls, ResimError) and cls.exit_code == 2, cls
+    for cls in (WriteError, HardProcessError):
+        assert issubclass(cls, FailureError) and cls.exit_code == 1, cls
+    # The builtin bases callers may catch stay.
+    assert issubclass(DatasetError, OSError) and issubclass(CardError, ValueError)
+    assert issubclass(ConvertError, ValueError)
+
+
+def test_an_unexpected_error_is_one_line_and_its_traceback_a_file(monkeypatch, tmp_path):
+    import resim.cli
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something resim did not foresee\nsecond line")
+
+    monkeypatch.setattr(resim.cli, "shipped_cards", broken)
+    monkeypatch.delenv("RESIM_DEBUG", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    result = CliRunner().invoke(main, ["cards"])
+    assert result.exit_code == 1
+    message = result.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith("error: unexpected RuntimeError: something resim did not "
+                              "foresee (a bug in resim; the traceback is in ")
+    where = Path(message.split("the traceback is in ")[1].split(",")[0])
+    assert where.parent == tmp_path
+    assert "Traceback" in where.read_text() and "broken" in where.read_text()
+
+    result = CliRunner().invoke(main, ["--debug", "cards"])
+    assert isinstance(result.exception, RuntimeError)  # raised, so Python prints it
+    os.environ.pop("RESIM_DEBUG")  # --debug set it for the ranks and workers to come
+
+
+@pytest.mark.parametrize(("error", "code"), [
+    (ResimError("x.toml: run.events: must be >= 1"), 2),
+    (FailureError("rank 0: cannot write"), 1),
+    (FileNotFoundError(2, "No such file or directory", "/no/where.png"), 2),
+    (OSError(28, "No space left on device", "/full/disk.h5"), 1),
+    (KeyboardInterrupt(), 130),
+])
+def test_errors_a_command_meets_are_one_line_with_their_exit_code(monkeypatch, error, code):
+    import resim.cli
+
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(resim.cli, "shipped_cards", fails)
+    monkeypatch.delenv("RESIM_DEBUG", raising=False)
+    result = CliRunner().invoke(main, ["cards"])
+    assert result.exit_code == code, result.output
+    message = result.stderr.strip()
+    assert message.startswith("error: ") and "\n" not in message
+    if isinstance(error, OSError):
+        assert message == f"error: {error.filename}: {error.strerror}"
+
+
+def test_command_line_mistakes_stay_click_s_usage_errors():
+    result = CliRunner().invoke(main, ["inspect"])
+    assert result.exit_code == 2 and "Missing argument" in result.stderr
