@@ -15,7 +15,8 @@ interleaved block by block, and the speed drift of this shared machine's cores c
 
 - full re-simulation, per realization: its share of the hard process, the re-simulation
   (Pythia), its visible final state, the truth objects, its particle-level jets and
-  writing; the shower: the re-simulation (Pythia) alone;
+  writing (as ``detector_cost.py`` counts it); with its detector: plus the detector and
+  the detector-level jets without pileup; the shower: the re-simulation (Pythia) alone;
 - pileup from the library, per realization: the overlay, the mitigation, and what the
   detector and the detector-level jets cost more than they do on the same realizations
   without pileup (the detector is run a second time without it, and its candidates
@@ -52,6 +53,7 @@ from resim.layout import DETECTOR
 CARD = Path(__file__).parent / "cards" / "pileup.toml"
 FULL = ("hard process", "re-simulation", "final state", "truth", "particle jets", "writing")
 SHOWER = ("re-simulation",)
+DETECTOR_STEPS = ("detector, no pileup", "detector jets, no pileup")
 ON_THE_FLY_PER_BLOCK = 2  # realizations whose pileup Pythia makes, per block
 
 
@@ -129,10 +131,13 @@ def on_the_fly_cost(b: dict[str, float], realizations: int) -> float:
 
 def measures(blocks):
     full = sum(sum(b[k] for k in FULL) for b, _ in blocks)
+    detector = sum(sum(b[k] for k in DETECTOR_STEPS) for b, _ in blocks)
     shower = sum(sum(b[k] for k in SHOWER) for b, _ in blocks)
     library = sum(library_cost(b) for b, _ in blocks)
     fly = sum(on_the_fly_cost(b, r) for b, r in blocks)
-    return {"library / full": library / full, "library / shower": library / shower,
+    return {"library / full": library / full,
+            "library / full with detector": library / (full + detector),
+            "library / shower": library / shower,
             "on the fly / full": fly / full, "on the fly / library": fly / library}
 
 
@@ -204,6 +209,9 @@ def main() -> None:
           f"minimum-bias events); {total_cpu:.0f} s CPU in all")
     print(f"full re-simulation        : {full:.3f} ms per realization (" + ", ".join(
         f"{k} {per[k]:.3f}" for k in FULL) + ")")
+    with_detector = full + sum(per[k] for k in DETECTOR_STEPS)
+    print(f"  with its detector       : {with_detector:.3f} ms per realization (detector "
+          f"and detector-level jets without pileup)")
     print(f"the shower (Pythia)       : {per['re-simulation']:.3f} ms per realization")
     print(f"pileup from the library   : {library:.3f} ms per realization (overlay "
           f"{per['pileup']:.3f}, mitigation {per['mitigation']:.3f}, detector "
@@ -211,6 +219,7 @@ def main() -> None:
           f"detector-level jets {per['detector jets']:.3f} against "
           f"{per['detector jets, no pileup']:.3f})")
     print(f"  ratio to a full re-simulation : {ratio('library / full')}")
+    print(f"  ... with its detector         : {ratio('library / full with detector')}")
     print(f"  ratio to the shower           : {ratio('library / shower')}   target < 1")
     print(f"pileup made by Pythia     : {fly:.3f} ms per realization (its minimum-bias "
           f"events {made:.3f} ms per realization, {ON_THE_FLY_PER_BLOCK} realizations per "

@@ -101,3 +101,24 @@ def test_train_throughput_runs_on_real_jets(top_dataset: Path) -> None:
             assert re.search(rf"^{name}\s+\d+\.\d\s+\d\.\d\d \(\d\.\d\d-\d\.\d\d\)", out, re.M), \
                 name
     assert "loader / part step" in out
+
+
+@pytest.mark.slow
+def test_pileup_cost_runs_and_reports_every_figure(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "pileup_cost.py"), "--events", "6",
+         "--library-events", "500"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for figure in ("full re-simulation", "with its detector", "the shower (Pythia)",
+                   "pileup from the library", "pileup made by Pythia"):
+        assert figure in out, figure
+    names = ("ratio to a full re-simulation", r"\.\.\. with its detector",
+             "ratio to the shower", "ratio to the library")
+    for name in names:
+        ratio = re.search(rf"{name}\s*: (\d+\.\d+) \(95 % interval (\d+\.\d+) \.\.\. "
+                          r"(\d+\.\d+)\)", out)
+        assert ratio, (name, out)
+        assert 0 < float(ratio[2]) <= float(ratio[1]) <= float(ratio[3])
+    assert "PYTHIA" not in out
