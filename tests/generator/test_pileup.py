@@ -434,6 +434,25 @@ def test_stored_candidates_carry_their_vertex_weight_and_origin(pileup_dataset):
     assert set(TABLES["constituents"]) <= set(ds[0].constituents.fields)
 
 
+def test_detector_jets_with_pileup_carry_their_realizations_flavour(pileup_dataset):
+    """Heavy-flavour hadrons and gluon splitting come from the realization's record,
+    whatever pileup was overlaid: a detector-level jet agrees with its particle-level one."""
+    jets = resim.open(pileup_dataset)[:]
+    by_level = {}
+    for level in ("particle", "detector"):
+        j = jets[jets.level == level]
+        keys = zip(*(ak.to_list(j[f]) for f in ("group", "variation", "realization")),
+                   strict=True)
+        by_level[level] = dict(zip(keys, zip(ak.to_list(j.n_b_hadrons),
+                                             ak.to_list(j.splitting), strict=True),
+                                   strict=True))
+    both = by_level["particle"].keys() & by_level["detector"].keys()
+    assert len(both) > 50
+    same = [by_level["particle"][k] == by_level["detector"][k] for k in both]
+    assert np.mean(same) > 0.9
+    assert np.mean([by_level["detector"][k][0] >= 1 for k in both]) > 0.5  # tops hold a b
+
+
 def test_one_event_with_pileup_regenerates_alone(pileup_dataset):
     """A fresh pipeline makes the library itself (the run read its file): the same rows."""
     from resim.generate import Pipeline
