@@ -36,18 +36,17 @@ import argparse
 import dataclasses
 import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
+from timed_run import timed_run
 
 import resim.generate as resim_generate
 import resim.jets as resim_jets
 from resim.card import load_card
 from resim.generators.pileup import CHUNK_EVENTS, poisson
-from resim.generators.pythia_setup import stdout_to
 from resim.layout import DETECTOR
 
 CARD = Path(__file__).parent / "cards" / "pileup.toml"
@@ -173,25 +172,10 @@ def main() -> None:
           f"{card.pileup.mu:g} ({card.pileup.mitigation}) from a library of "
           f"{card.pileup.library.events} minimum-bias events; {os.cpu_count()} cores; load "
           f"average {os.getloadavg()[0]:.2f} at start")
-    original = resim_generate.Pipeline
-    resim_generate.Pipeline = TimedPipeline
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            with stdout_to(Path(tmp) / "pythia.log"):  # warm-up: first calls in a process
-                warm = with_library_events(card, CHUNK_EVENTS)
-                resim_generate.generate(warm.with_overrides(events=2, output=Path(tmp) / "w.h5"),
-                                        progress=False)
-            TimedPipeline.blocks.clear()
-            start = time.process_time()
-            summary = resim_generate.generate(card.with_overrides(output=Path(tmp) / "p.h5"),
-                                              progress=False)
-            total_cpu = time.process_time() - start
-    finally:
-        resim_generate.Pipeline = original
+    blocks, summary, total_cpu = timed_run(TimedPipeline, card,
+                                           warm=with_library_events(card, CHUNK_EVENTS))
     pipeline = TimedPipeline.last
-    writing = pipeline.timings["writing"]
-    n = sum(r for _, r in TimedPipeline.blocks)
-    blocks = [({**b, "writing": writing * r / n}, r) for b, r in TimedPipeline.blocks]
+    n = sum(r for _, r in blocks)
     total = {k: sum(b[k] for b, _ in blocks) for k in blocks[0][0]}
     per = {k: 1e3 * v / n for k, v in total.items()}
     full = sum(per[k] for k in FULL)

@@ -439,19 +439,23 @@ def test_card_detector_section_and_its_errors(tmp_path):
     assert "variations.smear.stage: needs the card's [detector] section" in error(bad)
 
 
-def test_every_preset_key_is_documented():
+def undocumented_keys(preset: str) -> list[str]:
+    """Keys of a preset's TOML text, nested tables' too, that docs/cards.md never names
+    (not the names of Pythia settings, nor the |PDG ids| of the energy shares)."""
     doc = (Path(__file__).parents[2] / "docs" / "cards.md").read_text()
 
     def names(table):
         for k, v in table.items():
-            if not k.isdigit():  # |PDG ids| of the energy shares
+            if not k.isdigit():
                 yield k
-            if isinstance(v, dict):
+            if isinstance(v, dict) and k != "settings":
                 yield from names(v)
 
-    missing = sorted({k for k in names(tomllib.loads(preset_text("cms")))
-                      if not re.search(rf"\b{k}\b", doc)})
-    assert not missing
+    return sorted({k for k in names(tomllib.loads(preset)) if not re.search(rf"\b{k}\b", doc)})
+
+
+def test_every_preset_key_is_documented():
+    assert not undocumented_keys(preset_text("cms"))
 
 
 # ---------------------------------------------------------------- data sets
