@@ -31,15 +31,15 @@ import dataclasses
 import os
 import random
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import ClassVar
 
+from timed_run import timed_run
+
 import resim.generate as resim_generate
 import resim.jets as resim_jets
 from resim.card import load_card
-from resim.generators.pythia_setup import stdout_to
 from resim.layout import DETECTOR
 
 CARD = Path(__file__).parent / "cards" / "detector.toml"
@@ -112,22 +112,8 @@ def main() -> None:
           f"simple-shower variations through the {card.detector.preset} detector (particles "
           f"above {card.detector.geometry.particle_pt_min} GeV); "
           f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.2f} at start")
-    original = resim_generate.Pipeline
-    resim_generate.Pipeline = TimedPipeline
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            with stdout_to(Path(tmp) / "pythia.log"):  # warm-up: first calls in a process
-                resim_generate.generate(card.with_overrides(events=2, output=Path(tmp) / "w.h5"),
-                                        progress=False)
-            TimedPipeline.blocks.clear()
-            resim_generate.generate(card.with_overrides(output=Path(tmp) / "d.h5"),
-                                    progress=False)
-    finally:
-        resim_generate.Pipeline = original
-    # Writing happens at commits, between blocks: spread it over the blocks by size.
-    writing = TimedPipeline.last.timings["writing"]
-    n = sum(r for _, r in TimedPipeline.blocks)
-    blocks = [({**b, "writing": writing * r / n}, r) for b, r in TimedPipeline.blocks]
+    blocks, _, _ = timed_run(TimedPipeline, card)
+    n = sum(r for _, r in blocks)
     total = {k: sum(b[k] for b, _ in blocks) for k in blocks[0][0]}
     per = {k: 1e3 * v / n for k, v in total.items()}
     full = sum(per[k] for k in FULL)

@@ -8,9 +8,10 @@ the variation's own, and fed by a :class:`~.handoff.Feeder`:
 - ``stage = "hadronization"``: one shared instance first makes a parton-level event per
   hard event with the base settings (kept in memory), then the variation's instance
   re-hadronizes it through a :class:`~.handoff.PartonLevelSwap`;
-- ``stage = "detector"``: no Pythia at all: its realizations are copies of the base
-  variation's first realization of each hard event (:attr:`Realizations.copies`), which
-  the detector then sees with new seeds.
+- ``stage = "detector"`` and ``stage = "pileup"``: no Pythia at all: their realizations
+  are copies of the base variation's first realization of each hard event
+  (:attr:`Realizations.copies`), which the detector then sees with new seeds, or with a
+  new draw of pileup.
 
 A realization Pythia cannot make (``next()`` false) is retried with the seed of the next
 attempt; failures are counted per hard event, never fatal.
@@ -26,7 +27,7 @@ import awkward as ak
 import numpy as np
 import pythia8mc
 
-from resim.card import Card, PythiaSetting, Variation
+from resim.card import REUSING_STAGES, Card, PythiaSetting, Variation
 
 from .final_state import present
 from .handoff import Feeder, Job, PartonLevelSwap
@@ -100,8 +101,8 @@ class Realizations:
     jobs: list[Job] = field(default_factory=list)
     failed: dict[int, int] = field(default_factory=dict)  # hard event → failed attempts
     lost: dict[int, int] = field(default_factory=dict)  # hard event → realizations lost
-    #: Realizations of ``stage = "detector"`` variations, and for each the position in
-    #: ``jobs`` of the realization whose particle-level event it re-uses.
+    #: Realizations of ``stage = "detector"`` and ``"pileup"`` variations, and for each
+    #: the position in ``jobs`` of the realization whose particle-level event it re-uses.
     copies: list[Job] = field(default_factory=list)
     copy_of: list[int] = field(default_factory=list)
 
@@ -130,7 +131,7 @@ class Resimulator:
         self.card = card
         self.stages: list[Downstream | None] = []
         for v in card.variations:
-            if v.stage == "detector":  # re-uses another variation's events
+            if v.stage in REUSING_STAGES:  # re-uses another variation's events
                 self.stages.append(None)
                 continue
             key = f"variations.{v.name}"
@@ -165,17 +166,17 @@ class Resimulator:
                     items.append((job, hard, saved))
             for i in range(0, len(items), EVENTS_PER_CALL):
                 self._run_with_retries(stage, v, items[i:i + EVENTS_PER_CALL], out, read)
-        self._copy_for_detector(hard_events, out)
+        self._copy_reused(hard_events, out)
         return out
 
-    def _copy_for_detector(self, hard_events: list[HardEvent], out: Realizations) -> None:
-        """The realizations of ``stage = "detector"`` variations: copies of their base
-        variation's realization 0 (lost with it, if it was)."""
+    def _copy_reused(self, hard_events: list[HardEvent], out: Realizations) -> None:
+        """The realizations of ``stage = "detector"`` and ``"pileup"`` variations: copies
+        of their base variation's realization 0 (lost with it, if it was)."""
         names = self.card.variation_names
         first = {(job.event, job.variation): i for i, job in enumerate(out.jobs)
                  if job.realization == 0}
         for vi, v in enumerate(self.card.variations):
-            if v.stage != "detector":
+            if v.stage not in REUSING_STAGES:
                 continue
             base = names.index(v.base)
             for hard in hard_events:

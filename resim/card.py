@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import detector_spec
+from . import detector_spec, pileup_spec
 from .detector_spec import DetectorSpec
+from .pileup_spec import PileupSpec
 from .schema import SchemaError, Shipped, Table
 
 #: Variation names used across the project (cards, trainer configs, plots).
@@ -42,7 +43,9 @@ HADRONIZATION_PREFIXES = (
 DECAY_FILTER = "ResonanceDecayFilter:"
 
 JET_ALGORITHMS = ("antikt", "kt", "cambridge")
-STAGES = ("shower", "hadronization", "detector")
+STAGES = ("shower", "hadronization", "detector", "pileup")
+#: Stages that make no Pythia event: they re-use a base variation's particle-level events.
+REUSING_STAGES = ("detector", "pileup")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
@@ -146,7 +149,8 @@ class Variation:
     parton-level event per hard event (made with the card's base settings), which is
     several times cheaper and isolates hadronization effects. ``stage = "detector"``
     re-runs only the detector, with new seeds, on the particle-level event of variation
-    ``base`` (its realization 0).
+    ``base`` (its realization 0); ``stage = "pileup"`` overlays a new draw of pileup on
+    that event and its detector response (the base's detector seeds).
     """
 
     name: str
@@ -156,8 +160,12 @@ class Variation:
     #: The detector this variation's realizations go through: the card's ``[detector]``
     #: with the variation's own ``detector = { ... }`` overrides (None: no detector).
     detector: DetectorSpec | None = None
-    #: ``stage = "detector"``: the variation whose particle-level events are re-detected.
+    #: ``stage = "detector"`` or ``"pileup"``: the variation whose particle-level events
+    #: are re-used.
     base: str | None = None
+    #: The pileup overlaid on its realizations at detector level: the card's ``[pileup]``
+    #: with the variation's own ``pileup = { ... }`` overrides (None: no pileup).
+    pileup: PileupSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -191,6 +199,8 @@ class Card:
     decays: tuple[Decay, ...] = ()
     #: The card's ``[detector]`` (None: particle-level jets only).
     detector: DetectorSpec | None = None
+    #: The card's ``[pileup]`` (None: no pileup).
+    pileup: PileupSpec | None = None
     #: Defaults the card relies on for what matters most (``run.events = 100``, a whole
     #: ``[jets]`` section, ...), shown when a run starts so they are never a surprise.
     unset: tuple[str, ...] = field(default=(), compare=False)
@@ -243,6 +253,8 @@ class Card:
             # after a preset changes.
             "detector": None if self.detector is None else {
                 v.name: dataclasses.asdict(v.detector) for v in self.variations},
+            "pileup": None if self.pileup is None else {
+                v.name: _pileup_summary(v.pileup) for v in self.variations},
         }
 
 
@@ -279,7 +291,7 @@ def load_card(name: str | Path) -> Card:
 def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
     t = _Table(path, raw, "")
     t.allow("run", "beams", "hard_process", "pythia", "decays", "objects", "jets", "variations",
-            "detector")
+            "detector", "pileup")
     run = _run(t.table("run"))
     beams = _beams(t.table("beams"))
     hard = _hard_process(t.table("hard_process", required=True), path)
@@ -291,7 +303,14 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
                     else None)
     detector = (None if detector_raw is None
                 else detector_spec.parse(_Table(path, detector_raw, "detector.")))
-    variations = _variations(t.table("variations", required=True), detector_raw, detector)
+    pileup_raw = pileup_spec.resolve(t.table("pileup")) if "pileup" in raw else None
+    pileup = None if pileup_raw is None else pileup_spec.parse(
+        _Table(path, pileup_raw, "pileup."))
+    if pileup is not None and detector is None:
+        t.fail("pileup", "pileup is seen only by a detector (particle-level jets stay "
+               "pileup-free): add a [detector] section (e.g. preset = \"cms\")")
+    variations = _variations(t.table("variations", required=True), detector_raw, detector,
+                             pileup_raw, pileup)
     pythia_settings = pythia.settings("settings")
     for s in (*pythia_settings, *(s for v in variations for s in v.settings)):
         if s.name.startswith(DECAY_FILTER):
@@ -300,7 +319,7 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
     return Card(
         path=path, text=text, run=run, beams=beams, hard_process=hard, objects=objects,
         jets=jets, variations=variations, pythia=pythia_settings,
-        decays=_decays(t.table("decays")), detector=detector,
+        decays=_decays(t.table("decays")), detector=detector, pileup=pileup,
         unset=_unset(raw, run, jets),
     )
 
@@ -419,14 +438,15 @@ def _jets(t: _Table) -> Jets:
 
 
 def _variations(t: _Table, detector_raw: dict[str, Any] | None,
-                detector: DetectorSpec | None) -> tuple[Variation, ...]:
+                detector: DetectorSpec | None, pileup_raw: dict[str, Any] | None,
+                pileup: PileupSpec | None) -> tuple[Variation, ...]:
     variations = []
     for name in t:
         key = t.key(name)
         if not _NAME.match(name):
             raise CardError(t.source, key, "variation names are lower-case identifiers")
         v = t.table(name, required=True)
-        v.allow("realizations", "stage", "settings", "detector", "base")
+        v.allow("realizations", "stage", "settings", "detector", "base", "pileup")
         stage = v.string("stage", "shower")
         if stage not in STAGES:
             raise CardError(t.source, v.key("stage"),
@@ -438,16 +458,17 @@ def _variations(t: _Table, detector_raw: dict[str, Any] | None,
                 if not (s.name.startswith(HADRONIZATION_PREFIXES) or particle_data):
                     raise CardError(t.source, s.key, "not a hadronization or decay setting; a "
                                     "stage = \"hadronization\" variation re-uses the parton shower")
-        if stage == "detector" and settings:
-            raise CardError(t.source, settings[0].key, "a stage = \"detector\" variation "
-                            "re-runs only the detector: Pythia settings do not apply")
-        if "base" in v.raw and stage != "detector":
-            raise CardError(t.source, v.key("base"), "only a stage = \"detector\" variation "
-                            "has a base variation")
+        if stage in REUSING_STAGES and settings:
+            raise CardError(t.source, settings[0].key, f"a stage = \"{stage}\" variation "
+                            f"re-runs only the {stage}: Pythia settings do not apply")
+        if "base" in v.raw and stage not in REUSING_STAGES:
+            raise CardError(t.source, v.key("base"), "only a stage = \"detector\" or "
+                            "\"pileup\" variation has a base variation")
         variations.append(Variation(
             name=name, realizations=v.integer("realizations", 1, minimum=1), stage=stage,
             settings=settings, detector=_variation_detector(v, detector_raw, detector),
-            base=v.string("base", None) if stage == "detector" else None))
+            base=v.string("base", None) if stage in REUSING_STAGES else None,
+            pileup=_variation_pileup(v, pileup_raw, pileup)))
     if not variations:
         raise CardError(t.source, t.here, "define at least one variation")
     if len(variations) > 127:
@@ -455,30 +476,57 @@ def _variations(t: _Table, detector_raw: dict[str, Any] | None,
     return tuple(_with_base(t, v, variations) for v in variations)
 
 
+def _variation_section(v: _Table, section: str, card_raw: dict[str, Any] | None,
+                       card: Any, parse: Any, hint: str, shared: dict[str, str]) -> Any:
+    """The card's ``[section]`` (``card``, raw: ``card_raw``) with the variation's
+    ``section = { ... }`` merged in and parsed; ``shared`` keys are the card's alone."""
+    if card_raw is None:
+        if section in v.raw or v.raw.get("stage") == section:
+            v.fail(section if section in v.raw else "stage",
+                   f"needs the card's [{section}] section ({hint})")
+        return None
+    if section not in v.raw:
+        return card
+    override = v.table(section)
+    for key, why in shared.items():
+        if key in override.raw:
+            override.fail(key, why)
+    raw = detector_spec.merge(card_raw, override.raw)
+    return parse(_Table(v.source, raw, override.prefix))
+
+
 def _variation_detector(v: _Table, card_raw: dict[str, Any] | None,
                         card: DetectorSpec | None) -> DetectorSpec | None:
     """The card's detector with the variation's ``detector = { ... }`` merged in."""
-    if card_raw is None:
-        if "detector" in v.raw or v.raw.get("stage") == "detector":
-            v.fail("detector" if "detector" in v.raw else "stage",
-                   "needs the card's [detector] section (e.g. preset = \"cms\")")
+    return _variation_section(
+        v, "detector", card_raw, card, detector_spec.parse, 'e.g. preset = "cms"',
+        {"preset": "the preset is chosen in [detector]; a variation overrides its "
+                   "parameters"})
+
+
+def _variation_pileup(v: _Table, card_raw: dict[str, Any] | None,
+                      card: PileupSpec | None) -> PileupSpec | None:
+    """The card's pileup with the variation's ``pileup = { ... }`` merged in."""
+    why = ("is the card's: every variation draws from the same pileup library; a "
+           "variation overrides mu, mitigation, luminous_region, chs and puppi")
+    return _variation_section(v, "pileup", card_raw, card, pileup_spec.parse, "e.g. mu = 50",
+                              {"preset": why, "library": why})
+
+
+def _pileup_summary(spec: PileupSpec | None) -> dict[str, Any] | None:
+    if spec is None:
         return None
-    if "detector" not in v.raw:
-        return card
-    override = v.table("detector")
-    if "preset" in override.raw:
-        override.fail("preset", "the preset is chosen in [detector]; a variation overrides "
-                      "its parameters")
-    raw = detector_spec.merge(card_raw, override.raw)
-    return detector_spec.parse(_Table(v.source, raw, override.prefix))
+    out = dataclasses.asdict(spec)
+    out["library"]["settings"] = [s.line for s in spec.library.settings]
+    return out
 
 
 def _with_base(t: _Table, v: Variation, variations: list[Variation]) -> Variation:
-    """A detector-stage variation's base: as given, else ``nominal``, else the first
-    variation Pythia makes."""
-    if v.stage != "detector":
+    """A detector- or pileup-stage variation's base: as given, else ``nominal``, else the
+    first variation Pythia makes."""
+    if v.stage not in REUSING_STAGES:
         return v
-    makers = [w.name for w in variations if w.stage != "detector"]
+    makers = [w.name for w in variations if w.stage not in REUSING_STAGES]
     base = v.base or ("nominal" if "nominal" in makers else (makers or [None])[0])
     if base not in makers:
         raise CardError(t.source, f"{t.key(v.name)}.base", "must name a variation Pythia "

@@ -2,13 +2,15 @@
 
 Only the slice asked for is read from disk. Each jet record has the fields
 ``pt, eta, phi, mass, n_constituents, group, event, variation, realization, seed, label,
-level, n_b_hadrons, n_c_hadrons, splitting`` (``variation``, ``label`` and ``level`` as
-strings) and ``constituents``, a list of records ``px, py, pz, E, pid, charge, vx, vy, vz,
-d0, dz, d0_err, dz_err, kind``. All jets of one group are contiguous. Files of format
-version 1 (before detector-level jets and heavy flavour) read the same: their jets are
-particle-level, the constituents' impact parameters and kinds are derived as for
-particle-level jets (:func:`resim.layout.particle_level_columns`), and their heavy-flavour
-columns read -1 (unknown).
+level, n_b_hadrons, n_c_hadrons, splitting, n_pileup`` (``variation``, ``label`` and
+``level`` as strings) and ``constituents``, a list of records ``px, py, pz, E, pid, charge,
+vx, vy, vz, d0, dz, d0_err, dz_err, kind, vertex, weight, pileup``. All jets of one group
+are contiguous. Older files read the same (:func:`resim.layout.with_derived`): those of
+format version 1 (before detector-level jets and heavy flavour) have particle-level jets,
+their constituents' impact parameters and kinds derived as for particle-level jets
+(:func:`resim.layout.particle_level_columns`), and heavy-flavour columns -1 (unknown);
+those before version 3 have no pileup (``n_pileup`` 0, tracks of the primary vertex,
+weights 1).
 
 The HDF5 file is opened on first use and reopened after unpickling, so a data set can be
 handed to DataLoader worker processes (h5py handles cannot cross a fork or a pickle).
@@ -24,7 +26,7 @@ import awkward as ak
 import h5py
 import numpy as np
 
-from .layout import DERIVED, LEVELS, TABLES, particle_level_columns
+from .layout import LEVELS, PILEUP_COLUMNS, TABLES, with_derived
 from .store import DatasetError, open_data_set, parts_dir, read_rows
 
 JET_FIELDS = tuple(TABLES["jets"])
@@ -55,7 +57,7 @@ class JetDataset:
         self.variations: tuple[str, ...] = tuple(str(v) for v in f.attrs["variations"])
         self.labels: tuple[str, ...] = tuple(str(v) for v in f.attrs["labels"])
         self.levels: tuple[str, ...] = LEVELS
-        #: Columns the file does not store (a version-1 file's level and derived columns).
+        #: Columns the file does not store (those added in later format versions).
         self.derived = {t: {c for c in cols if c not in f[t]} for t, cols in TABLES.items()}
         counts = self.column("jets", "n_constituents")
         self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
@@ -115,16 +117,12 @@ class JetDataset:
         return read_rows(self._h5, self.path, table, name, start, stop)
 
     def _derived(self, table: str, name: str, start: int, stop: int | None) -> np.ndarray:
-        """A column a version-1 file lacks: level 0 (particle), or what particle-level
-        constituents derive from their other columns."""
-        if table == "jets":  # particle level; heavy flavour unknown (-1)
-            n = len(self._h5["jets/pt"][start:stop])
-            return np.full(n, 0 if name == "level" else -1, TABLES[table][name])
-        if table == "constituents" and name in DERIVED:
-            stored = {c: self._h5["constituents"][c][start:stop] for c in
-                      ("px", "py", "pz", "vx", "vy", "vz", "pid", "charge")}
-            return particle_level_columns(stored)[name].astype(TABLES[table][name])
-        raise KeyError(f"{self.path}: no column {table}/{name}")
+        """A column an older file lacks, made up from the columns it has as
+        :func:`resim.layout.with_derived` says."""
+        needs = ("pt",) if table == "jets" else ("charge",) if name in PILEUP_COLUMNS else (
+            "px", "py", "pz", "vx", "vy", "vz", "pid", "charge")
+        stored = {c: read_rows(self._h5, self.path, table, c, start, stop) for c in needs}
+        return with_derived(table, stored, only=(name,))[name]
 
     def table(self, table: str) -> ak.Array:
         """A whole small table (``groups`` or ``events``) as an awkward record array."""

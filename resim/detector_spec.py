@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import itertools
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -184,19 +185,25 @@ def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def resolve(t: Table) -> dict[str, Any]:
-    """A card's ``[detector]`` table (``t``) as the full raw parameters: its preset with
-    the card's keys merged in (checked by :func:`parse`)."""
-    name = t.raw.get("preset", "cms")
-    if name not in PRESETS:
-        t.fail("preset", f"must be one of {', '.join(PRESETS)}; got {name!r}")
-    raw = merge(tomllib.loads(preset_text(name)), {k: v for k, v in t.raw.items()
-                                                   if k != "preset"})
+def with_preset(t: Table, presets: tuple[str, ...], text: Callable[[str], str]
+                ) -> dict[str, Any]:
+    """A card table (``t``) as the full raw parameters: its preset (``preset``, default
+    the first of ``presets``; ``text(name)`` its TOML) with the table's keys merged in."""
+    name = t.raw.get("preset", presets[0])
+    if name not in presets:
+        t.fail("preset", f"must be one of {', '.join(presets)}; got {name!r}")
+    raw = merge(tomllib.loads(text(name)), {k: v for k, v in t.raw.items() if k != "preset"})
     raw["preset"] = name
     return raw
 
 
-def _number(t: Table, name: str, **limits: float) -> float:
+def resolve(t: Table) -> dict[str, Any]:
+    """A card's ``[detector]`` table (``t``) as the full raw parameters: its preset with
+    the card's keys merged in (checked by :func:`parse`)."""
+    return with_preset(t, PRESETS, preset_text)
+
+
+def required_number(t: Table, name: str, **limits: float) -> float:
     value = t.number(name, None, **limits)
     if value is None:
         t.fail(name, "missing")
@@ -281,11 +288,11 @@ def _calorimeter(t: Table) -> CalorimeterSpec:
     if not segments:
         t.fail("geometry", f"must be a non-empty list of segments, got {geometry!r}")
     return CalorimeterSpec(
-        energy_min=_number(t, "energy_min", minimum=0.0),
-        significance_min=_number(t, "significance_min", minimum=0.0),
+        energy_min=required_number(t, "energy_min", minimum=0.0),
+        significance_min=required_number(t, "significance_min", minimum=0.0),
         smear_cell_center=t.boolean("smear_cell_center", True),
-        energy_scale=_number(t, "energy_scale", above=0.0),
-        resolution_scale=_number(t, "resolution_scale", minimum=0.0),
+        energy_scale=required_number(t, "energy_scale", above=0.0),
+        resolution_scale=required_number(t, "resolution_scale", minimum=0.0),
         geometry=tuple(segments),
         resolution=_energy_resolution(t.table("resolution", required=True)),
     )
@@ -317,12 +324,12 @@ def parse(t: Table) -> DetectorSpec:
     g.allow("magnetic_field", "tracker_radius", "tracker_half_length", "calorimeter_radius",
             "calorimeter_half_length", "particle_pt_min")
     geometry = Geometry(
-        magnetic_field=_number(g, "magnetic_field"),
-        tracker_radius=_number(g, "tracker_radius", above=0.0),
-        tracker_half_length=_number(g, "tracker_half_length", above=0.0),
-        calorimeter_radius=_number(g, "calorimeter_radius", above=0.0),
-        calorimeter_half_length=_number(g, "calorimeter_half_length", above=0.0),
-        particle_pt_min=_number(g, "particle_pt_min", minimum=0.0),
+        magnetic_field=required_number(g, "magnetic_field"),
+        tracker_radius=required_number(g, "tracker_radius", above=0.0),
+        tracker_half_length=required_number(g, "tracker_half_length", above=0.0),
+        calorimeter_radius=required_number(g, "calorimeter_radius", above=0.0),
+        calorimeter_half_length=required_number(g, "calorimeter_half_length", above=0.0),
+        particle_pt_min=required_number(g, "particle_pt_min", minimum=0.0),
     )
     if (geometry.calorimeter_radius < geometry.tracker_radius
             or geometry.calorimeter_half_length < geometry.tracker_half_length):
@@ -339,9 +346,9 @@ def parse(t: Table) -> DetectorSpec:
                           _track_resolution(c.table("resolution", required=True)))
 
     tracking = Tracking(
-        efficiency_scale=_number(tr, "efficiency_scale", minimum=0.0),
-        resolution_scale=_number(tr, "resolution_scale", minimum=0.0),
-        impact_parameter_scale=_number(tr, "impact_parameter_scale", minimum=0.0),
+        efficiency_scale=required_number(tr, "efficiency_scale", minimum=0.0),
+        resolution_scale=required_number(tr, "resolution_scale", minimum=0.0),
+        impact_parameter_scale=required_number(tr, "impact_parameter_scale", minimum=0.0),
         charged_hadron=track_class("charged_hadron"), electron=track_class("electron"),
         muon=track_class("muon"),
         d0_resolution=_binned(tr.table("d0_resolution", required=True)),
@@ -365,4 +372,4 @@ def parse(t: Table) -> DetectorSpec:
 
 __all__ = ["PRESETS", "BinnedTable", "CalorimeterSpec", "DetectorSpec", "EnergyResolution",
            "Geometry", "Identification", "TrackClass", "TrackResolution", "Tracking",
-           "merge", "parse", "preset_text", "resolve"]
+           "merge", "parse", "preset_text", "required_number", "resolve", "with_preset"]

@@ -30,7 +30,7 @@ from resim.card import Jets
 from resim.flavour import jet_flavour
 from resim.generators.final_state import FinalState
 from resim.generators.history import History, ranges
-from resim.layout import DETECTOR, PARTICLE, particle_level_columns
+from resim.layout import DETECTOR, PARTICLE, with_derived
 from resim.truth import TruthObjects
 
 P4 = ("px", "py", "pz", "E")
@@ -66,12 +66,16 @@ def _first_of_each(keys: tuple[np.ndarray, ...]) -> np.ndarray:
 
 
 def make_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthObjects,
-              spec: Jets, contained: bool, candidates: FinalState | None = None) -> JetBlock:
+              spec: Jets, contained: bool, candidates: FinalState | None = None,
+              n_pileup: np.ndarray | None = None) -> JetBlock:
     """Cluster ``particles`` (one event per realization, in ``jobs`` order) into grouped
-    jets; with ``candidates`` (the detector's, same order) detector-level jets too."""
+    jets; with ``candidates`` (the detector's, same order) detector-level jets too, their
+    realizations with ``n_pileup`` pileup collisions (default none)."""
     levels = [_matched_jets(particles, jobs, truth, spec, contained, PARTICLE)]
     if candidates is not None:
-        levels.append(_matched_jets(candidates, jobs, truth, spec, contained, DETECTOR))
+        pileup = np.zeros(len(candidates), np.int64) if n_pileup is None else n_pileup
+        levels.append(_matched_jets(candidates, {**jobs, "n_pileup": pileup}, truth, spec,
+                                    contained, DETECTOR))
     jet_cols = {k: np.concatenate([lv[0][k] for lv in levels]) for k in levels[0][0]}
     shared = [k for k in levels[0][1] if all(k in lv[1] for lv in levels)]
     constituents = {k: np.concatenate([lv[1][k] for lv in levels]) for k in shared}
@@ -139,8 +143,7 @@ def _matched_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: Tru
 
     m_row = row[m_jet]
     constituents, n_const = _constituents(particles, cs, spec.pt_min, m_row, m_jet)
-    if "kind" not in constituents:
-        constituents.update(particle_level_columns(constituents))
+    constituents = with_derived("constituents", constituents)
     jp4 = p4[m_jet]
     jet_cols = {
         "pt": jp4.pt, "eta": jp4.eta, "phi": jp4.phi, "mass": jp4.mass,
@@ -148,6 +151,7 @@ def _matched_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: Tru
         "variation": jobs["variation"][m_row], "realization": jobs["realization"][m_row],
         "seed": jobs["seed"][m_row], "label": truth.label[m_obj],
         "level": np.full(len(m_jet), level, np.int8),
+        "n_pileup": jobs["n_pileup"][m_row] if "n_pileup" in jobs else np.zeros(len(m_jet)),
         **jet_flavour(particles.history, m_row, {c: getattr(jp4, c) for c in P4},
                       spec.radius, truth.record_index[m_obj], np.abs(truth.pid[m_obj]) == 21),
     }

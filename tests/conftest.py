@@ -46,6 +46,12 @@ def detector_datasets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, P
             make_dataset(directory, "detector_qcd"))
 
 
+@pytest.fixture(scope="session")
+def pileup_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tops at detector level with <mu> = 50 pileup and pileup-stage variations."""
+    return make_dataset(tmp_path_factory.mktemp("pileup"), "pileup")
+
+
 @pytest.fixture
 def generate_card(tmp_path: Path):
     """Generate a card into this test's tmp_path: ``generate_card("top_small", events=5)``."""

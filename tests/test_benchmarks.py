@@ -13,14 +13,20 @@ import pytest
 BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
 
 
+def run_benchmark(tmp_path: Path, script: str, *args: str) -> str:
+    """A benchmark's output, run in ``tmp_path``; it must succeed and keep Pythia's messages
+    in its log, not over its own lines."""
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "PYTHIA" not in result.stdout
+    return result.stdout
+
+
 @pytest.mark.slow
 def test_generator_overhead_runs_and_reports_every_figure(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "generator_overhead.py"), "--events", "12",
-         "--hadronization-events", "10", "--hadronization-rounds", "1"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    out = run_benchmark(tmp_path, "generator_overhead.py", "--events", "12",
+                        "--hadronization-events", "10", "--hadronization-rounds", "1")
     ratio = re.search(r"ratio resim / bare\s*: (\d\.\d+) wall \(95 % interval (\d\.\d+) \.\.\. "
                       r"(\d\.\d+)\)", out)
     assert ratio, out
@@ -29,17 +35,11 @@ def test_generator_overhead_runs_and_reports_every_figure(tmp_path):
     for figure in ("what resim adds per realization", "hand-over", "nextBatch copy",
                    "hadronization-only", "re-hadronization alone"):
         assert figure in out
-    # Pythia's messages go to a log, not over the benchmark's own lines.
-    assert "PYTHIA" not in out
 
 
 @pytest.mark.slow
 def test_detector_cost_runs_and_reports_every_figure(tmp_path):
-    result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "detector_cost.py"), "--events", "12"],
-        capture_output=True, text=True, cwd=tmp_path, timeout=600)
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+    out = run_benchmark(tmp_path, "detector_cost.py", "--events", "12")
     for figure in ("full re-simulation", "detector ", "detector-level jets",
                    "detector + its jets", "stage = \"detector\" realization"):
         assert figure in out, figure
@@ -47,7 +47,6 @@ def test_detector_cost_runs_and_reports_every_figure(tmp_path):
                       r"re-simulation \(95 % interval (\d+\.\d+) \.\.\. (\d+\.\d+) %", out)
     assert ratio, out
     assert 0 < float(ratio[2]) <= float(ratio[1]) <= float(ratio[3])
-    assert "PYTHIA" not in out
 
 
 @pytest.mark.slow
@@ -101,3 +100,18 @@ def test_train_throughput_runs_on_real_jets(top_dataset: Path) -> None:
             assert re.search(rf"^{name}\s+\d+\.\d\s+\d\.\d\d \(\d\.\d\d-\d\.\d\d\)", out, re.M), \
                 name
     assert "loader / part step" in out
+
+
+@pytest.mark.slow
+def test_pileup_cost_runs_and_reports_every_figure(tmp_path):
+    out = run_benchmark(tmp_path, "pileup_cost.py", "--events", "6", "--library-events", "500")
+    for figure in ("full re-simulation", "with its detector", "the shower (Pythia)",
+                   "pileup from the library", "pileup made by Pythia"):
+        assert figure in out, figure
+    names = ("ratio to a full re-simulation", r"\.\.\. with its detector",
+             "ratio to the shower", "ratio to the library")
+    for name in names:
+        ratio = re.search(rf"{name}\s*: (\d+\.\d+) \(95 % interval (\d+\.\d+) \.\.\. "
+                          r"(\d+\.\d+)\)", out)
+        assert ratio, (name, out)
+        assert 0 < float(ratio[2]) <= float(ratio[1]) <= float(ratio[3])

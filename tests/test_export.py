@@ -346,19 +346,55 @@ def test_detector_columns_are_exported_when_present(top_dataset, tmp_path):
     assert all(ak.all(t.part_isPhoton == 1) and ak.all(t.aux_level == 1) for t in trees)
 
 
+def test_pileup_columns_are_exported(pileup_dataset, tmp_path):
+    """Per jet its pileup collisions, per particle its vertex, mitigation weight and origin,
+    as stored (weaver); OmniLearned gets the per-jet count."""
+    import uproot
+
+    ds = resim.open(pileup_dataset)
+    jets = ds[:]
+    stored = {}
+    for i, (g, v, r, level) in enumerate(zip(*(ak.to_list(jets[f]) for f in (
+            "group", "variation", "realization", "level")), strict=True)):
+        c = jets.constituents[i]
+        stored[(g, ds.variations.index(v), r, ds.levels.index(level))] = (
+            int(jets.n_pileup[i]), *(ak.to_numpy(c[f]) for f in ("vertex", "weight", "pileup")))
+    export_weaver([pileup_dataset], tmp_path / "weaver", progress=False)
+    branches = ["aux_group", "aux_variation", "aux_realization", "aux_level", "aux_n_pileup",
+                "part_vertex", "part_weight", "part_pileup"]
+    seen = 0
+    for f in glob.glob(str(tmp_path / "weaver" / "*" / "*.root")):
+        t = uproot.open(f)["tree"].arrays(branches)
+        for i in range(len(t)):
+            key = tuple(int(t[b][i]) & ((1 << 40) - 1) for b in branches[:4])
+            n_pileup, vertex, weight, pileup = stored[key]
+            assert int(t.aux_n_pileup[i]) == n_pileup
+            for got, want in ((t.part_vertex[i], vertex), (t.part_weight[i], weight),
+                              (t.part_pileup[i], pileup)):
+                assert np.array_equal(ak.to_numpy(got), want.astype(np.float32))
+            seen += 1
+    assert seen == len(jets)
+    assert max(n for n, *_ in stored.values()) > 30  # there was pileup to carry
+    export_omnilearned([pileup_dataset], tmp_path / "omni", progress=False)
+    got = np.concatenate([h5py.File(f)["n_pileup"][:] for s in ("train", "val", "test")
+                          for f in _omni_files(tmp_path / "omni", s)])
+    assert np.array_equal(np.sort(got), np.sort(ds.column("jets", "n_pileup")))
+
+
 def test_version_1_files_without_flavour_columns_export(qcd_dataset, tmp_path):
     path = tmp_path / "old.h5"
     merge(qcd_dataset, path)
-    with h5py.File(path, "r+") as h5:  # made a format-1 file: what version 2 added goes
-        for table, columns in ADDED_IN[2].items():
-            for column in columns:
-                del h5[table][column]
+    with h5py.File(path, "r+") as h5:  # made a format-1 file: what later versions added goes
+        for version in (2, 3):
+            for table, columns in ADDED_IN[version].items():
+                for column in columns:
+                    del h5[table][column]
         h5.attrs["format_version"] = 1
     out = tmp_path / "out"
     summary = export_omnilearned([path], out, progress=False)
     assert sum(sum(s.values()) for s in summary["jets"].values()) == len(resim.open(path))
     with h5py.File(_omni_files(out, "train")[0]) as h5:
-        assert np.all(h5["splitting"][:] == -1)
+        assert np.all(h5["splitting"][:] == -1) and np.all(h5["n_pileup"][:] == 0)
     # A class that needs the per-jet splitting finds no such jet there.
     summary = export_omnilearned([path], tmp_path / "none", progress=False,
                                  classes=["gg=g:g_gg", "q=q"])

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from resim.generators.pileup import LIBRARY_FILE
 from resim.store import _SLACK_BYTES, parts_dir, segments
 
 from .test_scaleout import RESUME, assert_same_data
@@ -55,6 +56,11 @@ def data_bytes(reference: Path) -> int:
     return sum(p.stat().st_size for p in parts_dir(reference).glob("events-*.h5"))
 
 
+def library_bytes(reference: Path) -> int:
+    """The card's pileup library, written before any hard event, and the run's logs."""
+    return (parts_dir(reference) / LIBRARY_FILE).stat().st_size + (256 << 10)
+
+
 def generate(out: Path, *args: str, unreserved: bool = False) -> subprocess.CompletedProcess:
     start = [sys.executable, "-c", UNRESERVED] if unreserved else [str(BIN / "resim")]
     # Not from the repository: `python -c` puts the working folder first on sys.path, and
@@ -80,8 +86,9 @@ def committed(out: Path) -> int:
 @pytest.mark.slow
 def test_a_full_disk_is_one_line_and_resume_continues_when_there_is_space(
         small_disk, reference):
-    # Room for about half the data besides what a commit reserves for its worst case.
-    disk = small_disk(_SLACK_BYTES + data_bytes(reference) // 2)
+    # Room for the pileup library and about half the data besides what a commit reserves
+    # for its worst case.
+    disk = small_disk(library_bytes(reference) + _SLACK_BYTES + data_bytes(reference) // 2)
     out = disk / "full.h5"
     result = generate(out)
     assert_one_line(result, "error: cannot write hard events ", str(parts_dir(out)),
@@ -96,7 +103,7 @@ def test_a_full_disk_is_one_line_and_resume_continues_when_there_is_space(
     kept, error = lines[-2:]
     assert kept == f"resuming {out}: {committed(out)} of 120 hard events kept from the " \
                    "interrupted run" and error.startswith("error: cannot write hard events ")
-    small_disk(4 * (_SLACK_BYTES + data_bytes(reference)))  # space freed
+    small_disk(library_bytes(reference) + 4 * (_SLACK_BYTES + data_bytes(reference)))
     result = generate(out, "--resume")
     assert result.returncode == 0, result.stderr
     assert_same_data(reference, out)
@@ -105,7 +112,7 @@ def test_a_full_disk_is_one_line_and_resume_continues_when_there_is_space(
 @pytest.mark.slow
 def test_a_write_hdf5_fails_is_one_line_not_a_crash_and_committed_work_resumes(
         small_disk, reference):
-    disk = small_disk(data_bytes(reference) // 2)
+    disk = small_disk(library_bytes(reference) + data_bytes(reference) // 2)
     out = disk / "full.h5"
     result = generate(out, unreserved=True)
     # HDF5's file stays unclosable after the failure: the process ends without freeing
@@ -113,10 +120,20 @@ def test_a_write_hdf5_fails_is_one_line_not_a_crash_and_committed_work_resumes(
     assert_one_line(result, "error: cannot write hard events ", "No space left on device",
                     "--resume")
     assert "Traceback" not in result.stderr and committed(out) > 0
-    small_disk(4 * (_SLACK_BYTES + data_bytes(reference)))
+    small_disk(library_bytes(reference) + 4 * (_SLACK_BYTES + data_bytes(reference)))
     result = generate(out, "--resume")
     assert result.returncode == 0, result.stderr
     assert_same_data(reference, out)
+
+
+@pytest.mark.slow
+def test_no_room_for_the_pileup_library_is_one_line(small_disk, reference):
+    library = (parts_dir(reference) / LIBRARY_FILE).stat().st_size
+    disk = small_disk(library // 2)
+    result = generate(disk / "full.h5")
+    assert_one_line(result, f"error: cannot write the pileup library {parts_dir(disk / 'full.h5')}",
+                    "No space left on device (")
+    assert not (parts_dir(disk / "full.h5") / LIBRARY_FILE).exists()
 
 
 def test_merging_onto_a_full_disk_is_one_line_and_leaves_nothing(small_disk, reference):

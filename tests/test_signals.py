@@ -124,6 +124,28 @@ def test_a_second_signal_stops_at_once(tmp_path, card):
     assert proc.returncode in (-signal.SIGINT, 128 + signal.SIGINT)
 
 
+@pytest.mark.slow
+def test_a_signal_while_the_pileup_library_is_made_stops_at_the_next_chunk(tmp_path, card):
+    """Making the minimum-bias library (here 40 chunks of ~1 s) stops at the next chunk:
+    nothing is lost but the library made so far, which is not kept half made."""
+    text = card.read_text()
+    assert "library = { events = 1000," in text
+    big = tmp_path / "big_library.toml"
+    big.write_text(text.replace("library = { events = 1000,", "library = { events = 20000,"))
+    out = tmp_path / "library.h5"
+    proc = subprocess.Popen(command("--card", str(big), "--output", str(out)),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    wait_for((parts_dir(out) / "pileup-library-rank0.log").exists)
+    began = cpu_seconds(proc.pid)
+    wait_for(lambda: cpu_seconds(proc.pid) - began > 0.5)
+    assert not (parts_dir(out) / "pythia-rank0.log").exists()  # still making the library
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    assert stopped_line(proc, signal.SIGTERM, out, sent) == 0
+    assert not (parts_dir(out) / "pileup-library.h5").exists()
+
+
 @needs_mpi
 @pytest.mark.slow
 @pytest.mark.parametrize("who", ["mpiexec", "rank 1"])

@@ -69,7 +69,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from resim.dataset import CONSTITUENT_FIELDS, DatasetError, JetDataset
-from resim.layout import DERIVED, LEVELS, PARTICLE, particle_level_columns
+from resim.layout import IMPACT_COLUMNS, LEVELS, PARTICLE, PILEUP_COLUMNS, with_derived
 from resim.store import open_data_set, parts_dir, read_error
 
 from .features import FEATURES, Particles, features
@@ -98,6 +98,9 @@ _CACHE_SLOTS = 4099
 #: Files are closed (and reopened on the next read) after this many constituents were
 #: read, which bounds what the caches of many segment files can hold to a few hundred MB.
 _REOPEN_AFTER = 1 << 23
+#: Constituent columns the trainer reads: not the pileup bookkeeping (a candidate's
+#: four-momentum already carries its mitigation weight; its truth origin is no input).
+_READ = tuple(c for c in CONSTITUENT_FIELDS if c not in PILEUP_COLUMNS)
 
 
 # -- hashing, splits, subsets (pure) --------------------------------------------------------
@@ -424,7 +427,7 @@ class JetData:
                                rdcc_nslots=_CACHE_SLOTS)
             self._files[f] = h5
             # (format-1 files lack the derived columns: made from the others when read)
-            self._handles[f] = {c: h5["constituents"][c] for c in CONSTITUENT_FIELDS
+            self._handles[f] = {c: h5["constituents"][c] for c in _READ
                                 if c in h5["constituents"]}
         return self._handles[f]
 
@@ -456,7 +459,7 @@ class JetData:
         which = np.cumsum(new) - 1
         position = base[which] + lo - range_lo[which]  # of each jet's first constituent
 
-        parts: dict[str, list[np.ndarray]] = {c: [] for c in CONSTITUENT_FIELDS}
+        parts: dict[str, list[np.ndarray]] = {c: [] for c in _READ}
         for f, a, b in zip(range_file.tolist(), range_lo.tolist(), range_hi.tolist(),
                            strict=True):
             columns = self._columns(f)
@@ -467,9 +470,9 @@ class JetData:
                 except OSError as err:  # a damaged segment: say which
                     raise read_error(self._files[f], self.paths[f], "constituents", c, a, b,
                                      err) from None
-            if any(c not in read for c in DERIVED):
-                read.update(particle_level_columns(read))
-            for c in CONSTITUENT_FIELDS:
+            # older files: columns they lack
+            read = with_derived("constituents", read, only=IMPACT_COLUMNS)
+            for c in _READ:
                 parts[c].append(read[c])
         self._read_since_open += int(size.sum())
         if self._read_since_open > _REOPEN_AFTER:

@@ -21,9 +21,9 @@ particle level the particle's own (its PDG id's type; straight-line impact param
 from its production vertex, leaving it along its momentum, at the point of closest
 approach to the beam line — a few per cent off the helix in a field for tracks above a
 few GeV — 0 for neutral particles; uncertainties 0; see
-:func:`resim.layout.particle_level_columns`, which also derives them for older files and
-for callers that pass only the basic columns). d0 and dz enter as ``tanh`` of mm
-(bounded, linear for the sub-mm values of b and c decays).
+:func:`resim.layout.particle_level_columns`, which :func:`resim.layout.with_derived` also
+uses for older files and for callers that pass only the basic columns). d0 and dz enter as
+``tanh`` of mm (bounded, linear for the sub-mm values of b and c decays).
 
 Two feature sets: :data:`FEATURES`, RS3L's (particle-level jets, and every encoder made
 before detector-level jets), and :data:`DETECTOR_FEATURES`, JetClass's full set — the same
@@ -45,12 +45,13 @@ from resim.layout import (
     CHARGED_HADRON,
     DETECTOR,
     ELECTRON,
+    IMPACT_COLUMNS,
     KINDS,
     LEVELS,
     MUON,
     NEUTRAL_HADRON,
     PHOTON,
-    particle_level_columns,
+    with_derived,
 )
 from resim.layout import kind_of as particle_kind
 
@@ -149,8 +150,7 @@ class Particles:
             out[jet, slot] = values[source]
             return out
 
-        if "kind" not in columns:
-            columns = {**columns, **particle_level_columns(columns)}
+        columns = with_derived("constituents", columns, only=IMPACT_COLUMNS)
         mask = np.zeros(shape, bool)
         mask[jet, slot] = True
         f4 = {c: pad(columns[c], np.float32) for c in ("px", "py", "pz", "E", "charge", "d0",

@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ResimError
-from ..layout import DERIVED, DETECTOR, Tables, as_table, particle_level_columns
+from ..layout import DETECTOR, Tables, as_table, with_derived
 from ..progress import JetProgress
 from ..store import DatasetWriter
 
@@ -85,16 +85,14 @@ def block_tables(block: JetBlock, first_event: int) -> Tables:
     n = len(block)
     event = first_event + np.arange(n, dtype=np.int64)
     group = event * 16
-    c = block.constituents
-    if not all(k in c for k in DERIVED):
-        c = {**particle_level_columns(c), **c}
+    c = with_derived("constituents", block.constituents)
     kin = jet_kinematics(c["px"], c["py"], c["pz"], c["E"], block.counts)
     zeros = np.zeros(n, np.int64)
     unknown = np.full(n, -1, np.int64)  # the benchmarks keep no hadron-level truth
     jets = {**kin, "n_constituents": block.counts, "group": group, "event": event,
             "variation": zeros, "realization": zeros, "seed": zeros, "label": block.label,
-            "level": np.full(n, DETECTOR),
-            "n_b_hadrons": unknown, "n_c_hadrons": unknown, "splitting": unknown}
+            "level": np.full(n, DETECTOR), "n_b_hadrons": unknown, "n_c_hadrons": unknown,
+            "splitting": unknown, "n_pileup": zeros}
     groups = {"group": group, "event": event, "object": zeros, "label": block.label,
               **block.truth, "n_jets": np.ones(n, np.int64)}
     events = {"event": event, "n_objects": np.ones(n, np.int64), "n_failed": zeros,

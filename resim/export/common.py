@@ -43,7 +43,7 @@ import numpy as np
 from .. import __version__
 from ..dataset import DatasetError, JetDataset
 from ..flavour import SPLITTINGS
-from ..layout import DETECTOR
+from ..layout import DETECTOR, PILEUP_COLUMNS, with_derived
 from ..progress import JetProgress
 from ..store import open_data_set
 from ..train.features import KINDS, Particles, features
@@ -260,6 +260,9 @@ class ExportBlock:
     d0_err: np.ndarray  # (N, P)
     dz_err: np.ndarray
     split: np.ndarray  # (N,) index into SPLITS
+    #: (N, P) each: the particles' PILEUP_COLUMNS (vertex, weight, pileup; no pileup in
+    #: files older than format version 3)
+    pileup: dict[str, np.ndarray]
 
     def __len__(self) -> int:
         return len(self.split)
@@ -267,7 +270,8 @@ class ExportBlock:
     def take(self, rows: np.ndarray) -> ExportBlock:
         return ExportBlock({c: v[rows] for c, v in self.jets.items()},
                            self.particles.take(rows), self.x[rows], self.d0_err[rows],
-                           self.dz_err[rows], self.split[rows])
+                           self.dz_err[rows], self.split[rows],
+                           {c: v[rows] for c, v in self.pileup.items()})
 
 
 def _pad(values: np.ndarray, counts: np.ndarray, n_slots: int, dtype: type) -> np.ndarray:
@@ -280,7 +284,9 @@ def _pad(values: np.ndarray, counts: np.ndarray, n_slots: int, dtype: type) -> n
 
 #: Jet columns every export carries (beside the constituents).
 JET_COLUMNS = ("pt", "eta", "phi", "mass", "n_constituents", "group", "event", "variation",
-               "realization", "label", "n_b_hadrons", "n_c_hadrons", "splitting")
+               "realization", "label", "n_b_hadrons", "n_c_hadrons", "splitting", "n_pileup")
+#: Per-jet columns of resim's that the exports carry as they are (as int64).
+JET_KEYS = ("n_b_hadrons", "n_c_hadrons", "splitting", "n_pileup")
 CONSTITUENT_COLUMNS = ("px", "py", "pz", "E", "pid", "charge", "vx", "vy", "vz")
 
 
@@ -298,14 +304,14 @@ def read_blocks(source: Source, classes: Classes, variations: Sequence[str],
         offsets = np.concatenate([[0], np.cumsum(counts_all)])
         groups = {c: h5["groups"][c][:] for c in ("group", "pid", "pt", "eta", "phi")}
         order = np.argsort(groups["group"], kind="stable")
-        present = [c for c in JET_COLUMNS if c in jets_h5]
+        present = [c for c in (*JET_COLUMNS, "level") if c in jets_h5]
+        stored = [c for c in (*CONSTITUENT_COLUMNS, *source.detector, *PILEUP_COLUMNS)
+                  if c in cons_h5]
         for a in range(0, source.n_jets, step):
             b = min(a + step, source.n_jets)
-            jets = {c: jets_h5[c][a:b] for c in present}
-            for c in ("n_b_hadrons", "n_c_hadrons", "splitting"):  # format version 1 files
-                jets.setdefault(c, np.full(b - a, -1, np.int8))
-            if source.has_level:
-                jets["level"] = jets_h5["level"][a:b]
+            # older files: the columns they lack (but ``level`` only where stored)
+            jets = with_derived("jets", {c: jets_h5[c][a:b] for c in present},
+                                only=JET_COLUMNS)
             klass = class_of[jets["label"].astype(np.int64),
                              np.clip(jets["splitting"].astype(np.int64) + 1, 0, None)]
             rows = np.flatnonzero(klass >= 0)
@@ -314,8 +320,8 @@ def read_blocks(source: Source, classes: Classes, variations: Sequence[str],
             counts = counts_all[a:b][rows]
             lo, hi = offsets[a], offsets[b]
             take = group_ranges(offsets[a:b][rows] - lo, counts)[0]
-            cons = {c: cons_h5[c][lo:hi][take]
-                    for c in (*CONSTITUENT_COLUMNS, *source.detector)}
+            cons = with_derived("constituents", {c: cons_h5[c][lo:hi][take] for c in stored},
+                                only=PILEUP_COLUMNS)
             yield _block(source, {c: v[rows] for c, v in jets.items()}, counts, cons,
                          klass[rows], groups, order, variation_code, fractions,
                          with_substructure)
@@ -334,6 +340,7 @@ def _block(source: Source, jets: dict[str, np.ndarray], counts: np.ndarray,
             setattr(p, c, _pad(cons[c], counts, n_slots, np.float32))
     errors = {c: (_pad(cons[c], counts, n_slots, np.float32) if c in cons
                   else np.zeros(p.mask.shape, np.float32)) for c in ("d0_err", "dz_err")}
+    pileup = {c: _pad(cons[c], counts, n_slots, cons[c].dtype) for c in PILEUP_COLUMNS}
     x, _ = features(p)
 
     group = jets["group"].astype(np.int64)
@@ -349,7 +356,7 @@ def _block(source: Source, jets: dict[str, np.ndarray], counts: np.ndarray,
         "realization": jets["realization"].astype(np.int64),
         "file": np.full(len(counts), source.index, np.int64),
         "label": jets["label"].astype(np.int64),
-        **{c: jets[c].astype(np.int64) for c in ("n_b_hadrons", "n_c_hadrons", "splitting")},
+        **{c: jets[c].astype(np.int64) for c in JET_KEYS},
         "truth_pid": groups["pid"][at].astype(np.int64),
         **{f"truth_{c}": groups[c][at].astype(np.float64) for c in ("pt", "eta", "phi")},
     }
@@ -359,7 +366,7 @@ def _block(source: Source, jets: dict[str, np.ndarray], counts: np.ndarray,
     if "level" in jets:  # detector-level data sets: which level each jet is
         out["level"] = jets["level"].astype(np.int64)
     return ExportBlock(out, p, x, errors["d0_err"], errors["dz_err"],
-                       split_codes(source, out["event"], fractions))
+                       split_codes(source, out["event"], fractions), pileup)
 
 
 # --------------------------------------------------------------------------- output

@@ -16,7 +16,7 @@ and indexes the files on first use). Each file written here holds:
   (last, as OmniLearned's generative mode wants it; ``--conditional --num-cond 4``);
 * resim's re-simulation keys, which OmniLearned ignores and pair-aware code reads:
   ``group`` (unique over the export), ``event``, ``variation``, ``realization``, ``file``,
-  and per jet ``n_b_hadrons``, ``n_c_hadrons``, ``splitting``.
+  and per jet ``n_b_hadrons``, ``n_c_hadrons``, ``splitting``, ``n_pileup``.
 
 Splits are resim's hard-event splits (every split folder gets one file per input, empty if
 the split has none of its jets, so OmniLearned never tries to download a missing data set).
@@ -32,14 +32,13 @@ import h5py
 import numpy as np
 
 from ..train.features import CHARGED_HADRON, ELECTRON, MUON, NEUTRAL_HADRON, PHOTON
-from .common import SPLITS, Classes, ExportBlock, OutputDir, Source, export
+from .common import JET_KEYS, SPLITS, Classes, ExportBlock, OutputDir, Source, export
 
 FOLDER = "custom"
 FEATURES = ("deta", "dphi", "log_pt", "log_e", "pid", "tanh_d0", "d0_err", "tanh_dz",
             "dz_err")
 GLOBAL = ("pt", "eta", "mass", "n_particles")
-KEYS = ("group", "event", "variation", "realization", "file", "n_b_hadrons", "n_c_hadrons",
-        "splitting")
+KEYS = ("group", "event", "variation", "realization", "file", *JET_KEYS)
 #: The particle-type integer: OmniLearned's README maps the experimentally accessible PDG
 #: ids in sorted order (-211, -13, -11, 11, 13, 22, 130, 211) to 0 ... 7; here 1 ... 8, since
 #: its PID embedding reserves 0 for padding (``padding_idx=0``, ``--pid-dim 9``).

@@ -9,7 +9,10 @@ so configs and networks written for JetClass read it unchanged:
   axis; Δη flipped for jets at η < 0), ``part_charge``, ``part_isChargedHadron``,
   ``part_isNeutralHadron``, ``part_isPhoton``, ``part_isElectron``, ``part_isMuon``,
   ``part_d0val``, ``part_d0err``, ``part_dzval``, ``part_dzerr`` (mm) — every constituent,
-  by decreasing pT;
+  by decreasing pT; and resim's pileup columns ``part_vertex`` (0 the primary vertex, 1 a
+  pileup vertex, -1 none), ``part_weight`` (the mitigation weight the four-momentum
+  carries) and ``part_pileup`` (truth: 1 from a pileup collision), not inputs of the data
+  config;
 * ``jet_pt, jet_eta, jet_phi, jet_energy, jet_nparticles, jet_sdmass, jet_tau1 … jet_tau4``
   (:mod:`.substructure`);
 * ``label_<class>``: one-hot over the export's classes (``--classes``; ``jetclass`` gives
@@ -18,7 +21,8 @@ so configs and networks written for JetClass read it unchanged:
 * resim's re-simulation keys, so positive pairs survive: ``aux_group`` (unique over the
   export), ``aux_event``, ``aux_variation`` (index into the manifest's ``variations``),
   ``aux_realization``, ``aux_file`` (index into its ``inputs``), and per jet
-  ``aux_n_b_hadrons``, ``aux_n_c_hadrons``, ``aux_splitting`` (codes in ``splittings``).
+  ``aux_n_b_hadrons``, ``aux_n_c_hadrons``, ``aux_splitting`` (codes in ``splittings``),
+  ``aux_n_pileup`` (pileup collisions of the jet's realization).
 
 Files: ``DIR/{train,val,test}/<input name>.root`` (TTree ``tree``; a split with no jets of
 an input has no file), ``DIR/data_config.yaml`` (weaver's format: ParT's full JetClass input
@@ -36,7 +40,16 @@ from typing import Any
 import awkward as ak
 import numpy as np
 
-from .common import SPLITS, Classes, ExportBlock, ExportError, OutputDir, Source, export
+from .common import (
+    JET_KEYS,
+    SPLITS,
+    Classes,
+    ExportBlock,
+    ExportError,
+    OutputDir,
+    Source,
+    export,
+)
 
 TREE = "tree"
 #: JetClass's particle-type flags, in the order of resim's kinds (resim.train.features.KINDS).
@@ -46,7 +59,7 @@ JET_BRANCHES = ("jet_pt", "jet_eta", "jet_phi", "jet_energy", "jet_nparticles", 
                 "jet_tau1", "jet_tau2", "jet_tau3", "jet_tau4")
 AUX_BRANCHES = ("aux_genpart_pid", "aux_genpart_pt", "aux_genpart_eta", "aux_genpart_phi",
                 "aux_group", "aux_event", "aux_variation", "aux_realization", "aux_file",
-                "aux_n_b_hadrons", "aux_n_c_hadrons", "aux_splitting")
+                "aux_n_b_hadrons", "aux_n_c_hadrons", "aux_splitting", "aux_n_pileup")
 
 
 def _uproot():
@@ -69,7 +82,8 @@ def branches(block: ExportBlock, classes: Classes) -> dict[str, Any]:
     part = {"px": p.px, "py": p.py, "pz": p.pz, "energy": p.energy, "deta": x[..., 0],
             "dphi": x[..., 1], "charge": p.charge,
             **{f[len("part_"):]: p.kind == k for k, f in enumerate(FLAGS)},
-            "d0val": p.d0, "d0err": block.d0_err, "dzval": p.dz, "dzerr": block.dz_err}
+            "d0val": p.d0, "d0err": block.d0_err, "dzval": p.dz, "dzerr": block.dz_err,
+            **block.pileup}
     j = block.jets
     out: dict[str, Any] = {"part": ak.zip({k: jagged(v) for k, v in part.items()})}
     out.update({
@@ -85,8 +99,7 @@ def branches(block: ExportBlock, classes: Classes) -> dict[str, Any]:
         **{f"aux_genpart_{c}": j[f"truth_{c}"].astype(np.float32) for c in ("pt", "eta", "phi")},
         "aux_group": j["group"], "aux_event": j["event"],
         **{f"aux_{c}": j[c].astype(np.int32) for c in ("variation", "realization", "file",
-                                                        "n_b_hadrons", "n_c_hadrons",
-                                                        "splitting")},
+                                                        *JET_KEYS)},
     })
     if "level" in j:
         out["aux_level"] = j["level"].astype(np.int32)
