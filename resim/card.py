@@ -15,7 +15,9 @@ import dataclasses
 import math
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,9 @@ STAGES = ("shower", "hadronization", "detector", "pileup")
 #: Stages that make no Pythia event: they re-use a base variation's particle-level events.
 REUSING_STAGES = ("detector", "pileup")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Shipped sets of variations a card takes with ``[variations] preset = "NAME"``
+#: (``cards/variations/NAME.toml``).
+VARIATION_PRESETS = ("standard",)
 
 
 class CardError(SchemaError):
@@ -240,6 +245,20 @@ class Card:
         unset = tuple(u for u in self.unset if not u.startswith(tuple(given)))
         return dataclasses.replace(self, run=run, unset=unset)
 
+    def with_variations(self, names: Sequence[str]) -> Card:
+        """The card with only the variations ``names`` (in the card's order); its text
+        stays the whole card's (see :func:`restrict_variations` for a text to match)."""
+        missing = [n for n in names if n not in self.variation_names]
+        if missing:
+            raise CardError(self.path, "variations", f"no variation {', '.join(missing)} "
+                            f"(the card has {', '.join(self.variation_names)})")
+        kept = tuple(v for v in self.variations if v.name in names)
+        for v in kept:
+            if v.base is not None and v.base not in names:
+                raise CardError(self.path, f"variations.{v.name}.base", f"re-uses {v.base!r}, "
+                                "which the restriction leaves out")
+        return dataclasses.replace(self, variations=kept)
+
     def summary(self) -> dict[str, Any]:
         """The effective run parameters, JSON-ready (stored beside the card text)."""
         return {
@@ -309,7 +328,8 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
     if pileup is not None and detector is None:
         t.fail("pileup", "pileup is seen only by a detector (particle-level jets stay "
                "pileup-free): add a [detector] section (e.g. preset = \"cms\")")
-    variations = _variations(t.table("variations", required=True), detector_raw, detector,
+    variations = _variations(_with_preset(t.table("variations", required=True)),
+                             detector_raw, detector,
                              pileup_raw, pileup)
     pythia_settings = pythia.settings("settings")
     for s in (*pythia_settings, *(s for v in variations for s in v.settings)):
@@ -474,6 +494,70 @@ def _variations(t: _Table, detector_raw: dict[str, Any] | None,
     if len(variations) > 127:
         raise CardError(t.source, t.here, "at most 127 variations")
     return tuple(_with_base(t, v, variations) for v in variations)
+
+
+def variations_preset_text(name: str) -> str:
+    """The TOML text of a shipped set of variations (``cards/variations/NAME.toml``)."""
+    return resources.files("resim.cards").joinpath("variations", f"{name}.toml").read_text()
+
+
+def _with_preset(t: _Table) -> _Table:
+    """A card's ``[variations]`` with its ``preset``'s variations first (a card's own
+    table of a preset variation's name replaces it in its place), then the card's others."""
+    if "preset" not in t.raw:
+        return t
+    name = t.raw["preset"]
+    if name not in VARIATION_PRESETS:
+        t.fail("preset", f"must be one of {', '.join(VARIATION_PRESETS)}; got {name!r}")
+    own = {k: v for k, v in t.raw.items() if k != "preset"}
+    preset = tomllib.loads(variations_preset_text(name))["variations"]
+    return _Table(t.source, {**preset, **own}, t.prefix)
+
+
+#: A table header line, e.g. ``[variations.fsr_up]``: its dotted name in group 1.
+_HEADER = re.compile(r"^\[\s*([A-Za-z0-9_.\"-]+)\s*\]")
+
+
+def _blocks(text: str) -> list[tuple[list[str], str]]:
+    """``text`` cut before each table header: (dotted name parts, text) of each piece
+    (``[]`` for what precedes the first table)."""
+    blocks: list[tuple[list[str], str]] = [([], "")]
+    for line in text.splitlines(keepends=True):
+        header = _HEADER.match(line)
+        if header:
+            blocks.append((header.group(1).split("."), line))
+        else:
+            blocks[-1] = (blocks[-1][0], blocks[-1][1] + line)
+    return blocks
+
+
+def _variation_of(parts: list[str]) -> str | None:
+    return parts[1] if len(parts) > 1 and parts[0] == "variations" else None
+
+
+def restrict_variations(text: str, keep: Sequence[str]) -> str:
+    """The card ``text`` with its variations preset written out as tables and without the
+    ``[variations.X]`` tables whose X is not in ``keep``: a card of its own.
+
+    Works on the text (a card's comments stay), so it only handles variations written as
+    tables; check the result against :meth:`Card.with_variations`.
+    """
+    blocks = _blocks(text)
+    own = {_variation_of(p) for p, _ in blocks} - {None}
+    written: list[tuple[list[str], str]] = []
+    for parts, block in blocks:
+        preset = (tomllib.loads(block).get("variations", {}).get("preset")
+                  if parts == ["variations"] else None)
+        if preset in VARIATION_PRESETS:
+            # the preset's tables in its order, each replaced by the card's own
+            for p, b in _blocks(variations_preset_text(preset))[1:]:
+                name = _variation_of(p)
+                written += [(p, b)] if name not in own else [
+                    (q, c) for q, c in blocks if _variation_of(q) == name]
+        elif not (_variation_of(parts) in own and (parts, block) in written):
+            written.append((parts, block))
+    return "".join(block for parts, block in written
+                   if _variation_of(parts) in (None, *keep))
 
 
 def _variation_section(v: _Table, section: str, card_raw: dict[str, Any] | None,
