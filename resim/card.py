@@ -24,7 +24,7 @@ from typing import Any
 from . import detector_spec, pileup_spec
 from .detector_spec import DetectorSpec
 from .pileup_spec import PileupSpec
-from .schema import SchemaError, Shipped, Table
+from .schema import SchemaError, Shipped, Table, declared, declared_keys, read
 
 #: Variation names used across the project (cards, trainer configs, plots).
 STANDARD_VARIATIONS = (
@@ -49,6 +49,7 @@ STAGES = ("shower", "hadronization", "detector", "pileup")
 #: Stages that make no Pythia event: they re-use a base variation's particle-level events.
 REUSING_STAGES = ("detector", "pileup")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+DEFAULT_OUTPUT = Path("resim.h5")
 #: Shipped sets of variations a card takes with ``[variations] preset = "NAME"``
 #: (``cards/variations/NAME.toml``).
 VARIATION_PRESETS = ("standard",)
@@ -80,9 +81,9 @@ class PythiaSetting:
 
 @dataclass(frozen=True)
 class Beams:
-    id_a: int = 2212
-    id_b: int = 2212
-    ecm: float = 13600.0
+    id_a: int = declared(2212)
+    id_b: int = declared(2212)
+    ecm: float = declared(13600.0, above=0.0)
 
 
 @dataclass(frozen=True)
@@ -130,15 +131,16 @@ class Objects:
 
 @dataclass(frozen=True)
 class Jets:
-    algorithm: str = "antikt"
-    radius: float = 0.8
-    pt_min: float = 500.0
-    pt_max: float = math.inf
-    abs_eta_max: float = 2.0
+    #: One of :data:`JET_ALGORITHMS` (read by :func:`_jets`: its error has its own words).
+    algorithm: str = declared("antikt")
+    radius: float = declared(0.8, above=0.0, at_most=3.0)
+    pt_min: float = declared(500.0, minimum=0.0)
+    pt_max: float = declared(math.inf, above=0.0)
+    abs_eta_max: float = declared(2.0, above=0.0)
     #: Visible final-state particles below this pT are not clustered (RS3L: 1 GeV).
-    constituent_pt_min: float = 0.0
+    constituent_pt_min: float = declared(0.0, minimum=0.0)
     #: A jet matches an object within this ΔR; defaults to the jet radius.
-    match_radius: float | None = None
+    match_radius: float | None = declared(None, above=0.0)
 
     @property
     def match_dr(self) -> float:
@@ -175,19 +177,19 @@ class Variation:
 
 @dataclass(frozen=True)
 class Run:
-    events: int = 100
-    seed: int = 1
-    output: Path = Path("resim.h5")
+    events: int = declared(100, minimum=1)
+    seed: int = declared(1, minimum=0)
+    output: Path = declared(DEFAULT_OUTPUT)
     #: Hard events re-simulated together; output does not depend on it.
-    batch_events: int | None = None
+    batch_events: int | None = declared(None, minimum=1)
     #: Each realization is retried with a new derived seed this many times at most.
-    max_attempts: int = 10
+    max_attempts: int = declared(10, minimum=1)
     #: Finished blocks are committed to disk within this long (seconds) of the last
     #: commit: a crash loses at most this much work, and a commit costs tens of
     #: milliseconds however small.
-    commit_seconds: float = 10.0
+    commit_seconds: float = declared(10.0, minimum=0.0)
     #: Also write every realization's event record as HepMC3 (``OUTPUT.parts/hepmc/``).
-    hepmc: bool = False
+    hepmc: bool = declared(False)
 
 
 @dataclass(frozen=True)
@@ -311,8 +313,8 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
     t = _Table(path, raw, "")
     t.allow("run", "beams", "hard_process", "pythia", "decays", "objects", "jets", "variations",
             "detector", "pileup")
-    run = _run(t.table("run"))
-    beams = _beams(t.table("beams"))
+    run = read(Run, t.table("run"))
+    beams = read(Beams, t.table("beams"))
     hard = _hard_process(t.table("hard_process", required=True), path)
     pythia = t.table("pythia")
     pythia.allow("settings")
@@ -356,28 +358,6 @@ def _unset(raw: dict[str, Any], run: Run, jets: Jets) -> tuple[str, ...]:
                      f"|eta| < {jets.abs_eta_max:g}, constituents above "
                      f"{jets.constituent_pt_min:g} GeV")
     return tuple(unset)
-
-
-def _run(t: _Table) -> Run:
-    t.allow("events", "seed", "output", "batch_events", "max_attempts", "commit_seconds",
-            "hepmc")
-    return Run(
-        events=t.integer("events", 100, minimum=1),
-        seed=t.integer("seed", 1, minimum=0),
-        output=Path(t.string("output", "resim.h5")),
-        batch_events=t.integer("batch_events", None, minimum=1),
-        max_attempts=t.integer("max_attempts", 10, minimum=1),
-        commit_seconds=t.number("commit_seconds", 10.0, minimum=0.0),
-        hepmc=t.boolean("hepmc", False),
-    )
-
-
-def _beams(t: _Table) -> Beams:
-    t.allow("id_a", "id_b", "ecm")
-    return Beams(
-        id_a=t.integer("id_a", 2212), id_b=t.integer("id_b", 2212),
-        ecm=t.number("ecm", 13600.0, above=0.0),
-    )
 
 
 def _hard_process(t: _Table, card_path: Path) -> HardProcess:
@@ -436,21 +416,12 @@ def _objects(t: _Table) -> Objects:
 
 
 def _jets(t: _Table) -> Jets:
-    t.allow("algorithm", "radius", "pt_min", "pt_max", "abs_eta_max",
-            "constituent_pt_min", "match_radius")
-    algorithm = t.string("algorithm", "antikt")
+    t.allow(*declared_keys(Jets))  # unknown keys first, then the algorithm, then the rest
+    algorithm = t.string("algorithm", Jets.algorithm)
     if algorithm not in JET_ALGORITHMS:
         raise CardError(t.source, t.key("algorithm"),
                         f"must be one of {', '.join(JET_ALGORITHMS)}, got {algorithm!r}")
-    jets = Jets(
-        algorithm=algorithm,
-        radius=t.number("radius", 0.8, above=0.0, at_most=3.0),
-        pt_min=t.number("pt_min", 500.0, minimum=0.0),
-        pt_max=t.number("pt_max", math.inf, above=0.0),
-        abs_eta_max=t.number("abs_eta_max", 2.0, above=0.0),
-        constituent_pt_min=t.number("constituent_pt_min", 0.0, minimum=0.0),
-        match_radius=t.number("match_radius", None, above=0.0),
-    )
+    jets = read(Jets, t, algorithm=algorithm)
     if jets.pt_max <= jets.pt_min:
         raise CardError(t.source, t.key("pt_max"),
                         f"must be above pt_min = {jets.pt_min}, got {jets.pt_max}")

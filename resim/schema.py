@@ -2,20 +2,27 @@
 
 Run cards (:mod:`resim.card`), training configs (:mod:`resim.train.config`) and study
 files read their TOML through :class:`Table`, so a mistake anywhere is one line such as
-``top.toml: jets.radius: must be > 0.0, got -1.0``. Each reader subclasses
-:class:`SchemaError` and :class:`Table` (setting ``Table.error``) to give its errors
-their own type.
+``top.toml: jets.radius: must be > 0.0, got -1.0``. A dataclass declares its keys once,
+as :func:`declared` fields (default, bounds, choices), and :func:`read` reads them. Each
+reader subclasses :class:`SchemaError` and :class:`Table` (setting ``Table.error``) to
+give its errors their own type.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+import types
+import typing
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 from .errors import ResimError
+
+T = TypeVar("T")
 
 
 class SchemaError(ResimError, ValueError):
@@ -182,3 +189,73 @@ class Shipped:
             return Path(str(shipped))
         raise self.error(name, "", f"no such {self.kind} file, and no shipped {self.kind} of "
                          f"that name (shipped: {', '.join(self.names())})")
+
+
+# ------------------------------------------------------------------ declared keys
+
+_RULE = "resim.schema"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The checks of one declared key (see :func:`declared`)."""
+
+    minimum: float | None = None
+    above: float | None = None
+    at_most: float | None = None
+    below: float | None = None
+    choices: tuple[str, ...] = ()
+    length: int | None = None  # of a list of numbers
+
+
+def declared(default: Any = dataclasses.MISSING, *, minimum: float | None = None,
+        above: float | None = None, at_most: float | None = None, below: float | None = None,
+        choices: Sequence[str] = (), length: int | None = None) -> Any:
+    """A dataclass field that is a TOML key of its table: its default and checks, declared
+    once, for :func:`read` (its type, from the annotation, says how it is read)."""
+    rule = Rule(minimum, above, at_most, below, tuple(choices), length)
+    return dataclasses.field(default=default, metadata={_RULE: rule})
+
+
+def read(cls: type[T], t: Table, *, also: Sequence[str] = (), **given: Any) -> T:
+    """A ``cls`` (a dataclass) from the table ``t``: its :func:`declared` fields and ``also``
+    are the keys allowed (in that order); each key field not in ``given`` is read by its
+    type with its default and checks (a dataclass-typed one as a table); ``given`` holds
+    the fields the caller reads itself."""
+    fields = [f for f in dataclasses.fields(cls) if _RULE in f.metadata]  # type: ignore[arg-type]
+    t.allow(*declared_keys(cls), *also)
+    types = typing.get_type_hints(cls)
+    values = {f.name: _value(t, f.name, types[f.name], f.default, f.metadata[_RULE])
+              for f in fields if f.name not in given}
+    return cls(**values, **given)
+
+
+def declared_keys(cls: type) -> tuple[str, ...]:
+    """The keys ``cls`` declares, in order (those :func:`read` allows)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if _RULE in f.metadata)
+
+
+def _value(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
+    if isinstance(kind, types.UnionType):  # X | None
+        kind = next(k for k in typing.get_args(kind) if k is not type(None))
+    if dataclasses.is_dataclass(kind):
+        return read(kind, t.table(name))  # type: ignore[arg-type]
+    if kind is bool:
+        return t.boolean(name, default)
+    if kind is int:
+        return t.integer(name, default, minimum=rule.minimum)  # type: ignore[arg-type]
+    if kind is float:
+        return t.number(name, default, rule.minimum, rule.above, rule.at_most, rule.below)
+    if kind is str:
+        return (t.choice(name, default, rule.choices) if rule.choices
+                else t.string(name, default))
+    if kind is Path:
+        return Path(t.string(name, str(default)))
+    item = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else None
+    if item is int:
+        return t.integers(name, default, minimum=rule.minimum)  # type: ignore[arg-type]
+    if item is float:
+        return t.numbers(name, default, rule.length or 0, minimum=rule.minimum)
+    if item is str:
+        return t.strings(name, default)
+    raise TypeError(f"{name}: no reader for {kind!r}")
