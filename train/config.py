@@ -39,7 +39,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from resim.schema import SchemaError, Shipped, Table
+from resim.schema import SchemaError, Shipped, Table, declared, declared_keys, read
 
 from .frames import FRAMES
 
@@ -138,22 +138,22 @@ class ScheduleConfig:
     ``warmup_epochs`` applies to all three.
     """
 
-    name: str = "step"
-    step_epochs: int = 50
-    gamma: float = 0.5
-    warmup_epochs: float = 0.0
-    min_lr_ratio: float = 0.0
+    name: str = declared("step", choices=SCHEDULES)
+    step_epochs: int = declared(50, minimum=1)
+    gamma: float = declared(0.5, above=0.0, at_most=1.0)
+    warmup_epochs: float = declared(0.0, minimum=0.0)
+    min_lr_ratio: float = declared(0.0, minimum=0.0, at_most=1.0)
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
     """Adam or AdamW; ``grad_clip`` > 0 clips the global gradient norm."""
 
-    name: str = "adam"
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 0.0
+    name: str = declared("adam", choices=OPTIMIZERS)
+    lr: float = declared(1e-3, above=0.0)
+    weight_decay: float = declared(0.0, minimum=0.0)
+    betas: tuple[float, float] = declared((0.9, 0.999), length=2, minimum=0.0)
+    grad_clip: float = declared(0.0, minimum=0.0)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
 
 
@@ -171,16 +171,16 @@ class RunConfig:
     rank; 0: never).
     """
 
-    epochs: int = 100
-    seed: int = 0
-    checkpoint_every: int = 0
-    log_every: int = 10
-    device: str = "auto"
-    num_workers: int = 0
-    threads: int = 0
-    validate: bool = True
-    monitor_every: int = 1
-    sync_batchnorm: bool = False
+    epochs: int = declared(100, minimum=1)
+    seed: int = declared(0, minimum=0)
+    checkpoint_every: int = declared(0, minimum=0)
+    log_every: int = declared(10, minimum=1)
+    device: str = declared("auto", choices=DEVICES)
+    num_workers: int = declared(0, minimum=0)
+    threads: int = declared(0, minimum=0)
+    validate: bool = declared(True)
+    monitor_every: int = declared(1, minimum=0)
+    sync_batchnorm: bool = declared(False)
 
 
 @dataclass(frozen=True)
@@ -195,12 +195,12 @@ class FinetuneConfig:
     scratch trains at ``optimizer.lr`` throughout.
     """
 
-    head: str = "linear"
-    head_hidden: tuple[int, ...] = (128,)
-    head_dropout: float = 0.1
-    backbone: str = "floating"
-    fraction: float = 1.0
-    backbone_lr: float = 1e-4
+    head: str = declared("linear", choices=HEADS)
+    head_hidden: tuple[int, ...] = declared((128,), minimum=1)
+    head_dropout: float = declared(0.1, minimum=0.0, below=1.0)
+    backbone: str = declared("floating", choices=BACKBONES)
+    fraction: float = declared(1.0, above=0.0, at_most=1.0)
+    backbone_lr: float = declared(1e-4, above=0.0)
 
 
 @dataclass(frozen=True)
@@ -309,10 +309,10 @@ def _parse(raw: dict[str, Any], text: str, source: str, overrides: tuple[str, ..
         source=source, text=text, overrides=overrides,
         encoder=_encoder(top.table("encoder")) if "encoder" in raw else None,
         method=method,
-        finetune=_finetune(top.table("finetune")) if "finetune" in raw else None,
+        finetune=read(FinetuneConfig, top.table("finetune")) if "finetune" in raw else None,
         data=data,
         optimizer=_optimizer(top.table("optimizer")),
-        run=_run(top.table("run")),
+        run=read(RunConfig, top.table("run")),
         augment=augment,
     )
 
@@ -355,19 +355,6 @@ def _method(t: ConfigTable) -> MethodConfig:
     settings = {k: _frozen(t.raw[k]) for k in t if k != "name"}
     _check_settings(METHODS[name], settings, t, f"method {name!r}")
     return MethodConfig(name, settings)
-
-
-def _finetune(t: ConfigTable) -> FinetuneConfig:
-    t.allow("head", "head_hidden", "head_dropout", "backbone", "fraction", "backbone_lr")
-    d = FinetuneConfig()
-    return FinetuneConfig(
-        head=t.choice("head", d.head, HEADS),
-        head_hidden=t.integers("head_hidden", d.head_hidden, minimum=1),
-        head_dropout=t.number("head_dropout", d.head_dropout, minimum=0.0, below=1.0),
-        backbone=t.choice("backbone", d.backbone, BACKBONES),
-        fraction=t.number("fraction", d.fraction, above=0.0, at_most=1.0),
-        backbone_lr=t.number("backbone_lr", d.backbone_lr, above=0.0),
-    )
 
 
 def _data(t: ConfigTable) -> DataConfig:
@@ -420,28 +407,16 @@ def _data(t: ConfigTable) -> DataConfig:
 
 
 def _optimizer(t: ConfigTable) -> OptimizerConfig:
-    t.allow("name", "lr", "weight_decay", "betas", "grad_clip", "schedule")
-    d = OptimizerConfig()
-    s = t.table("schedule")
-    s.allow("name", "step_epochs", "gamma", "warmup_epochs", "min_lr_ratio")
-    ds = ScheduleConfig()
-    betas = t.numbers("betas", d.betas, length=2, minimum=0.0)
+    # In this order, so that of several mistakes the same one is named: keys, schedule
+    # keys, betas, values, schedule values.
+    t.allow(*declared_keys(OptimizerConfig), "schedule")
+    schedule = t.table("schedule")
+    schedule.allow(*declared_keys(ScheduleConfig))
+    betas = t.numbers("betas", OptimizerConfig.betas, length=2, minimum=0.0)
     if not all(b < 1 for b in betas):
         raise ConfigError(t.source, t.key("betas"), f"must be < 1, got {list(betas)}")
-    return OptimizerConfig(
-        name=t.choice("name", d.name, OPTIMIZERS),
-        lr=t.number("lr", d.lr, above=0.0),
-        weight_decay=t.number("weight_decay", d.weight_decay, minimum=0.0),
-        betas=betas,
-        grad_clip=t.number("grad_clip", d.grad_clip, minimum=0.0),
-        schedule=ScheduleConfig(
-            name=s.choice("name", ds.name, SCHEDULES),
-            step_epochs=s.integer("step_epochs", ds.step_epochs, minimum=1),
-            gamma=s.number("gamma", ds.gamma, above=0.0, at_most=1.0),
-            warmup_epochs=s.number("warmup_epochs", ds.warmup_epochs, minimum=0.0),
-            min_lr_ratio=s.number("min_lr_ratio", ds.min_lr_ratio, minimum=0.0, at_most=1.0),
-        ),
-    )
+    optimizer = read(OptimizerConfig, t, also=("schedule",), betas=betas)
+    return dataclasses.replace(optimizer, schedule=read(ScheduleConfig, schedule))
 
 
 def _augment(t: ConfigTable) -> AugmentConfig:
@@ -458,24 +433,6 @@ def _augment(t: ConfigTable) -> AugmentConfig:
     except (TypeError, ValueError) as err:
         raise ConfigError(t.source, t.prefix.rstrip("."), str(err)) from None
     return AugmentConfig(names, settings)
-
-
-def _run(t: ConfigTable) -> RunConfig:
-    t.allow("epochs", "seed", "checkpoint_every", "log_every", "device", "num_workers",
-            "threads", "validate", "monitor_every", "sync_batchnorm")
-    d = RunConfig()
-    return RunConfig(
-        epochs=t.integer("epochs", d.epochs, minimum=1),
-        seed=t.integer("seed", d.seed, minimum=0),
-        checkpoint_every=t.integer("checkpoint_every", d.checkpoint_every, minimum=0),
-        log_every=t.integer("log_every", d.log_every, minimum=1),
-        device=t.choice("device", d.device, DEVICES),
-        num_workers=t.integer("num_workers", d.num_workers, minimum=0),
-        threads=t.integer("threads", d.threads, minimum=0),
-        validate=t.boolean("validate", d.validate),
-        monitor_every=t.integer("monitor_every", d.monitor_every, minimum=0),
-        sync_batchnorm=t.boolean("sync_batchnorm", d.sync_batchnorm),
-    )
 
 
 # --------------------------------------------------------------------------- helpers
