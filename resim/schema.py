@@ -93,8 +93,9 @@ class Table:
             self.fail(name, f"must be {what}, got {_shown(value)!r}")
         return value
 
-    def integer(self, name: str, default: int | None, minimum: int | None = None) -> Any:
-        value = self._get(name, default, (int,), "an integer")
+    def integer(self, name: str, default: int | None, minimum: int | None = None,
+                required: bool = False) -> Any:
+        value = self._get(name, default, (int,), "an integer", required)
         if value is not None and minimum is not None and value < minimum:
             self.fail(name, f"must be an integer >= {minimum}, got {value}")
         return value
@@ -206,14 +207,17 @@ class Rule:
     below: float | None = None
     choices: tuple[str, ...] = ()
     length: int | None = None  # of a list of numbers
+    required: bool = False  # (a string or an integer) "missing" if not given
 
 
 def declared(default: Any = dataclasses.MISSING, *, minimum: float | None = None,
         above: float | None = None, at_most: float | None = None, below: float | None = None,
-        choices: Sequence[str] = (), length: int | None = None) -> Any:
+        choices: Sequence[str] = (), length: int | None = None,
+        required: bool = False) -> Any:
     """A dataclass field that is a TOML key of its table: its default and checks, declared
-    once, for :func:`read` (its type, from the annotation, says how it is read)."""
-    rule = Rule(minimum, above, at_most, below, tuple(choices), length)
+    once, for :func:`read` (its type, from the annotation, says how it is read). A
+    ``required`` key has no default: the dataclass needs it too."""
+    rule = Rule(minimum, above, at_most, below, tuple(choices), length, required)
     return dataclasses.field(default=default, metadata={_RULE: rule})
 
 
@@ -225,7 +229,9 @@ def read(cls: type[T], t: Table, *, also: Sequence[str] = (), **given: Any) -> T
     fields = [f for f in dataclasses.fields(cls) if _RULE in f.metadata]  # type: ignore[arg-type]
     t.allow(*declared_keys(cls), *also)
     types = typing.get_type_hints(cls)
-    values = {f.name: _value(t, f.name, types[f.name], f.default, f.metadata[_RULE])
+    values = {f.name: _value(t, f.name, types[f.name],
+                             None if f.default is dataclasses.MISSING else f.default,
+                             f.metadata[_RULE])
               for f in fields if f.name not in given}
     return cls(**values, **given)
 
@@ -243,12 +249,12 @@ def _value(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
     if kind is bool:
         return t.boolean(name, default)
     if kind is int:
-        return t.integer(name, default, minimum=rule.minimum)  # type: ignore[arg-type]
+        return t.integer(name, default, rule.minimum, rule.required)  # type: ignore[arg-type]
     if kind is float:
         return t.number(name, default, rule.minimum, rule.above, rule.at_most, rule.below)
     if kind is str:
-        return (t.choice(name, default, rule.choices) if rule.choices
-                else t.string(name, default))
+        return (t.choice(name, default, rule.choices, rule.required) if rule.choices
+                else t.string(name, default, rule.required))
     if kind is Path:
         return Path(t.string(name, str(default)))
     item = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else None

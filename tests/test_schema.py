@@ -70,3 +70,18 @@ def test_each_mistake_is_one_line_naming_the_key(raw: dict, message: str) -> Non
     with pytest.raises(SchemaError) as err:
         outer(raw)
     assert str(err.value).startswith(message)
+
+
+@dataclass(frozen=True)
+class Needed:
+    card: str = declared(required=True)
+    events: int = declared(minimum=1, required=True)
+
+
+def test_a_required_key_has_no_default_and_is_missing_when_left_out() -> None:
+    assert read(Needed, Table("f.toml", {"card": "top", "events": 2})) == Needed("top", 2)
+    with pytest.raises(TypeError):
+        Needed()  # type: ignore[call-arg]
+    for raw, key in (({"events": 2}, "card"), ({"card": "top"}, "events")):
+        with pytest.raises(SchemaError, match=f"^f.toml: {key}: missing$"):
+            read(Needed, Table("f.toml", raw))

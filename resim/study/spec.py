@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from resim.schema import Shipped
+from resim.schema import Shipped, declared, declared_keys, read
 from resim.train.config import ConfigError, ConfigTable
 
 
@@ -24,12 +24,13 @@ class Sample:
     """One physics sample: a card, the hard events to generate, in how many shards."""
 
     name: str
-    card: str  # shipped card name or path
-    events: int
-    shards: int = 1
-    seed: int | None = None  # None: the card's
-    test_events: int = 0  # a test-only sample of this many hard events (0: none)
-    test_shards: int = 1
+    card: str = declared(required=True)  # shipped card name or path
+    events: int = declared(minimum=1, required=True)
+    shards: int = declared(1, minimum=1)
+    seed: int | None = declared(None, minimum=0)  # None: the card's
+    #: A test-only sample of this many hard events (0: none).
+    test_events: int = declared(0, minimum=0)
+    test_shards: int = declared(1, minimum=1)
 
 
 @dataclass(frozen=True)
@@ -174,13 +175,10 @@ def _sample(samples_t: ConfigTable, name: str) -> Sample:
     if not _NAME.match(name):
         samples_t.fail(name, "sample names are lower-case identifiers")
     s = samples_t.table(name)
-    s.allow("card", "events", "shards", "seed", "test_events", "test_shards")
-    if "events" not in s.raw:
+    s.allow(*declared_keys(Sample))
+    if "events" not in s.raw:  # before the card: of both, the events are named
         s.fail("events", "missing")
-    return Sample(name=name, card=s.string("card", None, required=True),
-                  events=s.integer("events", None, 1), shards=s.integer("shards", 1, 1),
-                  seed=s.integer("seed", None, 0), test_events=s.integer("test_events", 0, 0),
-                  test_shards=s.integer("test_shards", 1, 1))
+    return read(Sample, s, name=name)
 
 
 def _classes(cl: ConfigTable) -> dict[str, tuple[str, ...]]:
