@@ -90,12 +90,13 @@ class ViewsConfig:
     scaled log-uniformly in pt_scale, independently (``resim.train.frames``).
     """
 
-    count: int = 2
-    mode: str = "any"
-    variations: tuple[str, ...] = ()
-    source: str = "resim"
-    boost: float = 0.0
-    pt_scale: tuple[float, float] = (1.0, 1.0)
+    count: int = declared(2, minimum=1)
+    mode: str = declared("any", choices=VIEW_MODES)
+    variations: tuple[str, ...] = declared(())
+    source: str = declared("resim", choices=VIEW_SOURCES)
+    boost: float = declared(0.0, minimum=0.0)
+    #: Read by ``_data``, which also checks 0 < low <= high.
+    pt_scale: tuple[float, float] = declared((1.0, 1.0), length=2, minimum=0.0)
 
 
 @dataclass(frozen=True)
@@ -378,9 +379,8 @@ def _data(t: ConfigTable) -> DataConfig:
         raise ConfigError(t.source, t.key("classes"), "a classifier needs at least two classes")
     max_jets = t.integer("max_jets", None, minimum=1)
     views = t.table("views")
-    views.allow("count", "mode", "variations", "source", "boost", "pt_scale")
-    dv = ViewsConfig()
-    pt_scale = views.numbers("pt_scale", dv.pt_scale, length=2, minimum=0.0)
+    views.allow(*declared_keys(ViewsConfig))
+    pt_scale = views.numbers("pt_scale", ViewsConfig.pt_scale, length=2, minimum=0.0)
     if not 0 < pt_scale[0] <= pt_scale[1]:
         raise ConfigError(t.source, views.key("pt_scale"),
                           f"must be [low, high] with 0 < low <= high, got {list(pt_scale)}")
@@ -394,14 +394,7 @@ def _data(t: ConfigTable) -> DataConfig:
         frame=t.choice("frame", d.frame, FRAMES),
         pretrain_fraction=t.number("pretrain_fraction", d.pretrain_fraction, above=0.0,
                                    at_most=1.0),
-        views=ViewsConfig(
-            count=views.integer("count", dv.count, minimum=1),
-            mode=views.choice("mode", dv.mode, VIEW_MODES),
-            variations=views.strings("variations", dv.variations),
-            source=views.choice("source", dv.source, VIEW_SOURCES),
-            boost=views.number("boost", dv.boost, minimum=0.0),
-            pt_scale=pt_scale,
-        ),
+        views=read(ViewsConfig, views, pt_scale=pt_scale),
         level=t.choice("level", d.level, ("auto", "particle", "detector")),
     )
 
