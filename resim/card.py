@@ -331,8 +331,7 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
         t.fail("pileup", "pileup is seen only by a detector (particle-level jets stay "
                "pileup-free): add a [detector] section (e.g. preset = \"cms\")")
     variations = _variations(_with_preset(t.table("variations", required=True)),
-                             detector_raw, detector,
-                             pileup_raw, pileup)
+                             detector_raw, detector, pileup_raw, pileup)
     pythia_settings = pythia.settings("settings")
     for s in (*pythia_settings, *(s for v in variations for s in v.settings)):
         if s.name.startswith(DECAY_FILTER):

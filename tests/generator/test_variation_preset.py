@@ -70,3 +70,11 @@ def test_the_restricted_text_writes_the_preset_out_and_remakes_the_card(tmp_path
     assert re.findall(r"^\[variations\.(\w+)\]", text, re.M) == keep
     assert parse_card(tomllib.loads(text), path, text).variations == \
         full.with_variations(keep).variations
+
+
+def test_a_restriction_keeps_the_base_of_what_it_keeps() -> None:
+    card = load_card(Path(__file__).parents[1] / "cards" / "detector.toml")
+    assert card.with_variations(["nominal", "redetect"]).variations[1].base == "nominal"
+    with pytest.raises(CardError, match=r"variations\.redetect\.base: re-uses 'nominal', "
+                       "which the restriction leaves out"):
+        card.with_variations(["fsr_up", "redetect"])
