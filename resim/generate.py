@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import awkward as ak
-import click
 import fastjet
 import h5py
 import numpy as np
@@ -68,6 +68,8 @@ from .store import (
     segments,
     validate,
 )
+
+log = logging.getLogger(__name__)
 
 #: Blocks are sized, when the card does not fix them, to take about this long: long
 #: enough to spread what each block pays once (awkward wraps every ``nextBatch`` call's
@@ -270,10 +272,10 @@ def _generate(card: Card, state: str, overwrite: bool, comm: Comm, progress: boo
         kept, shares, repairs = _plan(comm, parts, card.run.events)
         kept_events = sum(s.done - s.first for s in kept)
         if rank == 0 and state == RESUME:
-            click.echo(f"resuming {output}: {kept_events} of {card.run.events} hard events "
-                       "kept from the interrupted run", err=True)
+            log.info("resuming %s: %s of %s hard events kept from the interrupted run",
+                     output, kept_events, card.run.events)
             for line in repairs:
-                click.echo(f"  {line}", err=True)
+                log.info("  %s", line)
         bar = Progress(card.run.events, enabled=progress and rank == 0)
         bar.resume_from(kept_events)
         began, began_cpu = time.monotonic(), time.process_time()
@@ -337,9 +339,8 @@ def _load_pileup_library(pipeline: Pipeline, parts: Path, comm: Comm, say: bool,
     path = parts / LIBRARY_FILE
     rank = comm.Get_rank()
     if say and rank == 0 and not path.is_file():
-        click.echo(f"making the pileup library: {pipeline.card.pileup.library.events} "
-                   f"minimum-bias events (~2 ms each, shared by {comm.Get_size()} rank(s))",
-                   err=True)
+        log.info("making the pileup library: %s minimum-bias events (~2 ms each, shared "
+                 "by %s rank(s))", pipeline.card.pileup.library.events, comm.Get_size())
     with stdout_to(parts / f"pileup-library-rank{rank}.log"):
         library = shared_library(pipeline.minimum_bias, path, comm,
                                  stop=lambda: signals.received is not None)
@@ -457,8 +458,8 @@ def _compact(seg: Segment) -> None:
         compact(seg)
     except OSError as err:
         seg.path.with_suffix(".compacting").unlink(missing_ok=True)
-        click.echo(f"warning: cannot compact {seg.path}: {err.strerror or err}; it is "
-                   "intact, only larger than its data", err=True)
+        log.warning("cannot compact %s: %s; it is intact, only larger than its data",
+                    seg.path, err.strerror or err)
 
 
 class _ProgressReports:

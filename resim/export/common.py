@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import __version__
 from ..dataset import DatasetError, JetDataset
+from ..errors import ResimError
 from ..flavour import SPLITTINGS
 from ..layout import DETECTOR, PILEUP_COLUMNS, with_derived
 from ..progress import JetProgress
@@ -60,8 +61,8 @@ GROUP_BITS = 40
 DETECTOR_COLUMNS = ("d0", "dz", "d0_err", "dz_err", "kind")
 
 
-class ExportError(ValueError):
-    """A bad request or an input that is not a finished resim data set."""
+class ExportError(ResimError, ValueError):
+    """A bad request or an input that is not a finished resim data set (exit code 2)."""
 
 
 # --------------------------------------------------------------------------- classes
