@@ -83,7 +83,7 @@ class MinimumBias:
     def n_chunks(self) -> int:
         return math.ceil(self.card.pileup.library.events / CHUNK_EVENTS)
 
-    def fingerprint(self) -> str:
+    def library_fingerprint(self) -> str:
         """What the library is a function of (its file is reused only if it matches)."""
         text = json.dumps([self.card.run.seed, self.card.pileup.library.events, CHUNK_EVENTS,
                            ABS_ETA_MAX, [s.line for s in self.settings], pythia_version()])
@@ -135,7 +135,7 @@ def shared_library(maker: MinimumBias, path: Path, comm: object,
     """The run's library: read from ``path`` if a run of the same card made it, else made
     (ranks sharing the work; None if ``stop`` stopped it) and written there by rank 0."""
     rank = comm.Get_rank()
-    fingerprint = maker.fingerprint()
+    fingerprint = maker.library_fingerprint()
     usable = comm.bcast(_fingerprint_of(path) == fingerprint if rank == 0 else None)
     if usable:
         return read_library(path)

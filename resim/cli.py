@@ -341,16 +341,12 @@ def export_(files: tuple[Path, ...], fmt: str, output: Path, classes: tuple[str,
             max_particles: int, fractions: str | None, overwrite: bool, quiet: bool) -> None:
     """resim data sets -> files weaver-core or OmniLearned train on, split by hard event,
     each jet keeping its group, variation and realization. See docs/export.md."""
-    from .export import FORMATS, ExportError
+    from .export import FORMATS
     from .export.common import parse_fractions
 
-    try:
-        summary = FORMATS[fmt](list(files), output, classes=list(classes) or None,
-                               max_particles=max_particles,
-                               fractions=parse_fractions(fractions), overwrite=overwrite,
-                               progress=not quiet)
-    except ExportError as err:
-        _fail(str(err))
+    summary = FORMATS[fmt](list(files), output, classes=list(classes) or None,
+                           max_particles=max_particles, fractions=parse_fractions(fractions),
+                           overwrite=overwrite, progress=not quiet)
     per_split = ", ".join(f"{split} {sum(n.values())}" for split, n in summary["jets"].items())
     click.echo(f"{output}: {per_split} jets in {len(summary['classes'])} classes "
                f"({', '.join(summary['classes'])}); manifest {output / 'resim_export.json'}")

@@ -1,9 +1,10 @@
 """The main job, ``resim generate --card CARD``: card → hard events → realizations →
 jets → segments → one data set.
 
-Hard events are processed in blocks. For a block, the upstream freezes each hard event,
-every variation re-simulates it, all realizations are clustered together, and the
-block's rows are committed to the rank's segment file (see :mod:`resim.store`). Under
+Hard events are processed in blocks (what happens to one block is
+:mod:`resim.pipeline`); this module runs them: it prepares the output (or resumes it),
+gives each rank its share, sizes the blocks, commits their rows to the rank's segment
+file (see :mod:`resim.store`) and reports progress. Under
 ``mpiexec`` each rank takes a contiguous share of the hard events; rank 0 shows one
 progress bar for all and, at the end, writes the data set over every rank's segments.
 """
@@ -12,34 +13,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import awkward as ak
-import click
 import fastjet
 import h5py
 import numpy as np
 
 from . import __version__
 from .card import Card
-from .generators.detector import Detector
-from .generators.final_state import FinalState, ParticleTable, visible_final_state
-from .generators.handoff import Job
-from .generators.hard_process import HardProcessSource
-from .generators.hepmc import HepMCWriter
-from .generators.mitigation import mitigate
-from .generators.pileup import LIBRARY_FILE, MinimumBias, make_library, overlay, shared_library
+from .generators.pileup import LIBRARY_FILE, shared_library
 from .generators.pythia_setup import pythia_version, stdout_to
-from .generators.resimulate import Resimulator, job_table
-from .generators.seeds import derive_key
-from .jets import make_jets
-from .layout import as_table, concatenate_tables, empty_tables
+from .layout import concatenate_tables
 from .output import (
     COMPLETE,
     RESUME,
@@ -58,6 +49,7 @@ from .parallel import (
     stop_requested,
     wait_for_all,
 )
+from .pipeline import BlockStats, InterruptedBlockError, Pipeline
 from .progress import Progress
 from .signals import StoppedBySignalError, StopSignals
 from .store import (
@@ -76,7 +68,8 @@ from .store import (
     segments,
     validate,
 )
-from .truth import TruthObjects
+
+log = logging.getLogger(__name__)
 
 #: Blocks are sized, when the card does not fix them, to take about this long: long
 #: enough to spread what each block pays once (awkward wraps every ``nextBatch`` call's
@@ -90,30 +83,12 @@ BLOCK_SECONDS = 5.0
 #: realization).
 FIRST_BLOCK_REALIZATIONS = 32
 MAX_BLOCK_REALIZATIONS = 2048
-#: The detector (with pileup, the overlay and the mitigation too) takes the realizations of
-#: a block this many particles at a time: its ~300 array operations then stay within the
-#: CPU's caches and reuse memory instead of faulting in fresh pages (with <mu> = 50 pileup,
-#: ~8,000 particles per realization, 30 % faster than a whole block at once). Output does
-#: not depend on it: each realization's response is a function of its own key.
-DETECTOR_PARTICLES_AT_ONCE = 80_000
 #: Commits are aimed at this fraction of ``commit_seconds`` after the last, and blocks
 #: sized to end this fraction of the time left before then: on a busy machine a block can
 #: take 20-30 % longer than the rate measured so far says.
 _MARGIN = 0.8
 
 _PROGRESS_TAG, _DONE_TAG = 71, 72
-
-
-class InterruptedBlockError(Exception):
-    """A stop was asked for while a block was being made: the block is dropped."""
-
-
-@dataclass
-class BlockStats:
-    events: int = 0
-    realizations: int = 0
-    jets: int = 0
-    failed: int = 0
 
 
 @dataclass
@@ -142,194 +117,6 @@ class RunSummary:
                 f"hard events; {self.failed} failed attempts, {self.lost} realizations lost, "
                 f"{self.hard_failed} hard events failed; {self.seconds:.1f} s "
                 f"({self.setup_seconds:.1f} s set-up); {self.bytes / 1e6:.1f} MB -> {self.output}")
-
-
-class Pipeline:
-    """Every Pythia instance of a card, set up (and so checked) once, and the per-block work."""
-
-    def __init__(self, card: Card):
-        cpu = time.process_time()
-        self.card = card
-        self.source = HardProcessSource(card)
-        self.resimulator = Resimulator(card, self.source.beams())
-        self.particles = ParticleTable(self.source.pythia.particleData)
-        #: One detector per distinct set of parameters among the variations.
-        self.detectors = {v.detector: Detector(v.detector) for v in card.variations
-                          if v.detector is not None}
-        #: What each variation's realizations go through: (detector, pileup) pairs, and
-        #: each variation's position among them (-1: no detector). By position: comparing
-        #: two specs compares every number in them.
-        setups = list(dict.fromkeys((v.detector, v.pileup) for v in card.variations
-                                    if v.detector is not None))
-        self._setups = [(self.detectors[d], p) for d, p in setups]
-        self._setup_of = np.array([setups.index((v.detector, v.pileup))
-                                   if v.detector is not None else -1
-                                   for v in card.variations], np.int64)
-        #: With ``[pileup]``: the Pythia of the minimum-bias library (checked now, run
-        #: when the library is first needed) and the library.
-        self.minimum_bias = (MinimumBias(card, self.source.beams()) if card.pileup
-                             else None)
-        self._library: FinalState | None = None
-        #: Visible particles are read down to the softest the jets or a detector take.
-        self.read_pt_min = min([card.jets.constituent_pt_min] + [
-            d.geometry.particle_pt_min for d in self.detectors])
-        #: With ``[run] hepmc``: every realization's event record, as HepMC3.
-        self.hepmc = (HepMCWriter(parts_dir(card.run.output) / "hepmc", {
-            "resim": __version__, "Pythia": pythia_version()}) if card.run.hepmc else None)
-        self._weights: dict[int, float] = {}
-        #: CPU seconds spent setting up (initialising every Pythia instance).
-        self.setup_cpu_seconds = time.process_time() - cpu
-        #: Seconds spent in each step so far (for benchmarks and the curious).
-        self.timings: dict[str, float] = dict.fromkeys(
-            ("hard process", "re-simulation", "truth", "final state", "hepmc", "pileup",
-             "detector", "mitigation", "jets", "writing"), 0.0)
-        #: Asked between Pythia's batches: True drops the block in progress
-        #: (:class:`InterruptedBlockError`), to stop within about a second of a signal.
-        self.interrupt: Callable[[], bool] = lambda: False
-
-    def _clock(self, step: str, start: float) -> float:
-        now = time.perf_counter()
-        self.timings[step] += now - start
-        return now
-
-    def _final_state(self, events: ak.Array, jobs: list[Job]) -> FinalState:
-        """Visible final state of a batch of realizations, read as soon as it is made."""
-        if self.interrupt():
-            raise InterruptedBlockError
-        start = time.perf_counter()
-        particles = visible_final_state(events, self.particles, self.read_pt_min)
-        start = self._clock("final state", start)
-        if self.hepmc is not None:
-            self.hepmc.write(events, jobs, self.card.variation_names, self._weights)
-            self._clock("hepmc", start)
-        return particles
-
-    @property
-    def pileup_library(self) -> FinalState:
-        """The minimum-bias library (a run sets it from ``OUTPUT.parts``; made here if not)."""
-        if self._library is None:
-            self._library = make_library(self.minimum_bias)
-        return self._library
-
-    @pileup_library.setter
-    def pileup_library(self, library: FinalState) -> None:
-        self._library = library
-
-    def _keys(self, jobs: list[Job]) -> tuple[np.ndarray, np.ndarray]:
-        """The detector's and the pileup's random-number keys of each realization, from
-        its coordinates. A ``stage = "pileup"`` realization keeps its base's detector
-        seeds (only pileup changes), a ``stage = "detector"`` one its base's pileup."""
-        card = self.card
-        names = card.variation_names
-        detector, pileup = [], []
-        for j in jobs:
-            v = card.variations[j.variation]
-            own = (names[j.variation], j.event, j.realization, j.attempt)
-            base = (v.base, j.event, 0, j.attempt)
-            detector.append(derive_key(card.run.seed, "detector",
-                                       *(base if v.stage == "pileup" else own)))
-            pileup.append(derive_key(card.run.seed, "pileup",
-                                     *(base if v.stage == "detector" else own)))
-        return np.array(detector, np.uint64), np.array(pileup, np.uint64)
-
-    def _detect(self, particles: FinalState, jobs: list[Job]) -> tuple[FinalState, np.ndarray]:
-        """Candidates of every realization as its jets see them (each variation's pileup,
-        detector and mitigation, with seeds derived from the realization's coordinates,
-        down to the jets' constituent threshold), and its number of pileup collisions."""
-        detector_keys, pileup_keys = self._keys(jobs)
-        which = self._setup_of[np.fromiter((j.variation for j in jobs), np.int64, len(jobs))]
-        n_pileup = np.zeros(len(jobs), np.int64)
-        parts, order = [], []
-        per_realization = particles.offsets[-1] / max(len(jobs), 1)
-        for s, (detector, pileup) in enumerate(self._setups):
-            mine = np.flatnonzero(which == s)
-            expected = per_realization + (0 if pileup is None else pileup.mu * (
-                self.pileup_library.offsets[-1] / max(len(self.pileup_library), 1)))
-            step = max(1, int(DETECTOR_PARTICLES_AT_ONCE / max(expected, 1.0)))
-            for first in range(0, len(mine), step):
-                these = mine[first:first + step]
-                seen = particles if len(these) == len(jobs) else particles.take(these)
-                if pileup is not None:
-                    t = time.perf_counter()
-                    overlaid = overlay(seen, self.pileup_library, pileup_keys[these], pileup)
-                    seen, n_pileup[these] = overlaid.particles, overlaid.n_pileup
-                    self._clock("pileup", t)
-                candidates = detector.simulate(seen, detector_keys[these])
-                if pileup is not None:
-                    t = time.perf_counter()
-                    candidates = mitigate(candidates, overlaid.vertex_z, overlaid.n_pileup,
-                                          pileup)
-                    self._clock("mitigation", t)
-                parts.append(candidates)
-                order.append(these)
-        candidates = FinalState.concatenate(parts)
-        position = np.concatenate(order)
-        if (np.diff(position) < 0).any():  # back into job order
-            candidates = candidates.take(np.argsort(position))
-        # The realizations' records (heavy hadrons, decay products) are the particles'.
-        candidates.history = particles.history
-        return _above(candidates, self.card.jets.constituent_pt_min), n_pileup
-
-    def block(self, first: int, last: int) -> tuple[dict[str, dict[str, np.ndarray]], BlockStats]:
-        """Output tables for hard events [first, last)."""
-        card = self.card
-        t = time.perf_counter()
-        hard = [self.source.event(i) for i in range(first, last)]
-        good = [h for h in hard if h is not None]
-        t = self._clock("hard process", t)
-        reading = self.timings["final state"] + self.timings["hepmc"]
-        if self.hepmc is not None:
-            self._weights = {h.index: h.weight for h in good}
-            self.hepmc.begin(first, last)
-        real = self.resimulator.realize(good, read=self._final_state)
-        if self.hepmc is not None:
-            self.hepmc.end()
-        t = self._clock("re-simulation", t)
-        self.timings["re-simulation"] -= (self.timings["final state"] + self.timings["hepmc"]
-                                          - reading)
-        truth = TruthObjects.of(good, card.objects)
-        t = self._clock("truth", t)
-        tables = empty_tables()
-        if real.jobs:
-            particles = FinalState.concatenate(real.events)
-            jobs = real.jobs + real.copies
-            if real.copies:  # detector-stage realizations see their base's particles
-                particles = particles.take(np.concatenate(
-                    [np.arange(len(real.jobs)), np.asarray(real.copy_of, np.int64)]))
-            t = self._clock("final state", t)
-            inner = self.timings["pileup"] + self.timings["mitigation"]
-            candidates, n_pileup = (self._detect(particles, jobs) if self.detectors
-                                    else (None, None))
-            t = self._clock("detector", t)
-            self.timings["detector"] -= (self.timings["pileup"] + self.timings["mitigation"]
-                                         - inner)
-            if self.read_pt_min < card.jets.constituent_pt_min:
-                particles = _above(particles, card.jets.constituent_pt_min)
-            jets = make_jets(particles, job_table(jobs), truth, card.jets,
-                             card.objects.contained, candidates, n_pileup)
-            t = self._clock("jets", t)
-            tables["jets"] = as_table("jets", jets.jets)
-            tables["constituents"] = as_table("constituents", jets.constituents)
-            tables["groups"] = as_table("groups", jets.groups)
-        index = np.arange(first, last)
-        tables["events"] = as_table("events", {
-            "event": index,
-            "n_objects": np.bincount(truth.event - first, minlength=last - first),
-            "n_failed": [real.failed.get(i, 0) for i in index],
-            "n_lost": [real.lost.get(i, 0) for i in index],
-            "hard_ok": [h is not None for h in hard],
-            "weight": [h.weight if h is not None else 0.0 for h in hard],
-        })
-        stats = BlockStats(events=last - first, realizations=len(real.jobs) + len(real.copies),
-                           jets=len(tables["jets"]["pt"]), failed=sum(real.failed.values()))
-        return tables, stats
-
-
-def _above(particles: FinalState, pt_min: float) -> FinalState:
-    """The particles (or candidates) with pT >= ``pt_min``."""
-    c = particles.columns
-    keep = c["px"] * c["px"] + c["py"] * c["py"] >= pt_min * pt_min
-    return particles if keep.all() else particles.where(keep)
 
 
 class BlockSizes:
@@ -485,10 +272,10 @@ def _generate(card: Card, state: str, overwrite: bool, comm: Comm, progress: boo
         kept, shares, repairs = _plan(comm, parts, card.run.events)
         kept_events = sum(s.done - s.first for s in kept)
         if rank == 0 and state == RESUME:
-            click.echo(f"resuming {output}: {kept_events} of {card.run.events} hard events "
-                       "kept from the interrupted run", err=True)
+            log.info("resuming %s: %s of %s hard events kept from the interrupted run",
+                     output, kept_events, card.run.events)
             for line in repairs:
-                click.echo(f"  {line}", err=True)
+                log.info("  %s", line)
         bar = Progress(card.run.events, enabled=progress and rank == 0)
         bar.resume_from(kept_events)
         began, began_cpu = time.monotonic(), time.process_time()
@@ -552,9 +339,8 @@ def _load_pileup_library(pipeline: Pipeline, parts: Path, comm: Comm, say: bool,
     path = parts / LIBRARY_FILE
     rank = comm.Get_rank()
     if say and rank == 0 and not path.is_file():
-        click.echo(f"making the pileup library: {pipeline.card.pileup.library.events} "
-                   f"minimum-bias events (~2 ms each, shared by {comm.Get_size()} rank(s))",
-                   err=True)
+        log.info("making the pileup library: %s minimum-bias events (~2 ms each, shared "
+                 "by %s rank(s))", pipeline.card.pileup.library.events, comm.Get_size())
     with stdout_to(parts / f"pileup-library-rank{rank}.log"):
         library = shared_library(pipeline.minimum_bias, path, comm,
                                  stop=lambda: signals.received is not None)
@@ -625,10 +411,9 @@ def _run_share(pipeline: Pipeline, share: list[tuple[int, int]], parts: Path,
 
 def _finish(pipeline: Pipeline, writer: SegmentWriter) -> None:
     """Close a segment that is complete, compacting it if that is worth it."""
-    t = time.perf_counter()
-    writer.close()
-    _compact(writer.segment)
-    pipeline._clock("writing", t)
+    with pipeline.timer.step("writing"):
+        writer.close()
+        _compact(writer.segment)
 
 
 class _Stops:
@@ -654,14 +439,13 @@ def _commit(pipeline: Pipeline, writer: SegmentWriter,
     """Write the finished blocks up to hard event ``done`` (if any) and record them."""
     if not buffered:
         return
-    t = time.perf_counter()
-    try:
-        writer.commit(concatenate_tables(buffered), done=done)
-    except OSError as err:
-        seg = writer.segment
-        raise WriteError(f"cannot write hard events {seg.done}-{done - 1} to {seg.path}: "
-                         f"{err.strerror or err}") from None
-    pipeline._clock("writing", t)
+    with pipeline.timer.step("writing"):
+        try:
+            writer.commit(concatenate_tables(buffered), done=done)
+        except OSError as err:
+            seg = writer.segment
+            raise WriteError(f"cannot write hard events {seg.done}-{done - 1} to "
+                             f"{seg.path}: {err.strerror or err}") from None
 
 
 def _compact(seg: Segment) -> None:
@@ -674,8 +458,8 @@ def _compact(seg: Segment) -> None:
         compact(seg)
     except OSError as err:
         seg.path.with_suffix(".compacting").unlink(missing_ok=True)
-        click.echo(f"warning: cannot compact {seg.path}: {err.strerror or err}; it is "
-                   "intact, only larger than its data", err=True)
+        log.warning("cannot compact %s: %s; it is intact, only larger than its data",
+                    seg.path, err.strerror or err)
 
 
 class _ProgressReports:

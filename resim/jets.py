@@ -46,8 +46,9 @@ def jet_definition(spec: Jets) -> fastjet.JetDefinition:
 
 
 @dataclass
-class JetBlock:
-    """Columns for the output tables: one row per jet, constituent and group."""
+class ClusteredJets:
+    """A block's jets as columns for the output tables: one row per jet, constituent and
+    group."""
 
     jets: dict[str, np.ndarray]
     constituents: dict[str, np.ndarray]
@@ -67,7 +68,7 @@ def _first_of_each(keys: tuple[np.ndarray, ...]) -> np.ndarray:
 
 def make_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthObjects,
               spec: Jets, contained: bool, candidates: FinalState | None = None,
-              n_pileup: np.ndarray | None = None) -> JetBlock:
+              n_pileup: np.ndarray | None = None) -> ClusteredJets:
     """Cluster ``particles`` (one event per realization, in ``jobs`` order) into grouped
     jets; with ``candidates`` (the detector's, same order) detector-level jets too, their
     realizations with ``n_pileup`` pileup collisions (default none)."""
@@ -99,7 +100,7 @@ def make_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthOb
         "pt": tp4.pt, "eta": tp4.eta, "phi": tp4.phi, "mass": tp4.mass,
         "n_jets": np.diff(np.append(g_first, len(group))),
     }
-    return JetBlock(jets=jet_cols, constituents=constituents, groups=group_cols)
+    return ClusteredJets(jets=jet_cols, constituents=constituents, groups=group_cols)
 
 
 def _matched_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthObjects,

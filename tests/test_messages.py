@@ -30,3 +30,33 @@ def test_the_command_line_shows_library_messages_as_text(resim_logger, capsys) -
     assert captured.err == "epoch 1/2, train loss 0.5\nwarning: resuming a 2-process run\n"
     assert captured.out == ""
     assert sum(isinstance(h, EchoHandler) for h in resim_logger.handlers) == 1
+
+
+def test_the_generator_logs_what_it_cannot_compact(resim_logger, tmp_path,
+                                                    monkeypatch) -> None:
+    """A segment that cannot be compacted is a WARNING of ``resim.generate`` (the command
+    line shows it as ``warning: cannot compact ...``), not text printed by the library."""
+    import errno
+
+    import resim.generate
+    from resim.store import Segment
+
+    def no_space(seg: Segment) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(resim.generate, "dead_space", lambda path: 1 << 40)
+    monkeypatch.setattr(resim.generate, "compact", no_space)
+    seg = Segment(path=tmp_path / "events-0.h5", first=0, done=1, rows={})
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append  # type: ignore[method-assign]
+    logger = logging.getLogger("resim.generate")
+    logger.addHandler(handler)
+    try:
+        resim.generate._compact(seg)
+    finally:
+        logger.removeHandler(handler)
+    [record] = records
+    assert record.levelno == logging.WARNING
+    assert record.getMessage() == (f"cannot compact {seg.path}: No space left on device; it "
+                                   "is intact, only larger than its data")

@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import __version__
 from ..dataset import DatasetError, JetDataset
+from ..errors import ResimError
 from ..flavour import SPLITTINGS
 from ..layout import DETECTOR, PILEUP_COLUMNS, with_derived
 from ..progress import JetProgress
@@ -60,8 +61,8 @@ GROUP_BITS = 40
 DETECTOR_COLUMNS = ("d0", "dz", "d0_err", "dz_err", "kind")
 
 
-class ExportError(ValueError):
-    """A bad request or an input that is not a finished resim data set."""
+class ExportError(ResimError, ValueError):
+    """A bad request or an input that is not a finished resim data set (exit code 2)."""
 
 
 # --------------------------------------------------------------------------- classes
@@ -105,29 +106,15 @@ class Classes:
         if not items:
             return cls({name: (name,) for name in labels})
         if len(items) == 1 and "=" not in items[0]:
-            if items[0] not in PRESETS:
-                raise ExportError(f"--classes {items[0]}: not a preset ({', '.join(PRESETS)}) "
-                                  "nor NAME=LABEL[,LABEL...]")
-            return cls(dict(PRESETS[items[0]]))
+            return cls(dict(_preset(items[0])))
         members: dict[str, tuple[str, ...]] = {}
         claimed: dict[tuple[str, str], str] = {}  # (label, splitting or "") -> class
         for item in items:
-            name, sep, rest = item.partition("=")
-            name = name.strip()
-            chosen = tuple(m.strip() for m in rest.split(",") if m.strip())
-            if not sep or not name or not chosen:
-                raise ExportError(f"--classes {item}: expected NAME=LABEL[,LABEL...] "
-                                  "(a LABEL may be refined per jet, e.g. g:g_bb)")
+            name, chosen = _class_item(item)
             if name in members:
                 raise ExportError(f"--classes {item}: class {name!r} given twice")
             for m in chosen:
-                label, _, split = m.partition(":")
-                if label not in labels:
-                    raise ExportError(f"--classes {item}: unknown label {label!r}; the inputs "
-                                      f"have {', '.join(labels)}")
-                if split and split not in SPLITTINGS.values():
-                    raise ExportError(f"--classes {item}: unknown splitting {split!r}; one of "
-                                      f"{', '.join(SPLITTINGS.values())}")
+                label, split = _member(item, m, labels)
                 # A jet belongs to one class: a label taken whole, or per splitting, once.
                 clash = [c for (lb, s), c in claimed.items()
                          if lb == label and (not s or not split or s == split)]
@@ -152,6 +139,38 @@ class Classes:
                 columns = [by_name[split] + 1] if split else slice(None)
                 row[columns] = k  # classes never overlap (parse checks; presets do not)
         return table
+
+
+def _preset(name: str) -> dict[str, tuple[str, ...]]:
+    """A named class set of ``--classes``."""
+    if name not in PRESETS:
+        raise ExportError(f"--classes {name}: not a preset ({', '.join(PRESETS)}) "
+                          "nor NAME=LABEL[,LABEL...]")
+    return PRESETS[name]
+
+
+def _class_item(item: str) -> tuple[str, tuple[str, ...]]:
+    """One ``NAME=MEMBER[,MEMBER...]`` item: the class name and its members."""
+    name, sep, rest = item.partition("=")
+    name = name.strip()
+    chosen = tuple(m.strip() for m in rest.split(",") if m.strip())
+    if not sep or not name or not chosen:
+        raise ExportError(f"--classes {item}: expected NAME=LABEL[,LABEL...] "
+                          "(a LABEL may be refined per jet, e.g. g:g_bb)")
+    return name, chosen
+
+
+def _member(item: str, member: str, labels: Sequence[str]) -> tuple[str, str]:
+    """A class member ``label`` or ``label:splitting`` of ``item``, checked against the
+    inputs' labels: (label, splitting or "")."""
+    label, _, split = member.partition(":")
+    if label not in labels:
+        raise ExportError(f"--classes {item}: unknown label {label!r}; the inputs "
+                          f"have {', '.join(labels)}")
+    if split and split not in SPLITTINGS.values():
+        raise ExportError(f"--classes {item}: unknown splitting {split!r}; one of "
+                          f"{', '.join(SPLITTINGS.values())}")
+    return label, split
 
 
 # --------------------------------------------------------------------------- inputs
