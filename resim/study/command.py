@@ -33,7 +33,7 @@ def study(config_name: str, output: Path | None, jobs: int | None, report: Path 
     """Generate, pre-train every objective, fine-tune, evaluate, report (the RS3L study).
 
     A rerun reuses every complete stage and resumes unfinished ones. Shipped studies:
-    `small` (under an hour on 2 cores; docs/study.md is its report), `tiny` (tests).
+    `small` (about an hour on 2 quiet cores; docs/study.md is its report), `tiny` (tests).
     """
     if show:
         from resim.train.config import ConfigError
