@@ -20,13 +20,9 @@ from resim.cli import main
 from resim.train.checkpoint import Checkpoint
 from resim.train.loop import load_checkpoint
 
-PRETRAIN = """# A tiny RS3L config for tests.
-[encoder]
-name = "transformer"
-embed_dims = [16, 16]
-num_heads = 2
-num_layers = 1
-num_cls_layers = 1
+from .tiny import TINY_TRANSFORMER
+
+PRETRAIN = TINY_TRANSFORMER + """
 
 [method]
 name = "rs3l"

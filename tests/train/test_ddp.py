@@ -26,6 +26,8 @@ from resim.train.config import parse_config
 from resim.train.loop import Runtime, load_checkpoint
 from resim.train.pretrain import open_data, pretrain_batches
 
+from .tiny import TINY_TRANSFORMER
+
 WORKER = '''
 import json, sys, torch
 import torch.distributed as dist
@@ -75,13 +77,7 @@ threads = 1
 """
 
 
-MPM = """
-[encoder]
-name = "transformer"
-embed_dims = [16, 16]
-num_heads = 2
-num_layers = 1
-num_cls_layers = 1
+MPM = TINY_TRANSFORMER + """
 
 [method]
 name = "mpm"

@@ -17,6 +17,8 @@ from resim.train.data import JetData, LabelledJets, PretrainBatches
 from resim.train.features import DETECTOR_FEATURES, FEATURES, Particles, feature_names, features
 from resim.train.loop import load_checkpoint
 
+from .tiny import TINY_TRANSFORMER
+
 DATA = Path(__file__).parents[1] / "data"
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -100,13 +102,7 @@ def test_detector_features_add_the_uncertainties(detector_datasets):
     assert next(iter(jets))["x"].shape[-1] == 17
 
 
-PRETRAIN = """
-[encoder]
-name = "transformer"
-embed_dims = [16, 16]
-num_heads = 2
-num_layers = 1
-num_cls_layers = 1
+PRETRAIN = TINY_TRANSFORMER + """
 
 [method]
 name = "rs3l"

@@ -28,16 +28,12 @@ from resim.train.finetune import finetune
 from resim.train.loop import RunError, load_checkpoint
 from resim.train.views import group_ranges
 
+from .tiny import TINY_TRANSFORMER
+
 VARIATIONS = ["nominal", "seed", "fsr_up", "fsr_down"]
 
 #: A tiny transformer trained from scratch on the nominal jets only (data.variations = []).
-TAGGER = """
-[encoder]
-name = "transformer"
-embed_dims = [16, 16]
-num_heads = 2
-num_layers = 1
-num_cls_layers = 1
+TAGGER = TINY_TRANSFORMER + """
 
 [data]
 max_particles = 32

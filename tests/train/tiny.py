@@ -17,3 +17,13 @@ name = "rs3l"
 max_particles = 32
 batch_size = 64
 """
+
+#: A tiny transformer encoder (16 wide, one block): tests add the method, data and run.
+TINY_TRANSFORMER = """
+[encoder]
+name = "transformer"
+embed_dims = [16, 16]
+num_heads = 2
+num_layers = 1
+num_cls_layers = 1
+"""
