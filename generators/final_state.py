@@ -22,7 +22,9 @@ import awkward as ak
 import numpy as np
 import pythia8mc
 
-from .history import History, ranges, record_history
+from resim.ranges import ranges
+
+from .history import History, record_history
 
 #: Columns of a :class:`FinalState`, in output order.
 COLUMNS = ("px", "py", "pz", "E", "pid", "charge", "vx", "vy", "vz")

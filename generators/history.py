@@ -37,6 +37,8 @@ from typing import ClassVar
 import awkward as ak
 import numpy as np
 
+from resim.ranges import ranges
+
 B, C = 5, 4
 #: Heavy hadrons below this pT (GeV) are not kept (as in ATLAS's flavour labels): a soft B
 #: or C hadron from the underlying event does not make a jet heavy-flavour.
@@ -66,15 +68,6 @@ def heavy_flavour(pid: np.ndarray) -> np.ndarray:
     has_b = (q1 == B) | (q2 == B) | (q3 == B)
     has_c = (q1 == C) | (q2 == C) | (q3 == C)
     return np.where(hadron, np.where(has_b, B, np.where(has_c, C, 0)), 0).astype(np.int8)
-
-
-def ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenation of ``arange(start, start + length)`` for every range, and its range."""
-    lengths = np.asarray(lengths, np.int64)
-    owner = np.repeat(np.arange(len(lengths)), lengths)
-    first = np.repeat(np.cumsum(lengths) - lengths, lengths)
-    rows = np.repeat(np.asarray(starts, np.int64), lengths) + np.arange(lengths.sum()) - first
-    return rows, owner
 
 
 def _daughters(d1: np.ndarray, d2: np.ndarray, first: np.ndarray

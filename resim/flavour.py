@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from resim.generators.history import G_GG, B, C, History, ranges
+from resim.generators.history import G_GG, B, C, History
+from resim.ranges import ranges
 
 NONE, G_QQ, G_CC, G_BB = 0, 1, 4, 5
 #: Codes of the jets' ``splitting`` column (-1 in files that do not know, e.g. converted

@@ -29,8 +29,9 @@ import vector
 from resim.card import Jets
 from resim.flavour import jet_flavour
 from resim.generators.final_state import FinalState
-from resim.generators.history import History, ranges
+from resim.generators.history import History
 from resim.layout import DETECTOR, PARTICLE, with_derived
+from resim.ranges import ranges
 from resim.truth import TruthObjects
 
 P4 = ("px", "py", "pz", "E")

@@ -72,8 +72,9 @@ from resim.dataset import CONSTITUENT_FIELDS, DatasetError, JetDataset
 from resim.layout import IMPACT_COLUMNS, LEVELS, PARTICLE, PILEUP_COLUMNS, with_derived
 from resim.store import open_data_set, parts_dir, read_error
 
+from ..ranges import ranges
 from .features import FEATURES, Particles, features
-from .views import ViewPolicy, choose_views, group_ranges
+from .views import ViewPolicy, choose_views
 
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
@@ -179,7 +180,7 @@ def shuffled_order(n: int, rng: np.random.Generator, streaming: Streaming) -> np
     place[rng.permutation(n_blocks)] = np.arange(n_blocks)
     window = place[block_of_run] // streaming.mix
     order = np.lexsort((rng.random(len(starts)), window))
-    return group_ranges(starts[order], lengths[order])[0]
+    return ranges(starts[order], lengths[order])[0]
 
 
 def rank_batches(n_batches: int, rank: int, world_size: int, remainder: str) -> np.ndarray:
@@ -477,7 +478,7 @@ class JetData:
         self._read_since_open += int(size.sum())
         if self._read_since_open > _REOPEN_AFTER:
             self.close()
-        take = group_ranges(position[inverse], kept[inverse])[0]
+        take = ranges(position[inverse], kept[inverse])[0]
         flat = {c: (np.concatenate(p) if p else np.zeros(0))[take] for c, p in parts.items()}
         return Particles.from_flat(flat, kept[inverse], max_particles)
 

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..ranges import ranges
+
 MODES = ("any", "nominal_plus")
 SOURCES = ("resim", "augment")
 
@@ -100,15 +102,6 @@ class ViewPolicy:
         return eligible_per_group >= self.views
 
 
-def group_ranges(starts: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Rows ``starts[i] .. starts[i] + sizes[i] - 1`` of every group i, concatenated, and i."""
-    sizes = np.asarray(sizes, dtype=np.int64)
-    slot = np.repeat(np.arange(len(sizes)), sizes)
-    first = np.cumsum(sizes) - sizes
-    rows = np.asarray(starts, dtype=np.int64)[slot] + np.arange(sizes.sum()) - first[slot]
-    return rows, slot
-
-
 def choose_views(policy: ViewPolicy, starts: np.ndarray, sizes: np.ndarray,
                  eligible: np.ndarray, anchor: np.ndarray,
                  rng: np.random.Generator) -> np.ndarray:
@@ -118,7 +111,7 @@ def choose_views(policy: ViewPolicy, starts: np.ndarray, sizes: np.ndarray,
     from :meth:`ViewPolicy.masks`. Every group must be usable (the caller filters). In
     ``nominal_plus`` mode the anchor is view 0; otherwise the views come in random order.
     """
-    rows, slot = group_ranges(starts, sizes)
+    rows, slot = ranges(starts, sizes)
     keep = eligible[rows]
     rows, slot = rows[keep], slot[keep]
     if policy.source == "augment":

@@ -46,9 +46,9 @@ from ..errors import ResimError
 from ..flavour import SPLITTINGS
 from ..layout import DETECTOR, PILEUP_COLUMNS, with_derived
 from ..progress import JetProgress
+from ..ranges import ranges
 from ..store import open_data_set
 from ..train.features import KINDS, Particles, features
-from ..train.views import group_ranges
 from .substructure import substructure
 
 SPLITS = ("train", "val", "test")
@@ -338,7 +338,7 @@ def read_blocks(source: Source, classes: Classes, variations: Sequence[str],
                 continue
             counts = counts_all[a:b][rows]
             lo, hi = offsets[a], offsets[b]
-            take = group_ranges(offsets[a:b][rows] - lo, counts)[0]
+            take = ranges(offsets[a:b][rows] - lo, counts)[0]
             cons = with_derived("constituents", {c: cons_h5[c][lo:hi][take] for c in stored},
                                 only=PILEUP_COLUMNS)
             yield _block(source, {c: v[rows] for c, v in jets.items()}, counts, cons,

@@ -21,12 +21,12 @@ import torch
 from click.testing import CliRunner
 
 from resim.cli import main
+from resim.ranges import ranges
 from resim.train.config import parse_config
 from resim.train.data import LabelledJets
 from resim.train.evaluate import auto_bins, evaluate_shift, format_shift_table
 from resim.train.finetune import finetune
 from resim.train.loop import RunError, load_checkpoint
-from resim.train.views import group_ranges
 
 from .tiny import TINY_TRANSFORMER
 
@@ -66,7 +66,7 @@ def distorted_copy(source: Path, directory: Path, variation: str, factor: float)
         with h5py.File(part, "r+") as h:
             var = h["jets/variation"][:]
             count = h["jets/n_constituents"][:].astype(np.int64)
-            rows = group_ranges((np.cumsum(count) - count)[var == code], count[var == code])[0]
+            rows = ranges((np.cumsum(count) - count)[var == code], count[var == code])[0]
             for column in ("px", "py", "pz", "E"):
                 values = h["constituents"][column][:]
                 values[rows] *= factor
