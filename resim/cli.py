@@ -180,7 +180,11 @@ def _abort(comm, err: BaseException, output: Path | None) -> None:
     else:
         if comm.Get_size() > 1:
             message = f"rank {comm.Get_rank()}: {message}"
-        if output is not None and parts_dir(output).is_dir() and "--resume" not in message:
+        # A ResimError of exit code 2 is a problem with what was asked (the card): --resume
+        # would meet it again.
+        asked = isinstance(err, ResimError) and code == 2
+        if (output is not None and parts_dir(output).is_dir() and "--resume" not in message
+                and not asked):
             message += (f"; the hard events finished before are kept in {parts_dir(output)}/: "
                         "fix the cause and rerun with --resume to continue")
         click.echo(f"error: {message}", err=True)

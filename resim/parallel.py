@@ -13,10 +13,16 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .errors import ResimError
+
 #: Environment variables an MPI launcher sets (MPICH/Hydra, Open MPI, Slurm PMI).
 _LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 #: Those of them that say how many ranks the launcher started.
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+
+
+class MpiUnavailableError(ResimError, RuntimeError):
+    """An MPI launcher started resim, but mpi4py cannot be imported (exit code 2)."""
 
 
 class Comm(Protocol):
@@ -64,9 +70,12 @@ def world() -> Comm:
         return SerialComm()
     try:
         from mpi4py import MPI
-    except ImportError as err:  # pragma: no cover - depends on the installation
-        raise RuntimeError("launched by mpiexec but mpi4py is not installed: "
-                           "pip install 'resim[mpi]'") from err
+    except ImportError as err:  # each rank would make, and write, the whole run alone
+        given = next(v for v in _LAUNCHER_VARS if os.environ.get(v))
+        raise MpiUnavailableError(
+            f"started by an MPI launcher ({given} is set) but mpi4py cannot be imported "
+            f"({err}): pip install 'resim[mpi]' in this environment, or run without "
+            "mpiexec/srun") from None
     return MPI.COMM_WORLD
 
 

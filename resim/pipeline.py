@@ -191,7 +191,7 @@ class Pipeline:
             if self.hepmc is not None:
                 self.hepmc.end()
         with step("truth"):
-            truth = TruthObjects.of(good, card.objects)
+            truth = TruthObjects.of(good, card.objects, card.path)
         tables = empty_tables()
         if real.jobs:
             with step("final state"):

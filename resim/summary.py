@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +12,40 @@ import numpy as np
 from .dataset import JetDataset
 from .flavour import SPLITTINGS
 from .plotting import figure
+
+
+def variation_setups(attrs: dict[str, Any], variations: tuple[str, ...]
+                     ) -> dict[str, dict[str, Any]]:
+    """Each variation's stage and pileup (``{"mu", "mitigation"}``, or None without
+    pileup), as the file's run summary stores them (docs/format.md).
+
+    Files made before the summary kept ``stages`` (format version 1) have the card's text,
+    whose variations name their stage (``shower`` unless said). A converted benchmark has
+    no card: its stage is None.
+    """
+    try:
+        summary = json.loads(attrs.get("summary") or "{}")
+    except json.JSONDecodeError:
+        summary = {}
+    stages = summary.get("stages") or _stages_of_card(attrs.get("card") or "")
+    pileup = summary.get("pileup") or {}
+    out = {}
+    for v in variations:
+        p = pileup.get(v)
+        out[v] = {"stage": stages.get(v),
+                  "pileup": None if p is None else {"mu": p["mu"],
+                                                    "mitigation": p.get("mitigation")}}
+    return out
+
+
+def _stages_of_card(text: str) -> dict[str, str]:
+    """Variation name -> stage, read from a card's text (older files' summaries lack it)."""
+    try:
+        variations = tomllib.loads(text).get("variations", {})
+    except tomllib.TOMLDecodeError:
+        return {}
+    return {name: v.get("stage", "shower") for name, v in variations.items()
+            if isinstance(v, dict)}
 
 
 def describe(ds: JetDataset) -> dict[str, Any]:
@@ -44,6 +80,7 @@ def describe(ds: JetDataset) -> dict[str, Any]:
                 "with_c_hadron": int((f["n_c_hadrons"] > 0).sum()),
                 **{name: int((f["splitting"] == k).sum()) for k, name in SPLITTINGS.items()}}
 
+    setups = variation_setups(a, ds.variations)
     return {
         "path": str(ds.path),
         "card": a.get("card_path"),
@@ -57,7 +94,8 @@ def describe(ds: JetDataset) -> dict[str, Any]:
         "n_hard_failed": int(a["n_hard_failed"]),
         "variations": {v: int((var == i).sum()) for i, v in enumerate(ds.variations)},
         "labels": {lb: int((group_label == i).sum()) for i, lb in enumerate(ds.labels)},
-        "per_variation": {v: stats(var == i) for i, v in enumerate(ds.variations)},
+        "per_variation": {v: {**stats(var == i), **setups[v]}
+                          for i, v in enumerate(ds.variations)},
         "per_label": {lb: stats(lab == i) for i, lb in enumerate(ds.labels)},
         "per_level": {lv: stats(level == i) for i, lv in enumerate(ds.levels)
                       if (level == i).any()},
@@ -74,6 +112,13 @@ def _fmt(x: float | None, spec: str) -> str:
     return "-" if x is None else format(x, spec)
 
 
+def _pileup_text(p: dict[str, Any] | None) -> str:
+    """``mu 50 puppi``; ``-`` without pileup."""
+    if p is None:
+        return "-"
+    return f"mu {p['mu']:g}" + (f" {p['mitigation']}" if p.get("mitigation") else "")
+
+
 def as_text(d: dict[str, Any]) -> str:
     lines = [
         f"{d['path']}  (card {d['card']}, seed {d['seed']}, made {d['created']})",
@@ -81,11 +126,17 @@ def as_text(d: dict[str, Any]) -> str:
         f"  failures: {d['n_failed']} failed attempts (retried), {d['n_lost']} realizations "
         f"lost, {d['n_hard_failed']} hard events failed",
         "",
-        f"  {'variation':<16}{'jets':>9}{'<mass>/GeV':>12}{'<constituents>':>16}",
     ]
+    # The stage a variation re-runs from and, in files with pileup, its mu and mitigation
+    # (that of its detector-level jets; particle-level jets never see pileup).
+    with_pileup = any(s.get("pileup") for s in d["per_variation"].values())
+    pileup_head = f"{'pileup':<16}" if with_pileup else ""
+    lines.append(f"  {'variation':<16}{'stage':<15}{pileup_head}{'jets':>9}{'<mass>/GeV':>12}"
+                 f"{'<constituents>':>16}")
     for v, s in d["per_variation"].items():
-        lines.append(f"  {v:<16}{s['jets']:>9}{_fmt(s['mean_mass'], '.1f'):>12}"
-                     f"{_fmt(s['mean_constituents'], '.1f'):>16}")
+        pileup = f"{_pileup_text(s.get('pileup')):<16}" if with_pileup else ""
+        lines.append(f"  {v:<16}{s.get('stage') or '-':<15}{pileup}{s['jets']:>9}"
+                     f"{_fmt(s['mean_mass'], '.1f'):>12}{_fmt(s['mean_constituents'], '.1f'):>16}")
     lines += ["", f"  {'label':<16}{'groups':>9}{'jets':>9}{'<mass>/GeV':>12}"]
     for lb, s in d["per_label"].items():
         lines.append(f"  {lb:<16}{d['labels'][lb]:>9}{s['jets']:>9}"

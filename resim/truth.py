@@ -10,17 +10,24 @@ the run is split across ranks.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import vector
 
 from resim.card import Objects
+from resim.errors import ResimError
 from resim.generators.hard_process import INCOMING, LHA_DTYPE, OUTGOING, HardEvent
 
 MAX_OBJECTS = 16
 #: Decay products a contained jet must hold: quarks, gluons and charged leptons (a W -> l nu
 #: in the jet leaves its lepton there; the neutrino is invisible and is not required).
 _CONTAINED = np.array([1, 2, 3, 4, 5, 6, 21, 11, 13, 15])
+
+
+class TooManyObjectsError(ResimError, ValueError):
+    """A hard event has more objects than group ids number per event: the card's
+    ``[objects] pdg`` selects too many of its particles (exit code 2)."""
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,11 @@ class TruthObjects:
         return len(self.event)
 
     @classmethod
-    def of(cls, hard_events: list[HardEvent], spec: Objects) -> TruthObjects:
+    def of(cls, hard_events: list[HardEvent], spec: Objects,
+           card: str | Path | None = None) -> TruthObjects:
         """The objects of ``hard_events``, found with array operations over all their
-        particles at once (a block has tens to hundreds of hard events)."""
+        particles at once (a block has tens to hundreds of hard events). ``card``: the
+        card's path, named in the error of an event with too many objects."""
         parts = (np.concatenate([h.particles for h in hard_events]) if hard_events
                  else np.empty(0, LHA_DTYPE))
         sizes = np.array([len(h.particles) for h in hard_events], np.int64)
@@ -68,8 +77,11 @@ class TruthObjects:
         k = np.arange(len(rows)) - np.searchsorted(at, at, "left")  # k-th object of its event
         if len(k) and k.max() >= MAX_OBJECTS:
             worst = hard_events[at[np.argmax(k)]]
-            raise ValueError(f"hard event {worst.index} has {np.sum(at == at[np.argmax(k)])} "
-                             f"objects, more than {MAX_OBJECTS}")
+            raise TooManyObjectsError(
+                f"{'' if card is None else f'{card}: '}objects.pdg: hard event {worst.index} "
+                f"has {np.sum(at == at[np.argmax(k)])} objects (hard-process particles with "
+                f"|PDG id| in {list(spec.pdg)}), more than the {MAX_OBJECTS} a group id "
+                "numbers per event: list fewer PDG ids in [objects] pdg")
         objects = parts[rows]
         label_of = {abs(p): spec.label_of(p) for p in np.unique(np.abs(objects["id"])).tolist()}
 

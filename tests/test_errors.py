@@ -4,6 +4,8 @@ code, and every command reports any error as one line (``--debug`` adds the trac
 from __future__ import annotations
 
 import os
+import re
+import sys
 import tempfile
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from click.testing import CliRunner
 from resim.cli import main
 from resim.errors import FailureError, ResimError
 
+CARDS = Path(__file__).parent / "cards"
+
 
 def test_every_error_class_joins_the_family_with_its_exit_code():
     from resim.card import CardError
@@ -20,12 +24,14 @@ def test_every_error_class_joins_the_family_with_its_exit_code():
     from resim.dataset import DatasetError
     from resim.generate import LaunchError, OutputError, WriteError
     from resim.generators.hard_process import HardProcessError
+    from resim.parallel import MpiUnavailableError
     from resim.schema import SchemaError
     from resim.train.config import ConfigError
     from resim.train.loop import RunError
+    from resim.truth import TooManyObjectsError
 
     asked = (CardError, SchemaError, ConfigError, OutputError, LaunchError, DatasetError,
-             ConvertError, RunError)
+             ConvertError, RunError, MpiUnavailableError, TooManyObjectsError)
     for cls in asked:
         assert issubclass(cls, ResimError) and cls.exit_code == 2, cls
     for cls in (WriteError, HardProcessError):
@@ -85,3 +91,40 @@ def test_errors_a_command_meets_are_one_line_with_their_exit_code(monkeypatch, e
 def test_command_line_mistakes_stay_click_s_usage_errors():
     result = CliRunner().invoke(main, ["inspect"])
     assert result.exit_code == 2 and "Missing argument" in result.stderr
+
+
+def test_mpiexec_without_mpi4py_is_one_line_saying_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv("PMI_SIZE", "2")  # as mpiexec sets it
+    monkeypatch.setitem(sys.modules, "mpi4py", None)  # as if not installed
+    monkeypatch.delenv("RESIM_DEBUG", raising=False)
+    out = tmp_path / "smoke.h5"
+    result = CliRunner().invoke(main, ["generate", "--card", "smoke", "--output", str(out),
+                                       "--quiet"])
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert "\n" not in message and "bug in resim" not in message
+    assert message.startswith("error: started by an MPI launcher (PMI_SIZE is set) but "
+                              "mpi4py cannot be imported (")
+    assert message.endswith("pip install 'resim[mpi]' in this environment, or run without "
+                            "mpiexec/srun")
+    assert not out.exists()
+
+
+def test_a_hard_event_with_too_many_objects_names_the_card_key(monkeypatch, tmp_path):
+    import resim.truth
+
+    # Group ids number 16 objects per event; a QCD event has 2 partons: allow 1.
+    monkeypatch.setattr(resim.truth, "MAX_OBJECTS", 1)
+    monkeypatch.delenv("RESIM_DEBUG", raising=False)
+    card = CARDS / "qcd_small.toml"
+    out = tmp_path / "qcd.h5"
+    result = CliRunner().invoke(main, ["generate", "--card", str(card), "--events", "2",
+                                       "--output", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert re.fullmatch(
+        rf"error: {re.escape(str(card))}: objects\.pdg: hard event \d has 2 objects "
+        r"\(hard-process particles with \|PDG id\| in \[1, 2, 3, 4, 5, 21\]\), more than "
+        r"the 1 a group id numbers per event: list fewer PDG ids in \[objects\] pdg",
+        message), message
+    assert not out.exists()  # and no "--resume": the same card meets the same event again

@@ -5,6 +5,7 @@ training run of each) — against the features resim's own trainer computes."""
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -27,8 +28,8 @@ from resim.convert import convert_jetclass
 from resim.convert.jetclass import LABELS as JETCLASS_LABELS
 from resim.export import ExportError, export_omnilearned, export_weaver
 from resim.layout import ADDED_IN
+from resim.splits import split_of
 from resim.store import merge
-from resim.train.data import split_of
 from resim.train.features import FEATURES, Particles, features
 
 JETCLASS_PARTICLE = ("part_px", "part_py", "part_pz", "part_energy", "part_deta", "part_dphi",
@@ -471,3 +472,33 @@ def test_export_doc_commands_parse(line: str):
     assert command is not None, f"no command {words[0]!r}"
     with command.make_context(words[0], words[1:], resilient_parsing=False):
         pass
+
+
+@pytest.mark.parametrize("fmt", ["weaver", "omnilearned"])
+def test_export_imports_no_torch(fmt, sources, tmp_path):
+    # A physicist exporting for another trainer need not install (or wait for) torch: the
+    # split hash lives in resim.splits, the features in torch-free resim.train.features.
+    script = ("import sys\nfrom resim.cli import main\n"
+              "try:\n    main(sys.argv[1:])\nexcept SystemExit as end:\n    assert not end.code\n"
+              "print('torch imported:', 'torch' in sys.modules)\n")
+    run = subprocess.run([sys.executable, "-c", script, "export", "--format", fmt,
+                          *map(str, sources), "-o", str(tmp_path / "out"), "--quiet"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "torch imported: False" in run.stdout, run.stdout
+    assert (tmp_path / "out" / "resim_export.json").is_file()
+
+
+def test_the_split_of_hard_events_is_unchanged():
+    # Frozen: exports, trained models and studies made before agree on which events are
+    # test events. The hash moved from resim.train.data to resim.splits bit for bit.
+    events = np.arange(40)
+    assert split_of(events).tolist() == [
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0,
+        0, 0, 0, 0, 0, 2, 1, 0, 0, 2, 0, 0, 0, 0, 2, 0, 0, 0, 2, 1]
+    assert split_of(events, {"train": 0.5, "val": 0.25, "test": 0.25}).tolist() == [
+        0, 0, 1, 0, 2, 0, 0, 0, 0, 0, 0, 2, 1, 0, 2, 2, 2, 2, 1, 1,
+        0, 0, 1, 0, 2, 2, 2, 1, 1, 2, 1, 0, 1, 0, 2, 0, 0, 0, 2, 2]
+    codes = split_of(np.arange(100_000)).astype(np.int64).tobytes()
+    assert hashlib.sha256(codes).hexdigest() == ("10f3e899725068361aeac241b47b4fb5734ca584250"
+                                                 "ad7907540c2ecf7d6cee8")

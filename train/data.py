@@ -56,7 +56,6 @@ after a fork or unpickling), never shared. Use ``persistent_workers=False`` (wha
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -70,20 +69,17 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from resim.dataset import CONSTITUENT_FIELDS, DatasetError, JetDataset
 from resim.layout import IMPACT_COLUMNS, LEVELS, PARTICLE, PILEUP_COLUMNS, with_derived
+from resim.splits import SPLITS, split_of, unit_hash
 from resim.store import open_data_set, parts_dir, read_error
 
 from ..ranges import ranges
 from .features import FEATURES, Particles, features
 from .views import ViewPolicy, choose_views
 
-SPLITS = ("train", "val", "test")
-DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
-
 Augment = Callable[[Particles, np.random.Generator], Particles]
 Paths = str | os.PathLike | Sequence[str | os.PathLike]
 
-#: Salts of the fixed hashes (split by event; subsets by group) and of the random streams.
-_SPLIT_SALT = 0x5EED_5B1175
+#: Salt of the fixed hash of subsets (by group; splits: resim.splits), and the random streams.
 _SUBSET_SALT = 0xF2AC_7105
 _PLAN_STREAM = 1
 _BATCH_STREAM = 2
@@ -104,42 +100,7 @@ _REOPEN_AFTER = 1 << 23
 _READ = tuple(c for c in CONSTITUENT_FIELDS if c not in PILEUP_COLUMNS)
 
 
-# -- hashing, splits, subsets (pure) --------------------------------------------------------
-def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a bijective scramble of uint64 values."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def unit_hash(values: np.ndarray, salt: int) -> np.ndarray:
-    """A fixed pseudo-random number in [0, 1) for each integer in ``values``."""
-    x = np.asarray(values, dtype=np.int64).view(np.uint64)
-    x = _mix64(x ^ _mix64(np.full(1, salt, dtype=np.uint64)))
-    return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
-def check_fractions(fractions: Mapping[str, float] | None) -> dict[str, float]:
-    """``fractions`` of train/val/test (default 0.8/0.1/0.1), checked; they must sum to 1."""
-    if fractions is None:
-        return dict(DEFAULT_FRACTIONS)
-    if not isinstance(fractions, Mapping) or set(fractions) != set(SPLITS):
-        raise ValueError(f"fractions must map each of {', '.join(SPLITS)} to a number, "
-                         f"got {fractions!r}")
-    out = {s: float(fractions[s]) for s in SPLITS}
-    if any(not 0 <= f <= 1 for f in out.values()) or not math.isclose(sum(out.values()), 1.0):
-        raise ValueError(f"fractions must be in [0, 1] and sum to 1, got {out}")
-    return out
-
-
-def split_of(events: np.ndarray, fractions: Mapping[str, float] | None = None) -> np.ndarray:
-    """Index into :data:`SPLITS` of every hard event in ``events`` (a fixed hash)."""
-    f = check_fractions(fractions)
-    edges = np.cumsum([f[s] for s in SPLITS])[:-1]
-    return np.searchsorted(edges, unit_hash(events, _SPLIT_SALT), side="right")
-
-
+# -- splits (resim.splits) and subsets (pure) -------------------------------------------
 def check_split(split: str) -> str:
     if split not in (*SPLITS, "all"):
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, all; got {split!r}")

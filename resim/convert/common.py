@@ -34,10 +34,8 @@ from .. import __version__
 from ..errors import ResimError
 from ..layout import DETECTOR, Tables, as_table, with_derived
 from ..progress import JetProgress
+from ..splits import SPLITS
 from ..store import DatasetWriter
-
-#: Splits a converted file can declare (``resim convert ... --split``).
-SPLITS = ("train", "val", "test")
 
 
 class ConvertError(ResimError, ValueError):

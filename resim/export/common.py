@@ -20,8 +20,8 @@ particle-level file has none: its charged particles get the straight-line d0 and
 resim's features compute from their production vertices (mm; neutral particles 0, as in
 JetClass) and uncertainties of exactly 0 — a perfect detector, said in the manifest.
 
-**Splits** are resim's own: by hard event, with the trainer's fixed hash
-(:func:`resim.train.data.split_of`, 0.8 / 0.1 / 0.1 by default), so the realizations of a
+**Splits** are resim's own: by hard event, with the fixed hash the trainer uses too
+(:func:`resim.splits.split_of`, 0.8 / 0.1 / 0.1 by default), so the realizations of a
 group — and all objects of one hard event — land in one split; a file with a ``split``
 attribute (a converted benchmark file) goes to that split whole.
 """
@@ -47,11 +47,11 @@ from ..flavour import SPLITTINGS
 from ..layout import DETECTOR, PILEUP_COLUMNS, with_derived
 from ..progress import JetProgress
 from ..ranges import ranges
+from ..splits import SPLITS, check_fractions, split_of
 from ..store import open_data_set
 from ..train.features import KINDS, Particles, features
 from .substructure import substructure
 
-SPLITS = ("train", "val", "test")
 #: Jets read and converted at a time: the padded features of a block (jets x longest jet x
 #: 15 floats) stay well below 100 MB.
 BLOCK_JETS = 2000
@@ -245,8 +245,6 @@ def parse_fractions(text: str | None) -> dict[str, float] | None:
     """``--fractions TRAIN,VAL,TEST`` as the trainer's mapping (None: its default)."""
     if text is None:
         return None
-    from ..train.data import check_fractions
-
     try:
         values = [float(v) for v in text.split(",")]
         return check_fractions(dict(zip(SPLITS, values, strict=True)))
@@ -260,11 +258,6 @@ def split_codes(source: Source, events: np.ndarray,
     """Index into :data:`SPLITS` of jets from hard events ``events`` of ``source``."""
     if source.split:
         return np.full(len(events), SPLITS.index(source.split), np.int64)
-    try:
-        from ..train.data import split_of
-    except ImportError as err:  # the trainer's split hash lives beside torch
-        raise ExportError("resim export splits jets by hard event with the trainer's hash, "
-                          "which needs torch: pip install 'resim[train]'") from err
     return split_of(events, fractions)
 
 

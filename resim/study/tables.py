@@ -223,8 +223,9 @@ def _sample_row(name: str, recs: Sequence[Mapping[str, Any]]) -> str:
 
 def _split_rows(study: Study, ft: Stage, files: Sequence[str]) -> list[str]:
     """Groups and nominal jets per class in each split, as the fine-tuning splits them."""
+    from resim.splits import SPLITS
     from resim.train.config import load_config
-    from resim.train.data import SPLITS, JetData
+    from resim.train.data import JetData
 
     splits = load_config(ft.params["config"], ft.params["overrides"]).data.splits
     fractions = dict(zip(SPLITS, splits, strict=True))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import awkward as ak
 import h5py
@@ -19,6 +20,7 @@ from resim.dataset import DatasetError
 from resim.layout import TABLES, UNSHUFFLED
 from resim.parallel import split_ranges
 from resim.store import Segment, missing_ranges, parts_dir
+from resim.summary import variation_setups
 
 
 def test_open_gives_lazy_awkward_jet_records(top_dataset):
@@ -85,6 +87,35 @@ def test_inspect_text_and_json(top_dataset, tmp_path):
     assert result.exit_code == 0, result.output
     assert "groups" in result.output and "fsr_up" in result.output
     assert plot.stat().st_size > 10_000
+
+
+def test_inspect_names_each_variations_stage(top_dataset):
+    result = CliRunner().invoke(main, ["inspect", str(top_dataset)])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1] for line in result.output.splitlines()
+            if line.split() and line.split()[0] in ("nominal", "seed", "fsr_up", "fsr_down")}
+    assert rows == dict.fromkeys(("nominal", "seed", "fsr_up", "fsr_down"), "shower")
+    assert "pileup" not in result.output  # no pileup column without pileup
+    d = json.loads(CliRunner().invoke(main, ["inspect", str(top_dataset), "--json"]).output)
+    assert {v["stage"] for v in d["per_variation"].values()} == {"shower"}
+    assert all(v["pileup"] is None for v in d["per_variation"].values())
+
+
+def test_inspect_reads_the_stages_of_files_older_than_stored_stages():
+    # Format version 1 stored no stages in its summary: they come from the card's text.
+    data = Path(__file__).parents[1] / "data" / "format1.h5"
+    result = CliRunner().invoke(main, ["inspect", str(data)])
+    assert result.exit_code == 0, result.output
+    assert [line.split()[:2] for line in result.output.splitlines()
+            if line.strip().startswith("fsr_")] == [["fsr_up", "shower"], ["fsr_down", "shower"]]
+    card = ('[variations.nominal]\n[variations.had]\nstage = "hadronization"\n')
+    setups = variation_setups({"card": card, "summary": json.dumps({"events": 4})},
+                              ("nominal", "had"))
+    assert setups == {"nominal": {"stage": "shower", "pileup": None},
+                      "had": {"stage": "hadronization", "pileup": None}}
+    # A converted benchmark has no card: its stage is unknown, shown as "-".
+    assert variation_setups({"card": "", "summary": "{}"}, ("nominal",)) == {
+        "nominal": {"stage": None, "pileup": None}}
 
 
 def test_file_records_how_it_was_made(top_dataset):

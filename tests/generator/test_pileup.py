@@ -4,6 +4,7 @@ section, and the data sets it makes (pileup-stage groups, mitigation at work).""
 
 from __future__ import annotations
 
+import json
 import math
 import tomllib
 from pathlib import Path
@@ -11,10 +12,12 @@ from pathlib import Path
 import awkward as ak
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from scipy import stats
 
 import resim
 from resim.card import CardError, load_card, parse_card
+from resim.cli import main
 from resim.detector_spec import merge
 from resim.generators.final_state import COLUMNS, FinalState
 from resim.generators.mitigation import PILEUP, PRIMARY, associate, mitigate, puppi_weights
@@ -394,6 +397,22 @@ def test_mu_is_a_variation_setting(pileup_dataset):
         share[v] = pt[c["pileup"] == 1].sum() / pt.sum()
     assert share["no_pileup"] == 0 < share["nominal"]
     assert share["pu140"] > 1.5 * max(share["nominal"], share["redraw"])
+
+
+def test_inspect_shows_each_variations_stage_mu_and_mitigation(pileup_dataset):
+    result = CliRunner().invoke(main, ["inspect", str(pileup_dataset)])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split()[1:5] for line in result.output.splitlines()
+            if line.split() and line.split()[0] in resim.open(pileup_dataset).variations}
+    assert rows == {"nominal": ["shower", "mu", "50", "puppi"],
+                    "redraw": ["pileup", "mu", "50", "puppi"],
+                    "no_pileup": ["pileup", "mu", "0", "puppi"],
+                    "unmitigated": ["pileup", "mu", "50", "none"],
+                    "chs": ["pileup", "mu", "50", "chs"],
+                    "pu140": ["pileup", "mu", "140", "puppi"]}
+    d = json.loads(CliRunner().invoke(main, ["inspect", str(pileup_dataset), "--json"]).output)
+    assert d["per_variation"]["pu140"]["pileup"] == {"mu": 140, "mitigation": "puppi"}
+    assert d["per_variation"]["chs"]["stage"] == "pileup"
 
 
 def test_stored_candidates_carry_their_vertex_weight_and_origin(pileup_dataset):

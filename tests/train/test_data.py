@@ -13,8 +13,8 @@ import torch
 
 import resim
 from resim.dataset import DatasetError
+from resim.splits import SPLITS, split_of
 from resim.train.data import (
-    SPLITS,
     JetData,
     LabelledJets,
     PretrainBatches,
@@ -22,7 +22,6 @@ from resim.train.data import (
     make_loader,
     rank_batches,
     shuffled_order,
-    split_of,
 )
 from resim.train.features import Particles, features
 from resim.train.views import ViewPolicy
