@@ -22,7 +22,7 @@ from resim.cli import main
 from resim.layout import CHUNK_ROWS, TABLES
 from resim.store import WORTH_COMPACTING, dead_space, parts_dir, segments, validate
 
-CARDS = Path(__file__).parent / "cards"
+CARDS = Path(__file__).parents[1] / "cards"
 RESUME = CARDS / "resume.toml"
 BIN = Path(sys.executable).parent
 MPIEXEC = BIN / "mpiexec"
@@ -328,7 +328,7 @@ def test_a_failing_rank_stops_every_rank_with_a_message_naming_it(tmp_path):
     from resim.card import load_card
     from resim.generators.hard_process import HardProcessSource
 
-    from .generator.lhe import write_lhe
+    from ..generators.lhe import write_lhe
 
     source = HardProcessSource(load_card(RESUME))
     lhe = write_lhe(tmp_path / "tt.lhe", [source.event(i) for i in range(40)], corrupt=30)

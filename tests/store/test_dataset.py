@@ -128,19 +128,6 @@ def test_file_records_how_it_was_made(top_dataset):
     assert a["pythia_version"].startswith("8.31")
 
 
-def test_existing_output_is_not_overwritten_without_asking(generate_card, tmp_path):
-    out = generate_card("smoke", events=2)
-    runner = CliRunner()
-    result = runner.invoke(main, ["generate", "--card", "smoke", "--events", "2",
-                                  "--output", str(out)])
-    assert result.exit_code == 2
-    assert "exists; pass --resume" in result.stderr and "--overwrite" in result.stderr
-    result = runner.invoke(main, ["generate", "--card", "smoke", "--events", "2", "--quiet",
-                                  "--output", str(out), "--overwrite"])
-    assert result.exit_code == 0, result.output
-    assert "resim: " in result.output and "groups" in result.output
-
-
 def test_reading_an_unfinished_run_says_what_to_do(tmp_path):
     (tmp_path / "run.h5.parts").mkdir()
     with pytest.raises(DatasetError, match=r"has not finished.*--resume"):

@@ -449,7 +449,7 @@ def test_cli_export_errors_name_the_problem_and_write_nothing(sources, tmp_path)
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.tmp").exists()
 
 
-DOC = Path(__file__).parents[1] / "docs" / "export.md"
+DOC = Path(__file__).parents[2] / "docs" / "export.md"
 
 
 def doc_commands() -> list[str]:

@@ -467,7 +467,7 @@ def test_one_event_with_pileup_regenerates_alone(pileup_dataset):
     """A fresh pipeline makes the library itself (the run read its file): the same rows."""
     from resim.generate import Pipeline
 
-    from .test_reproducibility import rows_of_event
+    from ..run.test_reproducibility import rows_of_event
 
     tables, _ = Pipeline(load_card(CARDS / "pileup.toml")).block(2, 3)
     stored = rows_of_event(resim.open(pileup_dataset), 2)

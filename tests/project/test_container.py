@@ -21,7 +21,7 @@ import pytest
 
 import resim
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(os.environ.get("RESIM_CONTAINER_CHECK",
                              REPO.parent / "shared" / "tools" / "container-check.sh"))
 TOOLS = ("podman", "buildah", "runc", "debootstrap")

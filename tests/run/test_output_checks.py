@@ -67,6 +67,19 @@ def test_exists_names_what_exists(tmp_path, no_set_up):
     assert f"error: {out} exists; pass --resume" in one_line(generate(*SMALL, "--output", out))
 
 
+def test_existing_output_is_not_overwritten_without_asking(generate_card, tmp_path):
+    out = generate_card("smoke", events=2)
+    runner = CliRunner()
+    result = runner.invoke(main, ["generate", "--card", "smoke", "--events", "2",
+                                  "--output", str(out)])
+    assert result.exit_code == 2
+    assert "exists; pass --resume" in result.stderr and "--overwrite" in result.stderr
+    result = runner.invoke(main, ["generate", "--card", "smoke", "--events", "2", "--quiet",
+                                  "--output", str(out), "--overwrite"])
+    assert result.exit_code == 0, result.output
+    assert "resim: " in result.output and "groups" in result.output
+
+
 def test_an_unwritable_location_is_an_error_before_set_up(tmp_path, no_set_up):
     ro = tmp_path / "ro"
     ro.mkdir()
