@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from resim.cli import main
 from resim.errors import FailureError, ResimError
 
-CARDS = Path(__file__).parent / "cards"
+CARDS = Path(__file__).parents[1] / "cards"
 
 
 def test_every_error_class_joins_the_family_with_its_exit_code():
