@@ -32,6 +32,8 @@ its cell.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from resim.detector_spec import DetectorSpec, TrackClass
@@ -154,7 +156,9 @@ class Detector:
             measured.append(m)
 
         # 4. Candidates, per realization: tracks, then photons, then neutral hadrons.
-        return self._candidates(tracks, *measured, c, event, index, keys, len(particles))
+        photons, neutrals = measured
+        return self._candidates(tracks, photons, neutrals, c, event, index, keys,
+                                len(particles))
 
     def _tracks(self, rows: np.ndarray, c: dict[str, np.ndarray], pt: np.ndarray,
                 event: np.ndarray, index: np.ndarray,
@@ -238,7 +242,7 @@ class Detector:
         # Interleave the three (each in realization order) by realization, without a sort.
         parts = [event[tr], photons.event, neutrals.event]
         per = [np.bincount(e, minlength=n_events) for e in parts]
-        counts = sum(per)
+        counts = cast(np.ndarray, sum(per))  # of three arrays, never the 0 of none
         start = np.cumsum(counts) - counts  # of each realization's candidates
         position = []
         for e, n in zip(parts, per, strict=True):

@@ -69,7 +69,8 @@ class FinalState:
     columns: dict[str, np.ndarray]
     offsets: np.ndarray  # int64, one more than the number of events
     #: What each event's record said beyond its final state (empty where not read).
-    history: History | None = None
+    #: Always a History once made: left out, __post_init__ makes an empty one.
+    history: History = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         if self.history is None:

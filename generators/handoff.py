@@ -70,6 +70,7 @@ class Feeder(pythia8mc.LHAup):
             return False  # Pythia reads this as end of input
         job, hard, partons = self._queue.popleft()
         self.served.append(job)
+        assert self.rndm is not None, "the owner sets rndm before Pythia asks for events"
         self.rndm.init(job.seed)
         if self.swap is not None:
             self.swap.saved, self.swap.seed = partons, job.seed

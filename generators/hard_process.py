@@ -147,6 +147,7 @@ class HardProcessSource:
     @staticmethod
     def _settings(card: Card) -> tuple[PythiaSetting, ...]:
         beams = card.beams
+        frame: tuple[PythiaSetting, ...]
         if card.hard_process.lhe is not None:
             frame = (
                 PythiaSetting("hard_process.lhe", "Beams:frameType = 4"),

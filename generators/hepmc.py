@@ -35,6 +35,7 @@ import gzip
 import os
 import re
 from pathlib import Path
+from typing import TextIO
 
 import awkward as ak
 import numpy as np
@@ -166,7 +167,7 @@ class HepMCWriter:
         self.header = "\n".join([VERSION, "HepMC::Asciiv3-START_EVENT_LISTING", "W default",
                                  *(f"T {name}\\|{version}\\|" for name, version in
                                    tools.items())]) + "\n"
-        self._file = None
+        self._file: TextIO | None = None
         self._path: Path | None = None
 
     def begin(self, first: int, last: int) -> None:
@@ -186,6 +187,7 @@ class HepMCWriter:
     def write(self, batch: ak.Array, jobs: list[Job], variations: tuple[str, ...],
               weights: dict[int, float]) -> None:
         """The events of one ``nextBatch`` array (its successful events are ``jobs``)."""
+        assert self._file is not None, "begin() opens the block's file"
         prt, starts, stops = _event_ranges(batch)
         p = prt.content("p")
         for job, start, stop in zip(jobs, starts.tolist(), stops.tolist(), strict=True):
@@ -201,7 +203,7 @@ class HepMCWriter:
 
     def end(self) -> None:
         """Finish the block's file and give it its name."""
-        if self._file is None:
+        if self._file is None or self._path is None:
             return
         self._file.write("HepMC::Asciiv3-END_EVENT_LISTING\n")
         self._file.close()

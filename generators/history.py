@@ -114,7 +114,10 @@ class History:
 
     @classmethod
     def empty(cls, n_events: int) -> History:
-        return cls(*({c: np.zeros(0, t) for c, t in cols.items()} for cols in cls.TABLES.values()),
+        tables: list[dict[str, np.ndarray]] = [{c: np.zeros(0, t) for c, t in cols.items()}
+                                               for cols in cls.TABLES.values()]
+        hadrons, gluons, products = tables
+        return cls(hadrons, gluons, products,
                    {name: np.zeros(n_events + 1, np.int64) for name in cls.TABLES})
 
     @classmethod
@@ -124,9 +127,11 @@ class History:
             return np.concatenate([[0]] + [p.offsets[name][1:] + s
                                            for p, s in zip(parts, sizes, strict=True)])
 
-        tables = [{c: np.concatenate([getattr(p, name)[c] for p in parts]) for c in cols}
-                  for name, cols in cls.TABLES.items()]
-        return cls(*tables, {name: offsets(name).astype(np.int64) for name in cls.TABLES})
+        hadrons, gluons, products = (
+            {c: np.concatenate([getattr(p, name)[c] for p in parts]) for c in cols}
+            for name, cols in cls.TABLES.items())
+        return cls(hadrons, gluons, products,
+                   {name: offsets(name).astype(np.int64) for name in cls.TABLES})
 
     def take(self, events: np.ndarray) -> History:
         """Events ``events`` (in that order, repeats allowed) as a new History."""
@@ -138,7 +143,8 @@ class History:
             rows, _ = ranges(start, n)
             tables.append({c: getattr(self, name)[c][rows] for c in cols})
             offsets[name] = np.concatenate([[0], np.cumsum(n)]).astype(np.int64)
-        return History(*tables, offsets)
+        hadrons, gluons, products = tables
+        return History(hadrons, gluons, products, offsets)
 
     def lookup(self, table: str, rows: np.ndarray, index: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:

@@ -39,7 +39,8 @@ import h5py
 import numpy as np
 
 from resim.card import Card, PythiaSetting
-from resim.pileup_spec import PileupSpec
+from resim.parallel import Comm
+from resim.pileup_spec import LibrarySpec, PileupSpec
 from resim.store import WriteError, hdf5_to_write, writing
 
 from .final_state import COLUMNS, FinalState, ParticleTable, visible_final_state
@@ -80,12 +81,17 @@ class MinimumBias:
         self._table: ParticleTable | None = None  # set once initialised
 
     @property
+    def _spec(self) -> LibrarySpec:
+        assert self.card.pileup is not None  # checked when made
+        return self.card.pileup.library
+
+    @property
     def n_chunks(self) -> int:
-        return math.ceil(self.card.pileup.library.events / CHUNK_EVENTS)
+        return math.ceil(self._spec.events / CHUNK_EVENTS)
 
     def library_fingerprint(self) -> str:
         """What the library is a function of (its file is reused only if it matches)."""
-        text = json.dumps([self.card.run.seed, self.card.pileup.library.events, CHUNK_EVENTS,
+        text = json.dumps([self.card.run.seed, self._spec.events, CHUNK_EVENTS,
                            ABS_ETA_MAX, [s.line for s in self.settings], pythia_version()])
         return hashlib.sha256(text.encode()).hexdigest()
 
@@ -101,7 +107,7 @@ class MinimumBias:
 
     def chunk(self, index: int) -> FinalState:
         """Library chunk ``index``: visible particles (|η| < ABS_ETA_MAX) of its events."""
-        n = min(CHUNK_EVENTS, self.card.pileup.library.events - index * CHUNK_EVENTS)
+        n = min(CHUNK_EVENTS, self._spec.events - index * CHUNK_EVENTS)
         events = self.events(n, derive_seed(self.card.run.seed, "pileup library", index))
         c = events.columns
         pt = np.hypot(c["px"], c["py"])
@@ -111,7 +117,7 @@ class MinimumBias:
                           kept.offsets)
 
 
-def make_library(maker: MinimumBias, comm: object | None = None,
+def make_library(maker: MinimumBias, comm: Comm | None = None,
                  stop: Callable[[], bool] | None = None) -> FinalState | None:
     """Every chunk of the library, in order; with ``comm`` (MPI), ranks share the chunks
     and every rank gets all of them. ``stop`` is asked before each chunk: once it says
@@ -122,7 +128,7 @@ def make_library(maker: MinimumBias, comm: object | None = None,
         if stop is not None and stop():
             break
         mine[c] = maker.chunk(c)
-    chunks = {}
+    chunks: dict[int, FinalState] = {}
     for part in (comm.allgather(mine) if comm is not None else [mine]):
         chunks.update(part)
     if len(chunks) < maker.n_chunks:
@@ -130,7 +136,7 @@ def make_library(maker: MinimumBias, comm: object | None = None,
     return FinalState.concatenate([chunks[c] for c in range(maker.n_chunks)])
 
 
-def shared_library(maker: MinimumBias, path: Path, comm: object,
+def shared_library(maker: MinimumBias, path: Path, comm: Comm,
                    stop: Callable[[], bool] | None = None) -> FinalState | None:
     """The run's library: read from ``path`` if a run of the same card made it, else made
     (ranks sharing the work; None if ``stop`` stopped it) and written there by rank 0."""

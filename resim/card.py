@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import detector_spec, pileup_spec
 from .detector_spec import DetectorSpec
@@ -273,7 +273,9 @@ class Card:
             # The effective parameters, so a data set says which detector made it even
             # after a preset changes.
             "detector": None if self.detector is None else {
-                v.name: dataclasses.asdict(v.detector) for v in self.variations},
+                # every variation of a card with [detector] has one
+                v.name: dataclasses.asdict(cast(DetectorSpec, v.detector))
+                for v in self.variations},
             "pileup": None if self.pileup is None else {
                 v.name: _pileup_summary(v.pileup) for v in self.variations},
         }
@@ -581,7 +583,7 @@ def _with_base(t: _Table, v: Variation, variations: list[Variation]) -> Variatio
     if v.stage not in REUSING_STAGES:
         return v
     makers = [w.name for w in variations if w.stage not in REUSING_STAGES]
-    base = v.base or ("nominal" if "nominal" in makers else (makers or [None])[0])
+    base = v.base or ("nominal" if "nominal" in makers else next(iter(makers), None))
     if base not in makers:
         raise CardError(t.source, f"{t.key(v.name)}.base", "must name a variation Pythia "
                         f"makes (stage shower or hadronization): {', '.join(makers) or 'none'}; "

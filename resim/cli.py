@@ -15,6 +15,7 @@ import os
 import sys
 import tempfile
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -173,6 +174,7 @@ def _abort(comm, err: BaseException, output: Path | None) -> None:
     if debugging():
         traceback.print_exc()
     message, code = describe_exception(err)
+    report: Callable[[], None] | None
     if isinstance(err, StoppedBySignalError):
         # Said once all ranks have committed: what they saved is counted then.
         def report() -> None:

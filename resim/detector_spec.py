@@ -274,7 +274,7 @@ def _calorimeter(t: Table) -> CalorimeterSpec:
     t.allow("energy_min", "significance_min", "smear_cell_center", "energy_scale",
             "resolution_scale", "geometry", "resolution")
     geometry = t.raw.get("geometry")
-    segments = []
+    segments: list[tuple[float, float, int, int]] = []
     ok = isinstance(geometry, list) and geometry
     for seg in geometry if ok else ():
         good = (isinstance(seg, list) and len(seg) == 4
@@ -299,16 +299,17 @@ def _calorimeter(t: Table) -> CalorimeterSpec:
 
 
 def _fractions(t: Table) -> tuple[tuple[tuple[int, float, float], ...], tuple[float, float]]:
-    default = None
-    fractions = []
+    default: tuple[float, float] | None = None
+    fractions: list[tuple[int, float, float]] = []
     for name in t:
         pair = t.numbers(name, (), 2, minimum=0.0)
         if sum(pair) > 1.0 + 1e-9:
             t.fail(name, f"ECAL and HCAL shares add up to more than 1: {list(pair)}")
+        ecal, hcal = pair
         if name == "default":
-            default = pair
+            default = (ecal, hcal)
         elif name.isdigit():
-            fractions.append((int(name), *pair))
+            fractions.append((int(name), ecal, hcal))
         else:
             t.fail(name, "keys are |PDG ids| (e.g. 22) or `default`")
     if default is None:

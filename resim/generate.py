@@ -174,7 +174,7 @@ def _plan(comm: Comm, parts: Path, n_events: int
     verdict: dict[int, Segment | None] = {}
     for part in comm.allgather(mine):
         verdict.update(part)
-    kept = [verdict[i] for i in range(len(found)) if verdict[i] is not None]
+    kept = [v for i in range(len(found)) if (v := verdict[i]) is not None]
     repairs = []
     for i, s in enumerate(found):
         v = verdict[i]
@@ -300,6 +300,7 @@ def _generate(card: Card, state: str, overwrite: bool, comm: Comm, progress: boo
         wait_for_all(comm, stop=stops)
         reports = comm.gather((mine, tally, timing))
         if rank == 0:
+            assert reports is not None  # gather's root has everyone's
             segs = [s for m, _, _ in reports for s in m]
             attrs = _attrs(card, _counts(card, [c for _, c, _ in reports]),
                            [r for _, _, r in reports], run_id)
@@ -338,6 +339,7 @@ def _load_pileup_library(pipeline: Pipeline, parts: Path, comm: Comm, say: bool,
     Its Pythia writes to a log of its own: ``pythia-rank<r>.log`` is the generation's."""
     path = parts / LIBRARY_FILE
     rank = comm.Get_rank()
+    assert pipeline.card.pileup is not None and pipeline.minimum_bias is not None
     if say and rank == 0 and not path.is_file():
         log.info("making the pileup library: %s minimum-bias events (~2 ms each, shared "
                  "by %s rank(s))", pipeline.card.pileup.library.events, comm.Get_size())

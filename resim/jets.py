@@ -21,6 +21,7 @@ contiguous, constituents ordered by decreasing pT.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 import fastjet
 import numpy as np
@@ -94,7 +95,7 @@ def make_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: TruthOb
 
     g_first = np.flatnonzero(_first_of_each((group,)))
     g_obj = obj[g_first]
-    tp4 = truth.p4[g_obj]
+    tp4 = cast(vector.MomentumNumpy4D, truth.p4[g_obj])  # vector types a take loosely
     group_cols = {
         "group": group[g_first], "event": truth.event[g_obj], "object": truth.index[g_obj],
         "label": truth.label[g_obj], "pid": truth.pid[g_obj],
@@ -114,8 +115,8 @@ def _matched_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: Tru
     jets = cs.inclusive_jets(min_pt=spec.pt_min).layout
     offsets = np.asarray(jets.offsets.data)
     row = np.repeat(np.arange(len(jets)), np.diff(offsets))
-    p4 = vector.array({c: np.asarray(jets.content.content(c).data)[offsets[0]:offsets[-1]]
-                       for c in P4})
+    p4 = cast(vector.MomentumNumpy4D, vector.array(
+        {c: np.asarray(jets.content.content(c).data)[offsets[0]:offsets[-1]] for c in P4}))
     selected = np.flatnonzero((p4.pt < spec.pt_max) & (np.abs(p4.eta) < spec.abs_eta_max))
 
     # Candidate (jet, object) pairs: every selected jet with every object of its event.
@@ -146,7 +147,7 @@ def _matched_jets(particles: FinalState, jobs: dict[str, np.ndarray], truth: Tru
     m_row = row[m_jet]
     constituents, n_const = _constituents(particles, cs, spec.pt_min, m_row, m_jet)
     constituents = with_derived("constituents", constituents)
-    jp4 = p4[m_jet]
+    jp4 = cast(vector.MomentumNumpy4D, p4[m_jet])
     jet_cols = {
         "pt": jp4.pt, "eta": jp4.eta, "phi": jp4.phi, "mass": jp4.mass,
         "n_constituents": n_const, "group": truth.group[m_obj], "event": jobs["event"][m_row],

@@ -15,9 +15,10 @@ data sets only concatenate). ``docs/format.md`` describes every column.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from .generators.propagation import impact_parameters
 
@@ -168,7 +169,7 @@ def empty_tables() -> dict[str, dict[str, np.ndarray]]:
     return {t: {c: np.empty(0, dt) for c, dt in cols.items()} for t, cols in TABLES.items()}
 
 
-def as_table(name: str, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def as_table(name: str, columns: Mapping[str, ArrayLike]) -> dict[str, np.ndarray]:
     """Columns cast to the layout's types, in the layout's order; checks nothing is missing."""
     spec = TABLES[name]
     missing = set(spec) - set(columns)

@@ -239,9 +239,10 @@ def prepare_output(card: Card, state: str, overwrite: bool) -> str | None:
                 output.unlink(missing_ok=True)
                 shutil.rmtree(parts, ignore_errors=True)
             parts.mkdir(exist_ok=True)
-            record = {"run_id": new_run_id(), "card_path": str(card.path),
-                      "seed": card.run.seed, "events": card.run.events,
-                      "settings": card_settings(card), "fingerprint": fingerprint(card)}
+            record: dict[str, Any] = {
+                "run_id": new_run_id(), "card_path": str(card.path), "seed": card.run.seed,
+                "events": card.run.events, "settings": card_settings(card),
+                "fingerprint": fingerprint(card)}
             tmp = parts / (RUN_RECORD + ".tmp")
             tmp.write_text(json.dumps(record, indent=1))
             os.replace(tmp, parts / RUN_RECORD)
@@ -249,8 +250,8 @@ def prepare_output(card: Card, state: str, overwrite: bool) -> str | None:
     except OSError as err:
         raise OutputError(f"cannot write the output {output}: {err.strerror or err} "
                           f"({err.filename or parts})") from None
-    record = read_record(parts)
-    return None if record is None else record.get("run_id")
+    stored = read_record(parts)
+    return None if stored is None else stored.get("run_id")
 
 
 __all__ = ["COMPLETE", "NEW", "RESUME", "LaunchError", "OutputError", "card_settings",

@@ -25,18 +25,49 @@ class MpiUnavailableError(ResimError, RuntimeError):
     """An MPI launcher started resim, but mpi4py cannot be imported (exit code 2)."""
 
 
+class Request(Protocol):
+    """A pending non-blocking send (mpi4py's ``Request``)."""
+
+    def Test(self) -> bool: ...
+    def wait(self) -> Any: ...
+
+
+class Status(Protocol):
+    """Where a probed message came from (mpi4py's ``Status``)."""
+
+    def Get_source(self) -> int: ...
+    def Set_source(self, source: int) -> None: ...
+    def Get_tag(self) -> int: ...
+    def Set_tag(self, tag: int) -> None: ...
+
+
 class Comm(Protocol):
+    """The calls of mpi4py's ``Intracomm`` that resim makes (``Ibarrier``, where an MPI
+    has it, is looked up with ``getattr``)."""
+
     def Get_rank(self) -> int: ...
     def Get_size(self) -> int: ...
     def barrier(self) -> None: ...
     def bcast(self, obj: Any, root: int = 0) -> Any: ...
     def allgather(self, obj: Any) -> list[Any]: ...
     def gather(self, obj: Any, root: int = 0) -> list[Any] | None: ...
+    def isend(self, obj: Any, dest: int, tag: int = 0) -> Request: ...
+    def iprobe(self, source: int = ..., tag: int = ..., status: Any = None) -> bool: ...
+    def recv(self, buf: Any = None, source: int = ..., tag: int = ...,
+             status: Any = None) -> Any: ...
     def Abort(self, errorcode: int = 1) -> None: ...
 
 
 class SerialComm:
-    """The mpi4py communicator calls resim uses, for a single process."""
+    """The mpi4py communicator calls resim uses, for a single process.
+
+    The only rank there is can send to itself: messages wait in a mailbox, in order,
+    until received. A negative ``source`` or ``tag`` matches any (MPI's ``ANY_SOURCE`` and
+    ``ANY_TAG`` are negative in every implementation).
+    """
+
+    def __init__(self) -> None:
+        self._mailbox: list[tuple[int, Any]] = []  # (tag, object)
 
     def Get_rank(self) -> int:
         return 0
@@ -56,8 +87,46 @@ class SerialComm:
     def gather(self, obj: Any, root: int = 0) -> list[Any] | None:
         return [obj]
 
+    def isend(self, obj: Any, dest: int, tag: int = 0) -> Request:
+        if dest != 0:
+            raise ValueError(f"no rank {dest} in a single process")
+        self._mailbox.append((tag, obj))
+        return _Sent()
+
+    def iprobe(self, source: int = -1, tag: int = -1, status: Any = None) -> bool:
+        return self._find(source, tag, status) is not None
+
+    def recv(self, buf: Any = None, source: int = -1, tag: int = -1,
+             status: Any = None) -> Any:
+        found = self._find(source, tag, status)
+        if found is None:  # MPI would wait forever: nobody else can send
+            raise RuntimeError(f"a single process waits for a message (tag {tag}) "
+                               "that it never sent")
+        return self._mailbox.pop(found)[1]
+
+    def _find(self, source: int, tag: int, status: Status | None) -> int | None:
+        if source > 0:
+            return None
+        for i, (sent_tag, _) in enumerate(self._mailbox):
+            if tag < 0 or tag == sent_tag:
+                if status is not None:
+                    status.Set_source(0)
+                    status.Set_tag(sent_tag)
+                return i
+        return None
+
     def Abort(self, errorcode: int = 1) -> None:
         raise SystemExit(errorcode)
+
+
+class _Sent:
+    """A send within one process: complete as soon as it is made."""
+
+    def Test(self) -> bool:
+        return True
+
+    def wait(self) -> Any:
+        return None
 
 
 def launched_by_mpi() -> bool:

@@ -17,10 +17,13 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .detector_spec import required_number, with_preset
 from .schema import Table
+
+if TYPE_CHECKING:
+    from .card import _Table
 
 #: Presets shipped in ``cards/pileup/``.
 PRESETS = ("jetclass2",)
@@ -122,7 +125,7 @@ def _puppi(t: Table) -> PuppiSpec:
     )
 
 
-def parse(t: Table) -> PileupSpec:
+def parse(t: _Table) -> PileupSpec:
     """Check the full raw parameters (from :func:`resolve`, with a variation's overrides
     merged in) and build the spec; problems raise ``t``'s error naming the key. ``t`` is
     a card table (:class:`resim.card._Table`: it reads the library's Pythia settings)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 import awkward as ak
 import numpy as np
@@ -116,7 +117,9 @@ class Pipeline:
     def pileup_library(self) -> FinalState:
         """The minimum-bias library (a run sets it from ``OUTPUT.parts``; made here if not)."""
         if self._library is None:
+            assert self.minimum_bias is not None  # a card with [pileup]
             self._library = make_library(self.minimum_bias)
+            assert self._library is not None  # only a stop cuts the making short
         return self._library
 
     @pileup_library.setter
@@ -133,7 +136,8 @@ class Pipeline:
         for j in jobs:
             v = card.variations[j.variation]
             own = (names[j.variation], j.event, j.realization, j.attempt)
-            base = (v.base, j.event, 0, j.attempt)
+            # A base is set, and used, for detector- and pileup-stage variations only.
+            base = (cast(str, v.base), j.event, 0, j.attempt)
             detector.append(derive_key(card.run.seed, "detector",
                                        *(base if v.stage == "pileup" else own)))
             pileup.append(derive_key(card.run.seed, "pileup",
@@ -215,8 +219,8 @@ class Pipeline:
         tables["events"] = as_table("events", {
             "event": index,
             "n_objects": np.bincount(truth.event - first, minlength=last - first),
-            "n_failed": [real.failed.get(i, 0) for i in index],
-            "n_lost": [real.lost.get(i, 0) for i in index],
+            "n_failed": [real.failed.get(int(i), 0) for i in index],
+            "n_lost": [real.lost.get(int(i), 0) for i in index],
             "hard_ok": [h is not None for h in hard],
             "weight": [h.weight if h is not None else 0.0 for h in hard],
         })

@@ -5,8 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
 
 
 def _duration(seconds: float) -> str:
@@ -23,7 +27,7 @@ class Progress:
         self.done = self.realizations = self.jets = self.failed = 0
         self._start = self._last_line = time.monotonic()
         self._start_done = 0
-        self._bar = None
+        self._bar: ProgressBar[int] | None = None
         if enabled and self.stream.isatty():
             # The bar's text is ours: click would show its ETA only after a second and count
             # events of a resumed run as if made at this run's speed.

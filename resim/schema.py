@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 from .errors import ResimError
 
@@ -63,7 +63,7 @@ class Table:
         """This table's own key path."""
         return self.prefix.rstrip(".")
 
-    def fail(self, name: str, message: str) -> None:
+    def fail(self, name: str, message: str) -> NoReturn:
         """Raise this reader's error for key ``name`` of this table ("" for the table)."""
         raise self.error(self.source, self.key(name) if name else self.here, message)
 

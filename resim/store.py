@@ -617,6 +617,7 @@ class DatasetWriter:
     def finish(self, attrs: dict[str, Any]) -> None:
         """Write the attributes (``format`` and ``format_version`` unless given) and
         move the file into place."""
+        assert self._file is not None, "finish after finish"
         with self._writing(_SLACK_BYTES):
             self._file.attrs["format"] = FORMAT
             self._file.attrs["format_version"] = FORMAT_VERSION

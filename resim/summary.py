@@ -58,6 +58,7 @@ def describe(ds: JetDataset) -> dict[str, Any]:
     ncon = ds.column("jets", "n_constituents")
     group_label = ds.column("groups", "label")
     group_size = ds.column("groups", "n_jets")
+    flavour: dict[str, np.ndarray] | None
     try:  # per-jet flavour (format version 2; -1 where the source did not know it)
         flavour = {c: ds.column("jets", c) for c in ("n_b_hadrons", "n_c_hadrons", "splitting")}
         if len(lab) and (flavour["splitting"] < 0).all():
@@ -75,6 +76,7 @@ def describe(ds: JetDataset) -> dict[str, Any]:
 
     def flavours(mask: np.ndarray) -> dict[str, int]:
         """Jets holding B / C hadrons, and jets per gluon splitting (cards.md)."""
+        assert flavour is not None  # asked only of data sets that have it
         f = {c: v[mask] for c, v in flavour.items()}
         return {"with_b_hadron": int((f["n_b_hadrons"] > 0).sum()),
                 "with_c_hadron": int((f["n_c_hadrons"] > 0).sum()),

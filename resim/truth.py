@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import vector
@@ -103,15 +104,16 @@ class TruthObjects:
         d = parts[daughter]
         keep = (d["status"] == OUTGOING) & np.isin(np.abs(d["id"]), _CONTAINED)
         d = d[keep]
-        dv = vector.array({"px": d["px"], "py": d["py"], "pz": d["pz"], "E": d["e"]})
+        dv = cast(vector.MomentumNumpy4D,
+                  vector.array({"px": d["px"], "py": d["py"], "pz": d["pz"], "E": d["e"]}))
         return cls(
             event=np.array([h.index for h in hard_events], np.int64)[at],
             index=k.astype(np.int8), pid=objects["id"].astype(np.int32),
             label=np.array([label_of[abs(p)] for p in objects["id"].tolist()], np.int8),
-            p4=vector.array({"px": objects["px"].astype(float),
-                             "py": objects["py"].astype(float),
-                             "pz": objects["pz"].astype(float),
-                             "E": objects["e"].astype(float)}),
+            p4=cast(vector.MomentumNumpy4D, vector.array({"px": objects["px"].astype(float),
+                                                          "py": objects["py"].astype(float),
+                                                          "pz": objects["pz"].astype(float),
+                                                          "E": objects["e"].astype(float)})),
             row=(rows - first[at]).astype(np.int32),
             daughter_object=np.searchsorted(rows, owner[keep]).astype(np.int64),
             daughter_eta=np.asarray(dv.eta, float), daughter_phi=np.asarray(dv.phi, float),

@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from resim.schema import SchemaError, Shipped, Table, declared, declared_keys, read
 
@@ -387,7 +387,7 @@ def _data(t: ConfigTable) -> DataConfig:
     return DataConfig(
         max_particles=t.integer("max_particles", d.max_particles, minimum=1),
         batch_size=t.integer("batch_size", d.batch_size, minimum=2),
-        splits=splits,
+        splits=cast(tuple[float, float, float], splits),  # numbers() checked: three
         classes=classes,
         variations=t.strings("variations", d.variations),
         max_jets=max_jets,

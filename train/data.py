@@ -256,12 +256,13 @@ class JetData:
             with _open_checked(path) as ds:
                 held.append({LEVELS[k] for k in np.unique(ds.column("jets", "level"))})
         if level == "auto":
-            level = next((lv for lv in LEVELS if all(lv in h for h in held)), None)
-            if level is None:
+            common = next((lv for lv in LEVELS if all(lv in h for h in held)), None)
+            if common is None:
                 raise DatasetError("data: the files hold jets of different levels ("
                                    + "; ".join(f"{p}: {', '.join(sorted(h)) or 'none'}"
                                                for p, h in zip(self.paths, held, strict=True))
                                    + "): no level is in all of them")
+            level = common
         for path, h in zip(self.paths, held, strict=True):
             if level not in h:
                 raise DatasetError(f"{path}: has no {level}-level jets (it has "
@@ -391,7 +392,9 @@ class JetData:
             # (format-1 files lack the derived columns: made from the others when read)
             self._handles[f] = {c: h5["constituents"][c] for c in _READ
                                 if c in h5["constituents"]}
-        return self._handles[f]
+        handles = self._handles[f]
+        assert handles is not None  # opened above
+        return handles
 
     def close(self) -> None:
         """Close the files (and free their chunk caches); the next read reopens them."""

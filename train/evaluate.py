@@ -178,7 +178,9 @@ def evaluate(
     where = Path(checkpoint).resolve()
     plot_roc(curves, output / "roc.png", title=f"{where.parent.name}/{where.name}: {split} "
              f"split, {len(p.labels)} jets", n_background=background_counts(metrics, signal))
-    np.savez_compressed(output / "scores.npz", **raw, class_names=np.array(p.class_names),
+    # numpy's stubs let a ** dict fill its allow_pickle flag; raw's keys are predict()'s.
+    np.savez_compressed(output / "scores.npz", **raw,  # type: ignore[arg-type]
+                        class_names=np.array(p.class_names),
                         variation_names=np.array(p.variation_names))
     return metrics
 

@@ -40,6 +40,7 @@ from dataclasses import dataclass, fields
 
 import awkward as ak
 import numpy as np
+from numpy.typing import DTypeLike
 
 from resim.layout import (
     CHARGED_HADRON,
@@ -105,8 +106,9 @@ class Particles:
     d0: np.ndarray
     dz: np.ndarray
     mask: np.ndarray
-    d0_err: np.ndarray | None = None
-    dz_err: np.ndarray | None = None
+    #: Always arrays once made: left out (particle level), __post_init__ makes zeros.
+    d0_err: np.ndarray = None  # type: ignore[assignment]
+    dz_err: np.ndarray = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         for name in ("d0_err", "dz_err"):  # particle level: exact
@@ -145,7 +147,7 @@ class Particles:
         source = np.repeat(np.cumsum(counts) - counts, kept) + slot
         shape = (len(counts), max_particles)
 
-        def pad(values: np.ndarray, dtype: type) -> np.ndarray:
+        def pad(values: np.ndarray, dtype: DTypeLike) -> np.ndarray:
             out = np.zeros(shape, dtype)
             out[jet, slot] = values[source]
             return out

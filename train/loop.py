@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 import click
 import numpy as np
@@ -57,6 +57,9 @@ from .config import Config, OptimizerConfig, ScheduleConfig, parse_config
 from .trainable import Trainable
 
 log = logging.getLogger(__name__)
+
+#: The model a :func:`fit` trains, as its ``monitor`` receives it.
+TrainableT = TypeVar("TrainableT", bound=Trainable)
 
 CHECKPOINT = "last.pt"
 METRICS_CSV = "metrics.csv"
@@ -477,7 +480,7 @@ def _gather_rng(rt: Runtime) -> list[dict[str, Any]]:
 
 
 def fit(
-    model: Trainable,
+    model: TrainableT,
     train: Batches,
     val: Batches | None,
     config: Config,
@@ -490,7 +493,7 @@ def fit(
     progress: bool = True,
     stop_after_steps: int | None = None,
     on_step: Callable[[Position], None] | None = None,
-    monitor: Callable[[nn.Module], dict[str, float]] | None = None,
+    monitor: Callable[[TrainableT], dict[str, float]] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train`` for ``config.run.epochs`` epochs, writing into ``output``.
 
@@ -534,7 +537,7 @@ def fit(
     return result
 
 
-def _on_device(model: Trainable, config: Config, rt: Runtime) -> Trainable:
+def _on_device(model: TrainableT, config: Config, rt: Runtime) -> TrainableT:
     """``model`` on this process's device (with SyncBatchNorm where asked for)."""
     model.to(rt.device)
     if rt.distributed and config.run.sync_batchnorm:
@@ -569,12 +572,12 @@ class Throughput:
         return time.perf_counter() - self.clock if self.clock is not None else 0.0
 
 
-class TrainingRun:
+class TrainingRun(Generic[TrainableT]):
     """The state of one :func:`fit` call: the model and its DDP wrapper, the optimiser and
     learning-rate schedule, where the run is (:class:`Position`), the running means of
     the logged numbers, and the logs. Its methods are the loop's steps."""
 
-    def __init__(self, model: Trainable, train: Batches, config: Config, output: Path,
+    def __init__(self, model: TrainableT, train: Batches, config: Config, output: Path,
                  rt: Runtime, extra: dict[str, Any] | None):
         self.model, self.train, self.config, self.output, self.rt = \
             model, train, config, output, rt
@@ -697,7 +700,7 @@ class TrainingRun:
 
     # -- end of an epoch -----------------------------------------------------------------
     def end_epoch(self, val: Batches | None, result: FitResult,
-                  monitor: Callable[[nn.Module], dict[str, float]] | None,
+                  monitor: Callable[[TrainableT], dict[str, float]] | None,
                   progress: bool) -> None:
         """The epoch's training loss and speed, its validation row, the next position, a
         checkpoint and (``progress``) the epoch's line."""
@@ -716,7 +719,7 @@ class TrainingRun:
             log.info(_epoch_line(self.pos.epoch, self.config.run.epochs, result))
 
     def validation_row(self, val: Batches | None, result: FitResult,
-                       monitor: Callable[[nn.Module], dict[str, float]] | None,
+                       monitor: Callable[[TrainableT], dict[str, float]] | None,
                        epoch_seconds: float) -> dict[str, float]:
         """The validation loss and logs (``run.validate``), and the monitor's numbers with
         its cost (rank 0, every ``run.monitor_every`` epochs)."""

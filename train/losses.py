@@ -8,7 +8,7 @@ NT-Xent, better statistics for VICReg's variance and covariance).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.distributed as dist
@@ -39,7 +39,8 @@ def gather_across_ranks(z: Tensor, group: Tensor) -> tuple[Tensor, Tensor]:
     # all_gather needs equal shapes: pad to the longest batch and cut the padding off again.
     z_padded = torch.cat([z, z.new_zeros(longest - len(z), *z.shape[1:])])
     g_padded = torch.cat([group, group.new_zeros(longest - len(group))])
-    zs = all_gather_single(z_padded.contiguous(), 0, dist.group.WORLD).chunk(world)
+    world_group = cast(dist.ProcessGroup, dist.group.WORLD)  # initialised: checked above
+    zs = all_gather_single(z_padded.contiguous(), 0, world_group).chunk(world)
     gs = [torch.empty_like(g_padded) for _ in range(world)]
     dist.all_gather(gs, g_padded)
     return (torch.cat([t[:n] for t, n in zip(zs, sizes_list, strict=True)]),

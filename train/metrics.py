@@ -592,7 +592,7 @@ def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str | Pa
             n_b = None if n_background is None else n_background.get(name)
             x, y, bound = roc_plot_points(eps_s, eps_b, n_b)
             color = f"C{k}"
-            label = f"{name} (AUC {area:.4f})"
+            label: str | None = f"{name} (AUC {area:.4f})"
             if y.size:
                 highest = max(highest, float(y.max()))
             if (~bound).any():

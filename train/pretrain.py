@@ -41,6 +41,7 @@ Paths = Sequence[str | Path]
 def build_encoder_from(config: Config, n_features: int = N_FEATURES) -> Encoder:
     """The ``[encoder]`` of ``config`` (errors name the config file and section)."""
     config.require("encoder")
+    assert config.encoder is not None  # require() said which config lacks it
     try:
         return build_encoder(config.encoder.name, n_features, **config.encoder.settings)
     except (TypeError, ValueError) as err:
@@ -50,6 +51,7 @@ def build_encoder_from(config: Config, n_features: int = N_FEATURES) -> Encoder:
 def build_pretraining(config: Config, n_features: int = N_FEATURES) -> Method:
     """Encoder + method of ``config``, initialised from ``run.seed``."""
     config.require("encoder", "method")
+    assert config.method is not None  # require() said which config lacks it
     seed_everything(config.run.seed)
     encoder = build_encoder_from(config, n_features)
     try:
@@ -78,6 +80,7 @@ def augmentation(config: Config) -> Callable | None:
 
 def encoder_spec(config: Config, features: Sequence[str] = FEATURES) -> EncoderSpec:
     """What rebuilds the encoder of ``config`` and feeds it: name, settings, inputs."""
+    assert config.encoder is not None  # a config the encoder was built from
     return {"name": config.encoder.name, "settings": dict(config.encoder.settings),
             "n_features": len(features), "frame": config.data.frame}
 
@@ -175,6 +178,7 @@ def pretrain(
         except RunError:  # a tiny data set may have no usable validation group
             val = None
     model = build_pretraining(config, len(names))
+    assert config.method is not None  # build_pretraining required it
     extra = {
         "kind": "pretrain",
         "encoder": encoder_spec(config, names),

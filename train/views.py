@@ -40,7 +40,7 @@ class ViewPolicy:
 
     views: int = 2
     mode: str = "any"
-    variations: tuple[str, ...] | None = None
+    variations: Sequence[str] | None = None  # kept as a tuple
     source: str = "resim"
     nominal: str = "nominal"
 

@@ -190,6 +190,7 @@ def padded_block(e: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray,
                     "pid": np.zeros(n_flat, np.int32), "charge": np.zeros(n_flat, np.int8),
                     "vx": zero, "vy": zero, "vz": zero}
     n = len(label)
+    t: dict[str, np.ndarray]
     if truth is None:
         t = {"pid": np.zeros(n, np.int32), **{k: np.zeros(n) for k in
                                                ("pt", "eta", "phi", "mass")}}

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from .. import __version__
 from ..dataset import DatasetError, JetDataset
@@ -226,7 +227,7 @@ def open_sources(paths: Sequence[str | os.PathLike]) -> list[Source]:
         if sources[-1].split not in ("", *SPLITS):
             raise ExportError(f"{path}: its split attribute is {sources[-1].split!r}; expected "
                               f"one of {', '.join(SPLITS)}")
-    stems = {}
+    stems: dict[str, Path] = {}
     for s in sources:
         if s.path.stem in stems:
             raise ExportError(f"{stems[s.path.stem]} and {s.path}: two inputs named "
@@ -286,7 +287,8 @@ class ExportBlock:
                            {c: v[rows] for c, v in self.pileup.items()})
 
 
-def _pad(values: np.ndarray, counts: np.ndarray, n_slots: int, dtype: type) -> np.ndarray:
+def _pad(values: np.ndarray, counts: np.ndarray, n_slots: int, dtype: DTypeLike
+         ) -> np.ndarray:
     jet = np.repeat(np.arange(len(counts)), counts)
     slot = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
     out = np.zeros((len(counts), n_slots), dtype)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 from torch import Tensor, nn
 
@@ -71,6 +71,7 @@ def check_settings(factory: Callable[..., Any], cfg: Mapping[str, Any], what: st
     valid = [p for p in params if p not in fixed]
     for key in cfg:
         if key in fixed:
-            raise ValueError(f"{what}: setting {key!r} is fixed to {factory.keywords[key]!r}")
+            raise ValueError(f"{what}: setting {key!r} is fixed to "
+                             f"{cast(partial, factory).keywords[key]!r}")
         if key not in valid:
             raise ValueError(f"{what}: unknown setting {key!r}; valid: {', '.join(valid)}")

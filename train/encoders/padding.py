@@ -44,7 +44,7 @@ def flat_index(mask: Tensor) -> Tensor:
     return mask.flatten().nonzero().squeeze(1)
 
 
-def to_padded(flat: Tensor, index: Tensor, shape: tuple[int, int]) -> Tensor:
+def to_padded(flat: Tensor, index: Tensor, shape: tuple[int, ...]) -> Tensor:
     """Scatter flat rows (M, C) back to a zero-padded (N, P, C) tensor."""
     n, p = shape
     out = flat.new_zeros(n * p, flat.shape[1])

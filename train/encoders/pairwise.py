@@ -63,7 +63,8 @@ def pair_features(va: Tensor, vb: Tensor) -> Tensor:
 def real_pairs(mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(jet, a, b) indices of all pairs a >= b of real particles, self-pairs included."""
     both = mask.unsqueeze(2) & mask.unsqueeze(1)
-    return torch.tril(both).nonzero(as_tuple=True)
+    jet, a, b = torch.tril(both).nonzero(as_tuple=True)
+    return jet, a, b
 
 
 class PairEmbedding(nn.Module):

@@ -24,6 +24,8 @@ steps (e.g. swap embedded particles for a learned mask token)::
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -103,7 +105,7 @@ class ParticleTransformer(Encoder):
                     nn.init.xavier_uniform_(weight)
         # Deeper blocks start closer to identity, as in the reference code.
         with torch.no_grad():
-            for depth, block in enumerate(self.blocks, start=1):
+            for depth, block in enumerate(cast(Iterable[Block], self.blocks), start=1):
                 block.attn.out_proj.weight.div_(math.sqrt(2.0 * depth))
                 block.fc2.weight.div_(math.sqrt(2.0 * depth))
 

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import TypedDict
 
 import torch
 from torch import Tensor, nn
@@ -60,7 +61,7 @@ from ..encoders.base import Encoder
 from ..encoders.blocks import Block
 from ..encoders.padding import trim
 from ..encoders.pairwise import rapidity_phi_pt
-from ..encoders.transformer import padding_bias
+from ..encoders.transformer import ParticleTransformer, padding_bias
 from .base import Method
 from .mpm import mean_pool, require_particle_interface
 
@@ -167,8 +168,8 @@ def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
     buffers (BatchNorm statistics) copied from ``online``."""
     for t, o in zip(target.parameters(), online.parameters(), strict=True):
         t.mul_(momentum).add_(o.detach(), alpha=1.0 - momentum)
-    for t, o in zip(target.buffers(), online.buffers(), strict=True):
-        t.copy_(o)
+    for buffer, source in zip(target.buffers(), online.buffers(), strict=True):
+        buffer.copy_(source)
 
 
 def jepa_loss(prediction: Tensor, target: Tensor, select: Tensor,
@@ -187,6 +188,12 @@ def jepa_loss(prediction: Tensor, target: Tensor, select: Tensor,
     raise ValueError(f"unknown JEPA loss {kind!r}; known: {', '.join(JEPA_LOSSES)}")
 
 
+class _EMA(TypedDict):
+    start: float
+    end: float
+    schedule: str
+
+
 class JEPA(Method):
     """Context encoder + EMA target encoder + predictor of target-block embeddings."""
 
@@ -196,6 +203,11 @@ class JEPA(Method):
     ddp_find_unused_parameters = True
     trains_pooling = False
     needs_positives = False
+    #: Encoders with per-particle steps (require_particle_interface checks them).
+    encoder: ParticleTransformer
+    target_encoder: ParticleTransformer
+    #: Optimiser steps taken (a buffer: it is in the checkpoint).
+    step: Tensor
 
     def __init__(self, encoder: Encoder, n_targets: int = 4, target_fraction: float = 0.15,
                  blocks: str = "neighbourhood", predictor_dim: int = 64,
@@ -220,12 +232,12 @@ class JEPA(Method):
             raise ValueError(f"jepa: total_steps must be >= 1 (an integer; or unset: the "
                              f"training run's length), got {total_steps!r}")
         self.n_targets, self.target_fraction, self.blocks = n_targets, target_fraction, blocks
-        self.ema = {"start": ema_start, "end": ema_end, "schedule": ema_schedule}
+        self.ema: _EMA = {"start": ema_start, "end": ema_end, "schedule": ema_schedule}
         self.total_steps = total_steps
         self.fixed_total_steps = total_steps is not None  # given: the loop keeps it
         self.loss_kind = loss
 
-        self.target_encoder = copy.deepcopy(encoder).requires_grad_(False).eval()
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False).eval()
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
         dim = encoder.embed_dim

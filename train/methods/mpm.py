@@ -47,7 +47,7 @@ from torch.nn import functional
 from ..encoders.base import Encoder
 from ..encoders.blocks import Block
 from ..encoders.padding import trim
-from ..encoders.transformer import padding_bias
+from ..encoders.transformer import ParticleTransformer, padding_bias
 from ..features import DETECTOR_FEATURES, FEATURES, N_FEATURES
 from ..heads import mlp
 from .base import Method
@@ -120,6 +120,8 @@ class MPM(Method):
     ddp_find_unused_parameters = True
     trains_pooling = False
     needs_positives = False
+    #: An encoder with per-particle steps (require_particle_interface checks it).
+    encoder: ParticleTransformer
 
     def __init__(self, encoder: Encoder, mask_fraction: float = 0.3, order_tokens: int = 128,
                  decoder_dim: int = 128, decoder_layers: int = 2, decoder_heads: int = 8,
