@@ -308,4 +308,6 @@ def _typed(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
         return t.numbers(name, default, rule.length or 0, minimum=rule.minimum)
     if item is str:
         return t.strings(name, default, rule.required)
+    if typing.get_origin(item) is tuple:
+        return t.integer_lists(name)
     raise TypeError(f"{name}: no reader for {kind!r}")
