@@ -254,13 +254,19 @@ class Config:
     source: str
     text: str = ""
     overrides: tuple[str, ...] = ()
-    encoder: EncoderConfig | None = None
-    method: MethodConfig | None = None
-    finetune: FinetuneConfig | None = None
-    data: DataConfig = field(default_factory=DataConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # The sections (None: not in the file); the field order is that of the checkpoint's
+    # stored config.
+    encoder: EncoderConfig | None = declared(None, reader=lambda t, name, _:
+                                             _encoder(t.table(name)) if name in t.raw else None)
+    method: MethodConfig | None = declared(None, reader=lambda t, name, _:
+                                           _method(t.table(name)) if name in t.raw else None)
+    finetune: FinetuneConfig | None = declared(None, reader=lambda t, name, _: read(
+        FinetuneConfig, t.table(name)) if name in t.raw else None)
+    data: DataConfig = declared(default_factory=DataConfig)
+    optimizer: OptimizerConfig = declared(default_factory=OptimizerConfig)
+    run: RunConfig = declared(default_factory=RunConfig)
+    augment: AugmentConfig = declared(default_factory=AugmentConfig,
+                                      reader=lambda t, name, _: _augment(t.table(name)))
 
     def to_dict(self) -> dict[str, Any]:
         """The effective settings, JSON-ready (tuples as lists, no file text)."""
@@ -321,36 +327,25 @@ def parse_config(text: str, source: str = "<config>", overrides: Sequence[str] =
 
 
 def _parse(raw: dict[str, Any], text: str, source: str, overrides: tuple[str, ...]) -> Config:
-    top = ConfigTable(source, raw, "")
-    top.allow("encoder", "method", "finetune", "data", "optimizer", "run", "augment")
-    data = read(DataConfig, top.table("data"))
-    augment = _augment(top.table("augment"))
-    if augment.names and data.views.source == "resim":
+    config = read(Config, ConfigTable(source, raw, ""), source=source, text=text,
+                  overrides=overrides)
+    views, augment, method = config.data.views, config.augment, config.method
+    if augment.names and views.source == "resim":
         raise ConfigError(source, "data.views.source", "[augment] lists augmentations but "
                           "views.source is 'resim'; set it to 'both' (augmented "
                           "re-simulated views) or 'augment' (augmented copies of one jet)")
-    if not augment.names and data.views.source != "resim":
+    if not augment.names and views.source != "resim":
         raise ConfigError(source, "augment.names",
-                          f"data.views.source = {data.views.source!r} needs augmentations")
-    method = _method(top.table("method")) if "method" in raw else None
-    if method is not None and data.views.count < 2:
+                          f"data.views.source = {views.source!r} needs augmentations")
+    if method is not None and views.count < 2:
         from .methods import METHODS
 
         if METHODS[method.name].needs_positives:
             raise ConfigError(source, "data.views.count",
                               f"method {method.name!r} needs positive pairs: at least 2 views "
-                              f"per group, got {data.views.count} (1 is for objectives without "
+                              f"per group, got {views.count} (1 is for objectives without "
                               "positives: mpm, jepa)")
-    return Config(
-        source=source, text=text, overrides=overrides,
-        encoder=_encoder(top.table("encoder")) if "encoder" in raw else None,
-        method=method,
-        finetune=read(FinetuneConfig, top.table("finetune")) if "finetune" in raw else None,
-        data=data,
-        optimizer=read(OptimizerConfig, top.table("optimizer")),
-        run=read(RunConfig, top.table("run")),
-        augment=augment,
-    )
+    return config
 
 
 def apply_override(raw: dict[str, Any], item: str, source: str) -> None:
