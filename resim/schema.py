@@ -3,9 +3,12 @@
 Run cards (:mod:`resim.card`), training configs (:mod:`resim.train.config`) and study
 files read their TOML through :class:`Table`, so a mistake anywhere is one line such as
 ``top.toml: jets.radius: must be > 0.0, got -1.0``. A dataclass declares its keys once,
-as :func:`declared` fields (default, bounds, choices), and :func:`read` reads them. Each
-reader subclasses :class:`SchemaError` and :class:`Table` (setting ``Table.error``) to
-give its errors their own type.
+as :func:`declared` fields (default, bounds, choices, the sub-table a key sits in, a
+reader for what no type says, a check of what was read), and :func:`read` reads them:
+the keys a table allows are those its dataclass declares. A card, its detector and
+pileup, a training config and a study are each such a tree of dataclasses. Each reader
+subclasses :class:`SchemaError` and :class:`Table` (setting ``Table.error``) to give its
+errors their own type.
 """
 
 from __future__ import annotations

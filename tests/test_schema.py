@@ -136,3 +136,49 @@ def test_section_mistakes_name_the_key_path(raw: dict, message: str) -> None:
     with pytest.raises(SchemaError) as err:
         read(Sectioned, Table("f.toml", raw))
     assert str(err.value) == message
+
+
+def _card_error(section: str, raw: dict) -> str:
+    import tomllib
+
+    from resim.card import CardError, load_card, parse_card, resolve_card_path
+
+    path = resolve_card_path("smoke")
+    card = tomllib.loads(path.read_text())
+    card[section] = {**card.get(section, {}), **raw}
+    if section == "pileup":
+        card["detector"] = {}
+    with pytest.raises(CardError) as err:
+        parse_card(card, path)
+    assert load_card("smoke")  # the card itself is good
+    return err.value.message
+
+
+@pytest.mark.parametrize(("section", "raw", "allowed"), [
+    ("detector", {"x": 1}, "preset, geometry, tracking, calorimeter, identification"),
+    ("detector", {"calorimeter": {"x": 1}}, "fractions, ecal, hcal"),
+    ("detector", {"tracking": {"d0_resolution": {"x": 1}}}, "eta_edges, pt_edges, values"),
+    ("pileup", {"x": 1}, "preset, mu, mitigation, library, luminous_region, chs, puppi"),
+    ("pileup", {"chs": {"x": 1}}, "dz_significance, d0_significance, dz_max"),
+    ("hard_process", {"x": 1}, "settings, lhe"),
+])
+def test_card_tables_allow_the_keys_their_dataclasses_declare(section: str, raw: dict,
+                                                               allowed: str) -> None:
+    assert _card_error(section, raw) == f"unknown key (allowed here: {allowed})"
+
+
+@pytest.mark.parametrize(("section", "allowed"), [
+    ("study", "seeds, jobs, threads, variations, reference, set, heartbeat"),
+    ("pretrain", "epochs, set, objectives, sizes"),
+    ("finetune", "config, fractions, epochs, min_steps, baseline, set"),
+    ("evaluate", "split, bootstrap, compare, bins"),
+])
+def test_study_sections_allow_the_keys_study_declares(section: str, allowed: str) -> None:
+    from resim.study.spec import parse_study, resolve_study_path
+    from resim.train.config import ConfigError
+
+    text = resolve_study_path("tiny").read_text()
+    assert f"\n[{section}]\n" in text
+    with pytest.raises(ConfigError) as err:
+        parse_study(text.replace(f"\n[{section}]\n", f"\n[{section}]\nx = 1\n"), "s.toml")
+    assert str(err.value) == f"s.toml: {section}.x: unknown key (allowed here: {allowed})"
