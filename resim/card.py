@@ -87,7 +87,8 @@ def _one_of(choices: Sequence[str]) -> Check:
     return check
 
 
-def _pythia_settings(t: _Table, name: str, default: Any) -> tuple[PythiaSetting, ...]:
+def _pythia_settings(t: Table, name: str, default: Any) -> tuple[PythiaSetting, ...]:
+    assert isinstance(t, _Table)  # a card's tables read Pythia settings
     return t.settings(name)
 
 
@@ -365,7 +366,7 @@ def _unset(raw: dict[str, Any], run: Run, jets: Jets) -> tuple[str, ...]:
     return tuple(unset)
 
 
-def _hard_process(card: _Table, name: str) -> HardProcess:
+def _hard_process(card: Table, name: str) -> HardProcess:
     t = card.table(name, required=True)
     hard = read(HardProcess, t)
     if hard.lhe is None and not hard.settings:
@@ -383,7 +384,7 @@ def _lhe(t: Table, name: str) -> Path | None:
     return lhe
 
 
-def _decays(card: _Table, section: str) -> tuple[Decay, ...]:
+def _decays(card: Table, section: str) -> tuple[Decay, ...]:
     t = card.table(section)
     decays = []
     for name in t:
@@ -415,7 +416,7 @@ def _labels(t: Table, name: str) -> dict[str, tuple[int, ...]]:
     return labels
 
 
-def _objects(card: _Table, name: str) -> Objects:
+def _objects(card: Table, name: str) -> Objects:
     t = card.table(name, required=True)
     objects = read(Objects, t)
     for i in t.raw["pdg"]:  # as written: the message shows it so
@@ -426,7 +427,7 @@ def _objects(card: _Table, name: str) -> Objects:
     return objects
 
 
-def _jets(card: _Table, name: str) -> Jets:
+def _jets(card: Table, name: str) -> Jets:
     t = card.table(name)
     jets = read(Jets, t)
     if jets.pt_max <= jets.pt_min:

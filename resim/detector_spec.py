@@ -226,13 +226,6 @@ def resolve(t: Table) -> dict[str, Any]:
     return with_preset(t, PRESETS, preset_text)
 
 
-def required_number(t: Table, name: str, **limits: float) -> float:
-    value = t.number(name, None, **limits)
-    if value is None:
-        t.fail(name, "missing")
-    return value
-
-
 def _floats(t: Table, name: str, length: int | None = None, minimum: float | None = None,
             increasing: bool = False) -> tuple[float, ...]:
     value = t.raw.get(name)
@@ -318,7 +311,7 @@ def _fractions(cal: Table, name: str
     """The calorimeter's ``fractions``: the listed shares, and the ``default`` ones."""
     t = cal.table(name, required=True)
     default = None
-    fractions = []
+    fractions: list[tuple[int, float, float]] = []
     for key in t:
         pair = t.numbers(key, (), 2, minimum=0.0)
         if sum(pair) > 1.0 + 1e-9:
@@ -326,12 +319,12 @@ def _fractions(cal: Table, name: str
         if key == "default":
             default = pair
         elif key.isdigit():
-            fractions.append((int(key), *pair))
+            fractions.append((int(key), pair[0], pair[1]))
         else:
             t.fail(key, "keys are |PDG ids| (e.g. 22) or `default`")
     if default is None:
         t.fail("default", "missing (the shares of every particle not listed)")
-    return tuple(sorted(fractions)), default  # type: ignore[return-value]
+    return tuple(sorted(fractions)), (default[0], default[1])
 
 
 def _check_encloses(g: Table, geometry: Geometry) -> None:
@@ -348,4 +341,4 @@ def parse(t: Table) -> DetectorSpec:
 
 __all__ = ["PRESETS", "BinnedTable", "CalorimeterSpec", "DetectorSpec", "EnergyResolution",
            "Geometry", "Identification", "TrackClass", "TrackResolution", "Tracking",
-           "merge", "parse", "preset_text", "required_number", "resolve", "with_preset"]
+           "merge", "parse", "preset_text", "resolve", "with_preset"]

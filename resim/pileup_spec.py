@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from .detector_spec import required_number, with_preset
+from .detector_spec import with_preset
 from .schema import Table, declared, declared_keys, read
 
 #: Presets shipped in ``cards/pileup/``.
@@ -44,13 +44,18 @@ class PuppiSpec:
     vertex_efficiency: float = declared(required=True, above=0.0)
 
 
+def _library_settings(t: Any, name: str) -> tuple[Any, ...]:
+    """Pythia settings: ``t`` is a card's table (``resim.card._Table`` reads them)."""
+    return tuple(t.settings(name))
+
+
 @dataclass(frozen=True)
 class LibrarySpec:
     """The minimum-bias events made once per run: how many, and the Pythia settings
     (``PythiaSetting``s, on top of the card's ``[pythia]``) that make them."""
 
     events: int = declared(required=True, minimum=1)
-    settings: tuple[Any, ...] = declared(reader=lambda t, name, _: t.settings(name))
+    settings: tuple[Any, ...] = declared(reader=lambda t, name, _: _library_settings(t, name))
 
 
 @dataclass(frozen=True)
@@ -122,7 +127,7 @@ def _puppi(t: Table) -> PuppiSpec:
         neutral_pt_min=_per_region(t, "neutral_pt_min", n),
         neutral_pt_slope=_per_region(t, "neutral_pt_slope", n),
         low_pileup_correction=_booleans(t, "low_pileup_correction", n),
-        min_dr=required_number(t, "min_dr", minimum=0.0, below=min(cone)),
+        min_dr=t.number("min_dr", None, minimum=0.0, below=min(cone), required=True),
     )
 
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, NoReturn, Self, TypeVar
 
 from .errors import ResimError
 
@@ -66,7 +66,7 @@ class Table:
         """This table's own key path."""
         return self.prefix.rstrip(".")
 
-    def fail(self, name: str, message: str) -> None:
+    def fail(self, name: str, message: str) -> NoReturn:
         """Raise this reader's error for key ``name`` of this table ("" for the table)."""
         raise self.error(self.source, self.key(name) if name else self.here, message)
 
@@ -268,7 +268,7 @@ def read(cls: type[T], t: Table, *, also: Sequence[str] = (), **given: Any) -> T
     sections: dict[str | None, Table] = {None: t}
     values = {}
     for f, rule in _declared(cls):
-        if rule.section not in sections:
+        if rule.section is not None and rule.section not in sections:
             sections[rule.section] = section = t.table(rule.section)
             section.allow(*_keys(cls, rule.section))
         if f.name not in given:

@@ -370,7 +370,7 @@ def apply_override(raw: dict[str, Any], item: str, source: str) -> None:
 # --------------------------------------------------------------------------- sections
 
 
-def _encoder(t: ConfigTable) -> EncoderConfig:
+def _encoder(t: Table) -> EncoderConfig:
     from .encoders import ENCODERS
 
     name = t.choice("name", None, sorted(ENCODERS), required=True)
@@ -379,7 +379,7 @@ def _encoder(t: ConfigTable) -> EncoderConfig:
     return EncoderConfig(name, settings)
 
 
-def _method(t: ConfigTable) -> MethodConfig:
+def _method(t: Table) -> MethodConfig:
     from .methods import METHODS
 
     name = t.choice("name", None, sorted(METHODS), required=True)
@@ -388,7 +388,7 @@ def _method(t: ConfigTable) -> MethodConfig:
     return MethodConfig(name, settings)
 
 
-def _augment(t: ConfigTable) -> AugmentConfig:
+def _augment(t: Table) -> AugmentConfig:
     from .augment import AUGMENTATIONS, build_augmentation
 
     names = t.strings("names", ())
@@ -425,7 +425,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], t: ConfigTable,
+def _check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], t: Table,
                     what: str) -> None:
     """Unknown settings (the registries' check) and values of the wrong type, by key path.
 
