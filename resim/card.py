@@ -388,15 +388,21 @@ def _decays(card: Table, section: str) -> tuple[Decay, ...]:
     t = card.table(section)
     decays = []
     for name in t:
-        try:
-            pdg = int(name)
-        except ValueError:
+        pdg = _pdg_id(name)
+        if pdg is None:
             t.fail(name, "decay tables are keyed by PDG id, e.g. [decays.6]")
         decay = read(Decay, t.table(name, required=True), pdg=pdg)
         if not decay.any and not decay.match:
             t.fail(name, "give `any = [ids]` or `match = [[ids], ...]`")
         decays.append(decay)
     return tuple(decays)
+
+
+def _pdg_id(name: str) -> int | None:
+    try:
+        return int(name)
+    except ValueError:
+        return None
 
 
 def _object_ids(t: Table, name: str) -> tuple[int, ...]:
