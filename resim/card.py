@@ -24,7 +24,7 @@ from typing import Any, cast
 from . import detector_spec, pileup_spec
 from .detector_spec import DetectorSpec
 from .pileup_spec import PileupSpec
-from .schema import SchemaError, Shipped, Table, declared, declared_keys, read
+from .schema import Check, SchemaError, Shipped, Table, declared, read
 
 #: Variation names used across the project (cards, trainer configs, plots).
 STANDARD_VARIATIONS = (
@@ -79,6 +79,19 @@ class PythiaSetting:
         return self.line.split("=", 1)[0].strip()
 
 
+def _one_of(choices: Sequence[str]) -> Check:
+    """A check that a string is one of ``choices`` (a card's own wording)."""
+    def check(t: Table, name: str, value: str) -> None:
+        if value not in choices:
+            t.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
+    return check
+
+
+def _pythia_settings(t: Table, name: str, default: Any) -> tuple[PythiaSetting, ...]:
+    assert isinstance(t, _Table)  # a card's tables read Pythia settings
+    return t.settings(name)
+
+
 @dataclass(frozen=True)
 class Beams:
     id_a: int = declared(2212)
@@ -90,17 +103,18 @@ class Beams:
 class HardProcess:
     """Pythia process switches, or a Les Houches event file to read (or both)."""
 
-    settings: tuple[PythiaSetting, ...] = ()
-    lhe: Path | None = None
+    settings: tuple[PythiaSetting, ...] = declared((), reader=_pythia_settings)
+    #: Relative to the card, so a card and its events travel together.
+    lhe: Path | None = declared(None, reader=lambda t, name, _: _lhe(t, name))
 
 
 @dataclass(frozen=True)
 class Decay:
     """Forced decay of one particle: channels with any of ``any`` or exactly ``match``."""
 
-    pdg: int
-    any: tuple[int, ...] = ()
-    match: tuple[tuple[int, ...], ...] = ()
+    pdg: int  # the key of its table
+    any: tuple[int, ...] = declared(())
+    match: tuple[tuple[int, ...], ...] = declared(())
 
     def pythia_settings(self, key: str) -> tuple[PythiaSetting, ...]:
         lines = [f"{self.pdg}:onMode = off"]
@@ -114,12 +128,12 @@ class Decay:
 class Objects:
     """Which hard-process particles seed groups, and the label of each."""
 
-    pdg: tuple[int, ...]
-    labels: dict[str, tuple[int, ...]]
+    pdg: tuple[int, ...] = declared(reader=lambda t, name, _: _object_ids(t, name))
+    labels: dict[str, tuple[int, ...]] = declared(reader=lambda t, name, _: _labels(t, name))
     #: Require every quark, gluon and charged lepton from the object's decay within the jet
     #: radius of the jet axis (as JetClass does), so that a ``top`` label means a full top
     #: jet and a ``tbl`` one holds its b quark and its lepton (never the neutrino).
-    contained: bool = False
+    contained: bool = declared(False)
 
     def label_of(self, pdg: int) -> int:
         """Index of the label of a particle with this PDG id (sign ignored)."""
@@ -131,8 +145,7 @@ class Objects:
 
 @dataclass(frozen=True)
 class Jets:
-    #: One of :data:`JET_ALGORITHMS` (read by :func:`_jets`: its error has its own words).
-    algorithm: str = declared("antikt")
+    algorithm: str = declared("antikt", check=_one_of(JET_ALGORITHMS))
     radius: float = declared(0.8, above=0.0, at_most=3.0)
     pt_min: float = declared(500.0, minimum=0.0)
     pt_max: float = declared(math.inf, above=0.0)
@@ -160,19 +173,21 @@ class Variation:
     that event and its detector response (the base's detector seeds).
     """
 
-    name: str
-    realizations: int = 1
-    stage: str = "shower"
-    settings: tuple[PythiaSetting, ...] = ()
+    name: str  # the key of its table
+    realizations: int = declared(1, minimum=1)
+    stage: str = declared("shower", check=_one_of(STAGES))
+    settings: tuple[PythiaSetting, ...] = declared((), reader=_pythia_settings)
     #: The detector this variation's realizations go through: the card's ``[detector]``
-    #: with the variation's own ``detector = { ... }`` overrides (None: no detector).
-    detector: DetectorSpec | None = None
+    #: with the variation's own ``detector = { ... }`` overrides (None: no detector; read
+    #: by :func:`_variation_detector`).
+    detector: DetectorSpec | None = declared(None)
     #: ``stage = "detector"`` or ``"pileup"``: the variation whose particle-level events
     #: are re-used.
-    base: str | None = None
+    base: str | None = declared(None, reader=lambda t, name, _: _base(t, name))
     #: The pileup overlaid on its realizations at detector level: the card's ``[pileup]``
-    #: with the variation's own ``pileup = { ... }`` overrides (None: no pileup).
-    pileup: PileupSpec | None = None
+    #: with the variation's own ``pileup = { ... }`` overrides (None: no pileup; read by
+    #: :func:`_variation_pileup`).
+    pileup: PileupSpec | None = declared(None)
 
 
 @dataclass(frozen=True)
@@ -194,20 +209,25 @@ class Run:
 
 @dataclass(frozen=True)
 class Card:
+    """A parsed card: each field a section (``pythia``: its ``settings``), read by
+    :func:`parse_card`."""
+
     path: Path
     text: str
-    run: Run
-    beams: Beams
-    hard_process: HardProcess
-    objects: Objects
-    jets: Jets
-    variations: tuple[Variation, ...]
-    pythia: tuple[PythiaSetting, ...] = ()
-    decays: tuple[Decay, ...] = ()
+    run: Run = declared()
+    beams: Beams = declared()
+    hard_process: HardProcess = declared(reader=lambda t, name, _: _hard_process(t, name))
+    objects: Objects = declared(reader=lambda t, name, _: _objects(t, name))
+    jets: Jets = declared(reader=lambda t, name, _: _jets(t, name))
+    #: Read by :func:`_variations` (with the card's detector and pileup).
+    variations: tuple[Variation, ...] = declared()
+    pythia: tuple[PythiaSetting, ...] = declared((), section="pythia", key="settings",
+                                                 reader=_pythia_settings)
+    decays: tuple[Decay, ...] = declared((), reader=lambda t, name, _: _decays(t, name))
     #: The card's ``[detector]`` (None: particle-level jets only).
-    detector: DetectorSpec | None = None
+    detector: DetectorSpec | None = declared(None)
     #: The card's ``[pileup]`` (None: no pileup).
-    pileup: PileupSpec | None = None
+    pileup: PileupSpec | None = declared(None)
     #: Defaults the card relies on for what matters most (``run.events = 100``, a whole
     #: ``[jets]`` section, ...), shown when a run starts so they are never a surprise.
     unset: tuple[str, ...] = field(default=(), compare=False)
@@ -313,15 +333,7 @@ def load_card(name: str | Path) -> Card:
 
 def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
     t = _Table(path, raw, "")
-    t.allow("run", "beams", "hard_process", "pythia", "decays", "objects", "jets", "variations",
-            "detector", "pileup")
-    run = read(Run, t.table("run"))
-    beams = read(Beams, t.table("beams"))
-    hard = _hard_process(t.table("hard_process", required=True), path)
-    pythia = t.table("pythia")
-    pythia.allow("settings")
-    objects = _objects(t.table("objects", required=True))
-    jets = _jets(t.table("jets"))
+    card = read(Card, t, path=path, text=text, variations=(), detector=None, pileup=None)
     detector_raw = (detector_spec.resolve(t.table("detector")) if "detector" in raw
                     else None)
     detector = (None if detector_raw is None
@@ -334,17 +346,12 @@ def parse_card(raw: dict[str, Any], path: Path, text: str = "") -> Card:
                "pileup-free): add a [detector] section (e.g. preset = \"cms\")")
     variations = _variations(_with_preset(t.table("variations", required=True)),
                              detector_raw, detector, pileup_raw, pileup)
-    pythia_settings = pythia.settings("settings")
-    for s in (*pythia_settings, *(s for v in variations for s in v.settings)):
+    for s in (*card.pythia, *(s for v in variations for s in v.settings)):
         if s.name.startswith(DECAY_FILTER):
             raise CardError(path, s.key, "the resonance-decay filter acts on the hard process: "
                             "set it in [hard_process] settings")
-    return Card(
-        path=path, text=text, run=run, beams=beams, hard_process=hard, objects=objects,
-        jets=jets, variations=variations, pythia=pythia_settings,
-        decays=_decays(t.table("decays")), detector=detector, pileup=pileup,
-        unset=_unset(raw, run, jets),
-    )
+    return dataclasses.replace(card, variations=variations, detector=detector, pileup=pileup,
+                               unset=_unset(raw, card.run, card.jets))
 
 
 def _unset(raw: dict[str, Any], run: Run, jets: Jets) -> tuple[str, ...]:
@@ -361,71 +368,78 @@ def _unset(raw: dict[str, Any], run: Run, jets: Jets) -> tuple[str, ...]:
     return tuple(unset)
 
 
-def _hard_process(t: _Table, card_path: Path) -> HardProcess:
-    t.allow("settings", "lhe")
-    lhe_name = t.string("lhe", None)
-    lhe = None
-    if lhe_name is not None:
-        # Relative to the card, so a card and its events travel together.
-        lhe = (card_path.parent / lhe_name).resolve()
-        if not lhe.is_file():
-            raise CardError(card_path, t.key("lhe"), f"Les Houches file not found: {lhe}")
-    settings = t.settings("settings")
-    if lhe is None and not settings:
-        raise CardError(card_path, t.here,
-                        "give process switches in `settings` or a Les Houches file in `lhe`")
-    return HardProcess(settings=settings, lhe=lhe)
+def _hard_process(card: Table, name: str) -> HardProcess:
+    t = card.table(name, required=True)
+    hard = read(HardProcess, t)
+    if hard.lhe is None and not hard.settings:
+        t.fail("", "give process switches in `settings` or a Les Houches file in `lhe`")
+    return hard
 
 
-def _decays(t: _Table) -> tuple[Decay, ...]:
+def _lhe(t: Table, name: str) -> Path | None:
+    lhe_name = t.string(name, None)
+    if lhe_name is None:
+        return None
+    lhe = (Path(t.source).parent / lhe_name).resolve()
+    if not lhe.is_file():
+        t.fail(name, f"Les Houches file not found: {lhe}")
+    return lhe
+
+
+def _decays(card: Table, section: str) -> tuple[Decay, ...]:
+    t = card.table(section)
     decays = []
     for name in t:
-        key = t.key(name)
-        try:
-            pdg = int(name)
-        except ValueError:
-            raise CardError(t.source, key,
-                            "decay tables are keyed by PDG id, e.g. [decays.6]") from None
-        d = t.table(name, required=True)
-        d.allow("any", "match")
-        any_ = d.integers("any")
-        match = d.integer_lists("match")
-        if not any_ and not match:
-            raise CardError(t.source, key, "give `any = [ids]` or `match = [[ids], ...]`")
-        decays.append(Decay(pdg=pdg, any=any_, match=match))
+        pdg = _pdg_id(name)
+        if pdg is None:
+            t.fail(name, "decay tables are keyed by PDG id, e.g. [decays.6]")
+        decay = read(Decay, t.table(name, required=True), pdg=pdg)
+        if not decay.any and not decay.match:
+            t.fail(name, "give `any = [ids]` or `match = [[ids], ...]`")
+        decays.append(decay)
     return tuple(decays)
 
 
-def _objects(t: _Table) -> Objects:
-    t.allow("pdg", "labels", "contained")
-    pdg = t.integers("pdg")
+def _pdg_id(name: str) -> int | None:
+    try:
+        return int(name)
+    except ValueError:
+        return None
+
+
+def _object_ids(t: Table, name: str) -> tuple[int, ...]:
+    pdg = t.integers(name)
     if not pdg:
-        raise CardError(t.source, t.key("pdg"), "list at least one PDG id of a hard-process object")
-    lt = t.table("labels", required=True)
+        t.fail(name, "list at least one PDG id of a hard-process object")
+    return tuple(abs(i) for i in pdg)
+
+
+def _labels(t: Table, name: str) -> dict[str, tuple[int, ...]]:
+    lt = t.table(name, required=True)
     labels = {}
-    for name in lt:
-        if not _NAME.match(name):
-            raise CardError(t.source, lt.key(name), "label names are lower-case identifiers")
-        labels[name] = tuple(abs(i) for i in lt.integers(name))
-    for i in pdg:
-        owners = [n for n, ids in labels.items() if abs(i) in ids]
+    for label in lt:
+        if not _NAME.match(label):
+            lt.fail(label, "label names are lower-case identifiers")
+        labels[label] = tuple(abs(i) for i in lt.integers(label))
+    return labels
+
+
+def _objects(card: Table, name: str) -> Objects:
+    t = card.table(name, required=True)
+    objects = read(Objects, t)
+    for i in t.raw["pdg"]:  # as written: the message shows it so
+        owners = [n for n, ids in objects.labels.items() if abs(i) in ids]
         if len(owners) != 1:
-            raise CardError(t.source, lt.here, f"object PDG id {i} must have "
-                            f"exactly one label, has {owners or 'none'}")
-    return Objects(pdg=tuple(abs(i) for i in pdg), labels=labels,
-                   contained=t.boolean("contained", False))
+            t.table("labels").fail("", f"object PDG id {i} must have exactly one label, "
+                                   f"has {owners or 'none'}")
+    return objects
 
 
-def _jets(t: _Table) -> Jets:
-    t.allow(*declared_keys(Jets))  # unknown keys first, then the algorithm, then the rest
-    algorithm = t.string("algorithm", Jets.algorithm)
-    if algorithm not in JET_ALGORITHMS:
-        raise CardError(t.source, t.key("algorithm"),
-                        f"must be one of {', '.join(JET_ALGORITHMS)}, got {algorithm!r}")
-    jets = read(Jets, t, algorithm=algorithm)
+def _jets(card: Table, name: str) -> Jets:
+    t = card.table(name)
+    jets = read(Jets, t)
     if jets.pt_max <= jets.pt_min:
-        raise CardError(t.source, t.key("pt_max"),
-                        f"must be above pt_min = {jets.pt_min}, got {jets.pt_max}")
+        t.fail("pt_max", f"must be above pt_min = {jets.pt_min}, got {jets.pt_max}")
     return jets
 
 
@@ -438,34 +452,41 @@ def _variations(t: _Table, detector_raw: dict[str, Any] | None,
         if not _NAME.match(name):
             raise CardError(t.source, key, "variation names are lower-case identifiers")
         v = t.table(name, required=True)
-        v.allow("realizations", "stage", "settings", "detector", "base", "pileup")
-        stage = v.string("stage", "shower")
-        if stage not in STAGES:
-            raise CardError(t.source, v.key("stage"),
-                            f"must be one of {', '.join(STAGES)}, got {stage!r}")
-        settings = v.settings("settings")
-        if stage == "hadronization":
-            for s in settings:
-                particle_data = s.name.split(":")[0].isdigit()  # e.g. "511:tau0"
-                if not (s.name.startswith(HADRONIZATION_PREFIXES) or particle_data):
-                    raise CardError(t.source, s.key, "not a hadronization or decay setting; a "
-                                    "stage = \"hadronization\" variation re-uses the parton shower")
-        if stage in REUSING_STAGES and settings:
-            raise CardError(t.source, settings[0].key, f"a stage = \"{stage}\" variation "
-                            f"re-runs only the {stage}: Pythia settings do not apply")
-        if "base" in v.raw and stage not in REUSING_STAGES:
-            raise CardError(t.source, v.key("base"), "only a stage = \"detector\" or "
-                            "\"pileup\" variation has a base variation")
-        variations.append(Variation(
-            name=name, realizations=v.integer("realizations", 1, minimum=1), stage=stage,
-            settings=settings, detector=_variation_detector(v, detector_raw, detector),
-            base=v.string("base", None) if stage in REUSING_STAGES else None,
+        variation = read(Variation, v, name=name, detector=None, pileup=None)
+        _check_stage_settings(v, variation)
+        variations.append(dataclasses.replace(
+            variation, detector=_variation_detector(v, detector_raw, detector),
             pileup=_variation_pileup(v, pileup_raw, pileup)))
     if not variations:
         raise CardError(t.source, t.here, "define at least one variation")
     if len(variations) > 127:
         raise CardError(t.source, t.here, "at most 127 variations")
     return tuple(_with_base(t, v, variations) for v in variations)
+
+
+def _base(v: Table, name: str) -> str | None:
+    """A variation's ``base`` (its ``stage``, read before, is known good)."""
+    if v.raw.get("stage", "shower") not in REUSING_STAGES:
+        if name in v.raw:
+            v.fail(name, "only a stage = \"detector\" or \"pileup\" variation has a base "
+                   "variation")
+        return None
+    return v.string(name, None)
+
+
+def _check_stage_settings(v: Table, variation: Variation) -> None:
+    """Only hadronization and decay settings for a hadronization stage, none for a stage
+    that makes no Pythia event."""
+    stage, settings = variation.stage, variation.settings
+    if stage == "hadronization":
+        for s in settings:
+            particle_data = s.name.split(":")[0].isdigit()  # e.g. "511:tau0"
+            if not (s.name.startswith(HADRONIZATION_PREFIXES) or particle_data):
+                raise CardError(v.source, s.key, "not a hadronization or decay setting; a "
+                                "stage = \"hadronization\" variation re-uses the parton shower")
+    if stage in REUSING_STAGES and settings:
+        raise CardError(v.source, settings[0].key, f"a stage = \"{stage}\" variation "
+                        f"re-runs only the {stage}: Pythia settings do not apply")
 
 
 def variations_preset_text(name: str) -> str:

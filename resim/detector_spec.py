@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .schema import Table
+from .schema import Table, declared, declared_keys, read
 
 #: Presets shipped in ``cards/detectors/``.
 PRESETS = ("cms",)
@@ -44,9 +44,10 @@ class BinnedTable:
     """A value per (|η| bin, pT bin): 0 outside the |η| edges and below the first pT edge;
     the last pT bin extends to any pT."""
 
-    eta_edges: tuple[float, ...]
-    pt_edges: tuple[float, ...]
-    values: tuple[tuple[float, ...], ...]
+    # Read by :func:`_binned` (the bins set the shape of ``values``).
+    eta_edges: tuple[float, ...] = declared(required=True)
+    pt_edges: tuple[float, ...] = declared(required=True)
+    values: tuple[tuple[float, ...], ...] = declared(required=True)
 
     @cached_property
     def _arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -65,9 +66,10 @@ class TrackResolution:
     """Relative pT resolution sqrt(constant² + (slope·pT)²) per |η| bin (Delphes'
     MomentumSmearing formulas); 0 outside the edges."""
 
-    eta_edges: tuple[float, ...]
-    constant: tuple[float, ...]
-    slope: tuple[float, ...]
+    # Read by :func:`_track_resolution` (one value per bin).
+    eta_edges: tuple[float, ...] = declared(required=True)
+    constant: tuple[float, ...] = declared(required=True)
+    slope: tuple[float, ...] = declared(required=True)
 
     def __call__(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
         row, inside = _column(np.asarray(self.eta_edges), abs_eta)
@@ -81,11 +83,12 @@ class EnergyResolution:
     noise²) per |η| bin, with shape = s0 + s2·(|η| − η0)² from ``shape = [s0, s2, η0]``
     (Delphes' ECal/HCal ResolutionFormula); 0 outside the edges."""
 
-    eta_edges: tuple[float, ...]
-    constant: tuple[float, ...]
-    stochastic: tuple[float, ...]
-    noise: tuple[float, ...]
-    shape: tuple[tuple[float, float, float], ...]
+    # Read by :func:`_energy_resolution` (one value per bin).
+    eta_edges: tuple[float, ...] = declared(required=True)
+    constant: tuple[float, ...] = declared(required=True)
+    stochastic: tuple[float, ...] = declared(required=True)
+    noise: tuple[float, ...] = declared(required=True)
+    shape: tuple[tuple[float, float, float], ...] = declared(required=True)
 
     def coefficients(self, abs_eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(a, b, c) with σ(E)² = a E² + b E + c at each |η| (all 0 outside the edges)."""
@@ -102,68 +105,88 @@ class EnergyResolution:
 
 @dataclass(frozen=True)
 class Geometry:
-    magnetic_field: float  # T, along +z
-    tracker_radius: float  # mm: tracks are made inside, calorimeters start at its surface
-    tracker_half_length: float
-    calorimeter_radius: float  # mm: particles made beyond are not seen
-    calorimeter_half_length: float
-    particle_pt_min: float  # GeV: softer visible particles are not simulated
+    magnetic_field: float = declared(required=True)  # T, along +z
+    #: mm: tracks are made inside, calorimeters start at its surface
+    tracker_radius: float = declared(required=True, above=0.0)
+    tracker_half_length: float = declared(required=True, above=0.0)
+    #: mm: particles made beyond are not seen
+    calorimeter_radius: float = declared(required=True, above=0.0)
+    calorimeter_half_length: float = declared(required=True, above=0.0)
+    #: GeV: softer visible particles are not simulated
+    particle_pt_min: float = declared(required=True, minimum=0.0)
 
 
 @dataclass(frozen=True)
 class TrackClass:
     """Tracking efficiency and pT resolution of charged hadrons, electrons or muons."""
 
-    efficiency: BinnedTable
-    resolution: TrackResolution
+    efficiency: BinnedTable = declared(required=True, reader=lambda t, name, _:
+                                       _binned(t.table(name, required=True), at_most=1.0))
+    resolution: TrackResolution = declared(required=True, reader=lambda t, name, _:
+                                           _track_resolution(t.table(name, required=True)))
 
 
 @dataclass(frozen=True)
 class Tracking:
-    efficiency_scale: float
-    resolution_scale: float
-    impact_parameter_scale: float
-    charged_hadron: TrackClass
-    electron: TrackClass
-    muon: TrackClass
-    d0_resolution: BinnedTable  # mm
-    dz_resolution: BinnedTable  # mm
+    efficiency_scale: float = declared(required=True, minimum=0.0)
+    resolution_scale: float = declared(required=True, minimum=0.0)
+    impact_parameter_scale: float = declared(required=True, minimum=0.0)
+    charged_hadron: TrackClass = declared(required=True)
+    electron: TrackClass = declared(required=True)
+    muon: TrackClass = declared(required=True)
+    d0_resolution: BinnedTable = declared(required=True, reader=lambda t, name, _:
+                                          _binned(t.table(name, required=True)))  # mm
+    dz_resolution: BinnedTable = declared(required=True, reader=lambda t, name, _:
+                                          _binned(t.table(name, required=True)))  # mm
 
 
 @dataclass(frozen=True)
 class CalorimeterSpec:
     """One calorimeter (ECAL or HCAL): cells, thresholds and resolution."""
 
-    energy_min: float
-    significance_min: float
-    smear_cell_center: bool
-    energy_scale: float
-    resolution_scale: float
+    energy_min: float = declared(required=True, minimum=0.0)
+    significance_min: float = declared(required=True, minimum=0.0)
+    #: On unless set off (no dataclass default: the setting is always written out).
+    smear_cell_center: bool = declared(reader=lambda t, name, _: t.boolean(name, True))
+    energy_scale: float = declared(required=True, above=0.0)
+    resolution_scale: float = declared(required=True, minimum=0.0)
     #: Segments (eta_lo, eta_hi, rings, phi_bins): equal η rings, each of equal φ cells.
-    geometry: tuple[tuple[float, float, int, int], ...]
-    resolution: EnergyResolution
+    geometry: tuple[tuple[float, float, int, int], ...] = declared(
+        required=True, reader=lambda t, name, _: _segments(t, name))
+    resolution: EnergyResolution = declared(required=True, reader=lambda t, name, _:
+                                            _energy_resolution(t.table(name, required=True)))
 
 
 @dataclass(frozen=True)
 class Identification:
     """Probability that a candidate is reconstructed as what it is (see the preset)."""
 
-    electron: BinnedTable
-    muon: BinnedTable
-    photon: BinnedTable
+    electron: BinnedTable = declared(required=True, reader=lambda t, name, _:
+                                     _binned(t.table(name, required=True), at_most=1.0))
+    muon: BinnedTable = declared(required=True, reader=lambda t, name, _:
+                                 _binned(t.table(name, required=True), at_most=1.0))
+    photon: BinnedTable = declared(required=True, reader=lambda t, name, _:
+                                   _binned(t.table(name, required=True), at_most=1.0))
 
 
 @dataclass(frozen=True)
 class DetectorSpec:
-    preset: str
-    geometry: Geometry
-    tracking: Tracking
+    """The full parameters (a preset with a card's and a variation's overrides merged in,
+    see :func:`resolve`), checked."""
+
+    preset: str = declared()  # checked by :func:`resolve`
+    geometry: Geometry = declared(required=True, check=lambda t, name, geometry:
+                                  _check_encloses(t.table(name), geometry))
+    tracking: Tracking = declared(required=True)
     #: Energy shares (|PDG id|, ECAL, HCAL); ``default_fraction`` for every other id.
-    fractions: tuple[tuple[int, float, float], ...]
-    default_fraction: tuple[float, float]
-    ecal: CalorimeterSpec
-    hcal: CalorimeterSpec
-    identification: Identification
+    fractions: tuple[tuple[int, float, float], ...] = declared(
+        section="calorimeter", reader=lambda t, name, _: _fractions(t, name)[0])
+    default_fraction: tuple[float, float] = declared(
+        section="calorimeter", key="fractions", reader=lambda t, name, _:
+        _fractions(t, name)[1])
+    ecal: CalorimeterSpec = declared(required=True, section="calorimeter")
+    hcal: CalorimeterSpec = declared(required=True, section="calorimeter")
+    identification: Identification = declared(required=True)
 
 
 # ------------------------------------------------------------------------------ reading
@@ -203,13 +226,6 @@ def resolve(t: Table) -> dict[str, Any]:
     return with_preset(t, PRESETS, preset_text)
 
 
-def required_number(t: Table, name: str, **limits: float) -> float:
-    value = t.number(name, None, **limits)
-    if value is None:
-        t.fail(name, "missing")
-    return value
-
-
 def _floats(t: Table, name: str, length: int | None = None, minimum: float | None = None,
             increasing: bool = False) -> tuple[float, ...]:
     value = t.raw.get(name)
@@ -245,7 +261,7 @@ def _rows(t: Table, name: str, n_rows: int, n_cols: int, minimum: float | None =
 
 
 def _binned(t: Table, at_most: float | None = None) -> BinnedTable:
-    t.allow("eta_edges", "pt_edges", "values")
+    t.allow(*declared_keys(BinnedTable))
     eta = _floats(t, "eta_edges", minimum=0.0, increasing=True)
     pt = _floats(t, "pt_edges", minimum=0.0, increasing=True)
     if len(eta) < 2:
@@ -254,14 +270,14 @@ def _binned(t: Table, at_most: float | None = None) -> BinnedTable:
 
 
 def _track_resolution(t: Table) -> TrackResolution:
-    t.allow("eta_edges", "constant", "slope")
+    t.allow(*declared_keys(TrackResolution))
     eta = _floats(t, "eta_edges", minimum=0.0, increasing=True)
     n = len(eta) - 1
     return TrackResolution(eta, _floats(t, "constant", n, 0.0), _floats(t, "slope", n, 0.0))
 
 
 def _energy_resolution(t: Table) -> EnergyResolution:
-    t.allow("eta_edges", "constant", "stochastic", "noise", "shape")
+    t.allow(*declared_keys(EnergyResolution))
     eta = _floats(t, "eta_edges", minimum=0.0, increasing=True)
     n = len(eta) - 1
     shape = _rows(t, "shape", n, 3)
@@ -270,10 +286,10 @@ def _energy_resolution(t: Table) -> EnergyResolution:
                             tuple((a, b, c) for a, b, c in shape))
 
 
-def _calorimeter(t: Table) -> CalorimeterSpec:
-    t.allow("energy_min", "significance_min", "smear_cell_center", "energy_scale",
-            "resolution_scale", "geometry", "resolution")
-    geometry = t.raw.get("geometry")
+def _segments(t: Table, name: str) -> tuple[tuple[float, float, int, int], ...]:
+    """A calorimeter's ``geometry``: segments [eta_lo, eta_hi, rings, phi_bins], each
+    starting where the last ended."""
+    geometry = t.raw.get(name)
     segments: list[tuple[float, float, int, int]] = []
     ok = isinstance(geometry, list) and geometry
     for seg in geometry if ok else ():
@@ -282,95 +298,47 @@ def _calorimeter(t: Table) -> CalorimeterSpec:
                 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
                         for v in seg[2:]) and seg[1] > seg[0])
         if not good or (segments and seg[0] != segments[-1][1]):
-            t.fail("geometry", "must be a list of [eta_lo, eta_hi, rings, phi_bins] "
+            t.fail(name, "must be a list of [eta_lo, eta_hi, rings, phi_bins] "
                    f"segments, each starting where the last ended; got {seg!r}")
         segments.append((float(seg[0]), float(seg[1]), int(seg[2]), int(seg[3])))
     if not segments:
-        t.fail("geometry", f"must be a non-empty list of segments, got {geometry!r}")
-    return CalorimeterSpec(
-        energy_min=required_number(t, "energy_min", minimum=0.0),
-        significance_min=required_number(t, "significance_min", minimum=0.0),
-        smear_cell_center=t.boolean("smear_cell_center", True),
-        energy_scale=required_number(t, "energy_scale", above=0.0),
-        resolution_scale=required_number(t, "resolution_scale", minimum=0.0),
-        geometry=tuple(segments),
-        resolution=_energy_resolution(t.table("resolution", required=True)),
-    )
+        t.fail(name, f"must be a non-empty list of segments, got {geometry!r}")
+    return tuple(segments)
 
 
-def _fractions(t: Table) -> tuple[tuple[tuple[int, float, float], ...], tuple[float, float]]:
-    default: tuple[float, float] | None = None
+def _fractions(cal: Table, name: str
+               ) -> tuple[tuple[tuple[int, float, float], ...], tuple[float, float]]:
+    """The calorimeter's ``fractions``: the listed shares, and the ``default`` ones."""
+    t = cal.table(name, required=True)
+    default = None
     fractions: list[tuple[int, float, float]] = []
-    for name in t:
-        pair = t.numbers(name, (), 2, minimum=0.0)
+    for key in t:
+        pair = t.numbers(key, (), 2, minimum=0.0)
         if sum(pair) > 1.0 + 1e-9:
-            t.fail(name, f"ECAL and HCAL shares add up to more than 1: {list(pair)}")
-        ecal, hcal = pair
-        if name == "default":
-            default = (ecal, hcal)
-        elif name.isdigit():
-            fractions.append((int(name), ecal, hcal))
+            t.fail(key, f"ECAL and HCAL shares add up to more than 1: {list(pair)}")
+        if key == "default":
+            default = pair
+        elif key.isdigit():
+            fractions.append((int(key), pair[0], pair[1]))
         else:
-            t.fail(name, "keys are |PDG ids| (e.g. 22) or `default`")
+            t.fail(key, "keys are |PDG ids| (e.g. 22) or `default`")
     if default is None:
         t.fail("default", "missing (the shares of every particle not listed)")
-    return tuple(sorted(fractions)), default
+    return tuple(sorted(fractions)), (default[0], default[1])
+
+
+def _check_encloses(g: Table, geometry: Geometry) -> None:
+    if (geometry.calorimeter_radius < geometry.tracker_radius
+            or geometry.calorimeter_half_length < geometry.tracker_half_length):
+        g.fail("calorimeter_radius", "the calorimeters must enclose the tracker")
 
 
 def parse(t: Table) -> DetectorSpec:
     """Check the full raw parameters (from :func:`resolve`) and build the spec; problems
     raise ``t``'s error naming the key."""
-    t.allow("preset", "geometry", "tracking", "calorimeter", "identification")
-    g = t.table("geometry", required=True)
-    g.allow("magnetic_field", "tracker_radius", "tracker_half_length", "calorimeter_radius",
-            "calorimeter_half_length", "particle_pt_min")
-    geometry = Geometry(
-        magnetic_field=required_number(g, "magnetic_field"),
-        tracker_radius=required_number(g, "tracker_radius", above=0.0),
-        tracker_half_length=required_number(g, "tracker_half_length", above=0.0),
-        calorimeter_radius=required_number(g, "calorimeter_radius", above=0.0),
-        calorimeter_half_length=required_number(g, "calorimeter_half_length", above=0.0),
-        particle_pt_min=required_number(g, "particle_pt_min", minimum=0.0),
-    )
-    if (geometry.calorimeter_radius < geometry.tracker_radius
-            or geometry.calorimeter_half_length < geometry.tracker_half_length):
-        g.fail("calorimeter_radius", "the calorimeters must enclose the tracker")
-
-    tr = t.table("tracking", required=True)
-    tr.allow("efficiency_scale", "resolution_scale", "impact_parameter_scale",
-             "charged_hadron", "electron", "muon", "d0_resolution", "dz_resolution")
-
-    def track_class(name: str) -> TrackClass:
-        c = tr.table(name, required=True)
-        c.allow("efficiency", "resolution")
-        return TrackClass(_binned(c.table("efficiency", required=True), at_most=1.0),
-                          _track_resolution(c.table("resolution", required=True)))
-
-    tracking = Tracking(
-        efficiency_scale=required_number(tr, "efficiency_scale", minimum=0.0),
-        resolution_scale=required_number(tr, "resolution_scale", minimum=0.0),
-        impact_parameter_scale=required_number(tr, "impact_parameter_scale", minimum=0.0),
-        charged_hadron=track_class("charged_hadron"), electron=track_class("electron"),
-        muon=track_class("muon"),
-        d0_resolution=_binned(tr.table("d0_resolution", required=True)),
-        dz_resolution=_binned(tr.table("dz_resolution", required=True)),
-    )
-
-    cal = t.table("calorimeter", required=True)
-    cal.allow("fractions", "ecal", "hcal")
-    fractions, default = _fractions(cal.table("fractions", required=True))
-    ident = t.table("identification", required=True)
-    ident.allow("electron", "muon", "photon")
-    return DetectorSpec(
-        preset=t.raw["preset"], geometry=geometry, tracking=tracking, fractions=fractions,
-        default_fraction=default, ecal=_calorimeter(cal.table("ecal", required=True)),
-        hcal=_calorimeter(cal.table("hcal", required=True)),
-        identification=Identification(
-            *(_binned(ident.table(k, required=True), at_most=1.0)
-              for k in ("electron", "muon", "photon"))),
-    )
+    return read(DetectorSpec, t)
 
 
 __all__ = ["PRESETS", "BinnedTable", "CalorimeterSpec", "DetectorSpec", "EnergyResolution",
            "Geometry", "Identification", "TrackClass", "TrackResolution", "Tracking",
-           "merge", "parse", "preset_text", "required_number", "resolve", "with_preset"]
+           "merge", "parse", "preset_text", "resolve", "with_preset"]

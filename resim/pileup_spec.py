@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from .detector_spec import required_number, with_preset
-from .schema import Table
+from .detector_spec import with_preset
+from .schema import Table, declared, declared_keys, read
 
 if TYPE_CHECKING:
     from .card import _Table
@@ -34,16 +34,22 @@ MITIGATIONS = ("puppi", "chs", "none")
 class PuppiSpec:
     """PUPPI's parameters, per |η| region ``[eta_edges[i], eta_edges[i+1])``."""
 
-    eta_edges: tuple[float, ...]
-    cone: tuple[float, ...]
-    rms_pt_min: tuple[float, ...]
-    rms_scale: tuple[float, ...]
-    neutral_pt_min: tuple[float, ...]
-    neutral_pt_slope: tuple[float, ...]
-    low_pileup_correction: tuple[bool, ...]
-    min_dr: float
-    weight_min: float
-    vertex_efficiency: float
+    # One value per region, so read by :func:`_puppi`, which knows how many.
+    eta_edges: tuple[float, ...] = declared(required=True)
+    cone: tuple[float, ...] = declared(required=True)
+    rms_pt_min: tuple[float, ...] = declared(required=True)
+    rms_scale: tuple[float, ...] = declared(required=True)
+    neutral_pt_min: tuple[float, ...] = declared(required=True)
+    neutral_pt_slope: tuple[float, ...] = declared(required=True)
+    low_pileup_correction: tuple[bool, ...] = declared(required=True)
+    min_dr: float = declared(required=True)  # below the smallest cone
+    weight_min: float = declared(required=True, minimum=0.0, at_most=1.0)
+    vertex_efficiency: float = declared(required=True, above=0.0)
+
+
+def _library_settings(t: Any, name: str) -> tuple[Any, ...]:
+    """Pythia settings: ``t`` is a card's table (``resim.card._Table`` reads them)."""
+    return tuple(t.settings(name))
 
 
 @dataclass(frozen=True)
@@ -51,24 +57,31 @@ class LibrarySpec:
     """The minimum-bias events made once per run: how many, and the Pythia settings
     (``PythiaSetting``s, on top of the card's ``[pythia]``) that make them."""
 
-    events: int
-    settings: tuple[Any, ...]
+    events: int = declared(required=True, minimum=1)
+    settings: tuple[Any, ...] = declared(reader=lambda t, name, _: _library_settings(t, name))
 
 
 @dataclass(frozen=True)
 class PileupSpec:
-    preset: str
-    mu: float  # mean number of minimum-bias collisions per realization (Poisson)
-    mitigation: str  # one of MITIGATIONS
-    library: LibrarySpec
-    z_width: float  # mm: Gaussian spread of collision vertices along the beam
+    """The full parameters (a preset with a card's and a variation's overrides merged in,
+    see :func:`resolve`), checked; ``t.settings`` reads the library's Pythia settings, so
+    the table read is a card's (:class:`resim.card._Table`)."""
+
+    preset: str = declared()  # checked by :func:`resolve`
+    #: mean number of minimum-bias collisions per realization (Poisson)
+    mu: float = declared(required=True, minimum=0.0, at_most=1000.0)
+    mitigation: str = declared(required=True, choices=MITIGATIONS)
+    library: LibrarySpec = declared(required=True)
+    #: mm: Gaussian spread of collision vertices along the beam
+    z_width: float = declared(required=True, section="luminous_region", minimum=0.0)
     # Track-vertex association (CHS): a vertex's fit takes the tracks within
     # dz_significance * dz_err of it with |d0| < d0_significance * d0_err; a track in no
     # fit is the primary vertex's within dz_max (mm).
-    dz_significance: float
-    d0_significance: float
-    dz_max: float
-    puppi: PuppiSpec
+    dz_significance: float = declared(required=True, section="chs", above=0.0)
+    d0_significance: float = declared(required=True, section="chs", above=0.0)
+    dz_max: float = declared(required=True, section="chs", minimum=0.0)
+    puppi: PuppiSpec = declared(required=True, reader=lambda t, name, _:
+                                _puppi(t.table(name, required=True)))
 
 
 # ------------------------------------------------------------------------------ reading
@@ -100,9 +113,7 @@ def _booleans(t: Table, name: str, n: int) -> tuple[bool, ...]:
 
 
 def _puppi(t: Table) -> PuppiSpec:
-    t.allow("eta_edges", "cone", "rms_pt_min", "rms_scale", "neutral_pt_min",
-            "neutral_pt_slope", "low_pileup_correction", "min_dr", "weight_min",
-            "vertex_efficiency")
+    t.allow(*declared_keys(PuppiSpec))
     edges = t.raw.get("eta_edges")
     if not (isinstance(edges, list) and len(edges) >= 2 and all(
             isinstance(v, int | float) and not isinstance(v, bool) for v in edges)
@@ -112,45 +123,21 @@ def _puppi(t: Table) -> PuppiSpec:
     cone = _per_region(t, "cone", n)
     if min(cone) <= 0 or max(cone) > 1.5:
         t.fail("cone", f"must be in (0, 1.5], got {list(cone)}")
-    return PuppiSpec(
-        eta_edges=tuple(float(v) for v in edges), cone=cone,
+    return read(
+        PuppiSpec, t, eta_edges=tuple(float(v) for v in edges), cone=cone,
         rms_pt_min=_per_region(t, "rms_pt_min", n),
         rms_scale=_per_region(t, "rms_scale", n),
         neutral_pt_min=_per_region(t, "neutral_pt_min", n),
         neutral_pt_slope=_per_region(t, "neutral_pt_slope", n),
         low_pileup_correction=_booleans(t, "low_pileup_correction", n),
-        min_dr=required_number(t, "min_dr", minimum=0.0, below=min(cone)),
-        weight_min=required_number(t, "weight_min", minimum=0.0, at_most=1.0),
-        vertex_efficiency=required_number(t, "vertex_efficiency", above=0.0),
+        min_dr=t.number("min_dr", None, minimum=0.0, below=min(cone), required=True),
     )
 
 
 def parse(t: _Table) -> PileupSpec:
     """Check the full raw parameters (from :func:`resolve`, with a variation's overrides
-    merged in) and build the spec; problems raise ``t``'s error naming the key. ``t`` is
-    a card table (:class:`resim.card._Table`: it reads the library's Pythia settings)."""
-    t.allow("preset", "mu", "mitigation", "library", "luminous_region", "chs", "puppi")
-    lib = t.table("library", required=True)
-    lib.allow("events", "settings")
-    region = t.table("luminous_region", required=True)
-    region.allow("z_width")
-    chs = t.table("chs", required=True)
-    chs.allow("dz_significance", "d0_significance", "dz_max")
-    events = lib.integer("events", None, minimum=1)
-    if events is None:
-        lib.fail("events", "missing")
-    settings = lib.settings("settings")  # a card table reads Pythia settings
-    return PileupSpec(
-        preset=t.raw["preset"],
-        mu=required_number(t, "mu", minimum=0.0, at_most=1000.0),
-        mitigation=t.choice("mitigation", None, MITIGATIONS, required=True),
-        library=LibrarySpec(events=events, settings=settings),
-        z_width=required_number(region, "z_width", minimum=0.0),
-        dz_significance=required_number(chs, "dz_significance", above=0.0),
-        d0_significance=required_number(chs, "d0_significance", above=0.0),
-        dz_max=required_number(chs, "dz_max", minimum=0.0),
-        puppi=_puppi(t.table("puppi", required=True)),
-    )
+    merged in) and build the spec; problems raise ``t``'s error naming the key."""
+    return read(PileupSpec, t)
 
 
 __all__ = ["MITIGATIONS", "PRESETS", "LibrarySpec", "PileupSpec", "PuppiSpec", "parse",

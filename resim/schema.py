@@ -3,9 +3,12 @@
 Run cards (:mod:`resim.card`), training configs (:mod:`resim.train.config`) and study
 files read their TOML through :class:`Table`, so a mistake anywhere is one line such as
 ``top.toml: jets.radius: must be > 0.0, got -1.0``. A dataclass declares its keys once,
-as :func:`declared` fields (default, bounds, choices), and :func:`read` reads them. Each
-reader subclasses :class:`SchemaError` and :class:`Table` (setting ``Table.error``) to
-give its errors their own type.
+as :func:`declared` fields (default, bounds, choices, the sub-table a key sits in, a
+reader for what no type says, a check of what was read), and :func:`read` reads them:
+the keys a table allows are those its dataclass declares. A card, its detector and
+pileup, a training config and a study are each such a tree of dataclasses. Each reader
+subclasses :class:`SchemaError` and :class:`Table` (setting ``Table.error``) to give its
+errors their own type.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -113,8 +116,8 @@ class Table:
 
     def number(self, name: str, default: float | None, minimum: float | None = None,
                above: float | None = None, at_most: float | None = None,
-               below: float | None = None) -> Any:
-        value = self._get(name, default, (int, float), "a number")
+               below: float | None = None, required: bool = False) -> Any:
+        value = self._get(name, default, (int, float), "a number", required)
         if value is None:
             return None
         value = float(value)
@@ -196,6 +199,12 @@ class Shipped:
 
 _RULE = "resim.schema"
 
+#: A key's own reader, ``reader(table, key, default) -> value``, for a key whose reading
+#: no type says (a table of Pythia settings, bins whose count another key sets).
+Reader = Callable[[Table, str, Any], Any]
+#: A check of a value once read, ``check(table, key, value)``: it calls ``table.fail``.
+Check = Callable[[Table, str, Any], None]
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -207,51 +216,89 @@ class Rule:
     below: float | None = None
     choices: tuple[str, ...] = ()
     length: int | None = None  # of a list of numbers
-    required: bool = False  # (a string or an integer) "missing" if not given
+    required: bool = False  # "missing" (a table: "missing section") if not given
+    section: str | None = None  # the key sits in this sub-table
+    key: str | None = None  # the key's name, if not the field's
+    reader: Reader | None = None
+    check: Check | None = None
 
 
-def declared(default: Any = dataclasses.MISSING, *, minimum: float | None = None,
+def declared(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+        minimum: float | None = None,
         above: float | None = None, at_most: float | None = None, below: float | None = None,
-        choices: Sequence[str] = (), length: int | None = None,
-        required: bool = False) -> Any:
+        choices: Sequence[str] = (), length: int | None = None, required: bool = False,
+        section: str | None = None, key: str | None = None, reader: Reader | None = None,
+        check: Check | None = None) -> Any:
     """A dataclass field that is a TOML key of its table: its default and checks, declared
-    once, for :func:`read` (its type, from the annotation, says how it is read). A
-    ``required`` key has no default: the dataclass needs it too."""
-    rule = Rule(minimum, above, at_most, below, tuple(choices), length, required)
-    return dataclasses.field(default=default, metadata={_RULE: rule})
+    once, for :func:`read` (its type, from the annotation, says how it is read, unless it
+    has a ``reader``; ``check`` then checks what was read). A ``required`` key has no
+    default: the dataclass needs it too. A key may sit in a ``section`` (a sub-table) of
+    the table and have a ``key`` name other than the field's."""
+    rule = Rule(minimum, above, at_most, below, tuple(choices), length, required, section,
+                key, reader, check)
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata={_RULE: rule})
 
 
-def read(cls: type[T], t: Table, *, also: Sequence[str] = (), **given: Any) -> T:
-    """A ``cls`` (a dataclass) from the table ``t``: its :func:`declared` fields and ``also``
-    are the keys allowed (in that order); each key field not in ``given`` is read by its
-    type with its default and checks (a dataclass-typed one as a table); ``given`` holds
-    the fields the caller reads itself."""
-    fields = [f for f in dataclasses.fields(cls) if _RULE in f.metadata]  # type: ignore[arg-type]
-    t.allow(*declared_keys(cls), *also)
-    types = typing.get_type_hints(cls)
-    values = {f.name: _value(t, f.name, types[f.name],
-                             None if f.default is dataclasses.MISSING else f.default,
-                             f.metadata[_RULE])
-              for f in fields if f.name not in given}
-    return cls(**values, **given)
+def _declared(cls: type) -> list[tuple[dataclasses.Field[Any], Rule]]:
+    return [(f, f.metadata[_RULE]) for f in dataclasses.fields(cls)
+            if _RULE in f.metadata]
+
+
+def _keys(cls: type, section: str | None) -> tuple[str, ...]:
+    """The keys of ``section`` (None: of the table itself; a section is a key there), in
+    the order of their first field."""
+    keys = [(r.section or r.key or f.name) if section is None else (r.key or f.name)
+            for f, r in _declared(cls) if section is None or r.section == section]
+    return tuple(dict.fromkeys(keys))
 
 
 def declared_keys(cls: type) -> tuple[str, ...]:
     """The keys ``cls`` declares, in order (those :func:`read` allows)."""
-    return tuple(f.name for f in dataclasses.fields(cls) if _RULE in f.metadata)
+    return _keys(cls, None)
+
+
+def read(cls: type[T], t: Table, *, also: Sequence[str] = (), **given: Any) -> T:
+    """A ``cls`` (a dataclass) from the table ``t``: its :func:`declared` keys and ``also``
+    are the keys allowed (in that order; those of a section in it); each key field not in
+    ``given`` is read by its reader or type with its default and checks (a dataclass-typed
+    one as a table); ``given`` holds the fields the caller reads itself."""
+    t.allow(*declared_keys(cls), *also)
+    hints = typing.get_type_hints(cls)
+    sections: dict[str | None, Table] = {None: t}
+    values = {}
+    for f, rule in _declared(cls):
+        if rule.section is not None and rule.section not in sections:
+            sections[rule.section] = section = t.table(rule.section)
+            section.allow(*_keys(cls, rule.section))
+        if f.name not in given:
+            default = (f.default if f.default is not dataclasses.MISSING else None
+                       if f.default_factory is dataclasses.MISSING else f.default_factory())
+            values[f.name] = _value(sections[rule.section], rule.key or f.name,
+                                    hints[f.name], default, rule)
+    return cls(**values, **given)
 
 
 def _value(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
+    value = (rule.reader(t, name, default) if rule.reader is not None
+             else _typed(t, name, kind, default, rule))
+    if rule.check is not None:
+        rule.check(t, name, value)
+    return value
+
+
+def _typed(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
     if isinstance(kind, types.UnionType):  # X | None
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
     if dataclasses.is_dataclass(kind):
-        return read(kind, t.table(name))  # type: ignore[arg-type]
+        return read(kind, t.table(name, rule.required))  # type: ignore[arg-type]
     if kind is bool:
         return t.boolean(name, default)
     if kind is int:
         return t.integer(name, default, rule.minimum, rule.required)  # type: ignore[arg-type]
     if kind is float:
-        return t.number(name, default, rule.minimum, rule.above, rule.at_most, rule.below)
+        return t.number(name, default, rule.minimum, rule.above, rule.at_most, rule.below,
+                        rule.required)
     if kind is str:
         return (t.choice(name, default, rule.choices, rule.required) if rule.choices
                 else t.string(name, default, rule.required))
@@ -263,5 +310,7 @@ def _value(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
     if item is float:
         return t.numbers(name, default, rule.length or 0, minimum=rule.minimum)
     if item is str:
-        return t.strings(name, default)
+        return t.strings(name, default, rule.required)
+    if typing.get_origin(item) is tuple:
+        return t.integer_lists(name)
     raise TypeError(f"{name}: no reader for {kind!r}")

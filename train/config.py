@@ -37,9 +37,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from resim.schema import SchemaError, Shipped, Table, declared, declared_keys, read
+from resim.schema import SchemaError, Shipped, Table, declared, read
 
 from .frames import FRAMES
 
@@ -50,6 +50,7 @@ SCHEDULES = ("step", "cosine", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 VIEW_SOURCES = ("resim", "augment", "both")
 VIEW_MODES = ("any", "nominal_plus")
+LEVELS = ("auto", "particle", "detector")
 
 
 class ConfigError(SchemaError):
@@ -75,6 +76,37 @@ class MethodConfig:
     settings: Mapping[str, Any] = field(default_factory=dict)
 
 
+def _check_pt_scale(t: Table, name: str, pt_scale: tuple[float, float]) -> None:
+    if not 0 < pt_scale[0] <= pt_scale[1]:
+        t.fail(name, f"must be [low, high] with 0 < low <= high, got {list(pt_scale)}")
+
+
+def _check_betas(t: Table, name: str, betas: tuple[float, float]) -> None:
+    if not all(b < 1 for b in betas):
+        t.fail(name, f"must be < 1, got {list(betas)}")
+
+
+def _check_splits(t: Table, name: str, splits: tuple[float, float, float]) -> None:
+    if abs(sum(splits) - 1.0) > 1e-6:
+        t.fail(name, f"train, val, test fractions must add up to 1, got {list(splits)}")
+    if splits[0] <= 0:
+        t.fail(name, "the train fraction must be > 0")
+
+
+def _read_classes(t: Table, name: str, default: Any) -> dict[str, tuple[str, ...]]:
+    """``data.classes``: class name = [label names], at least two classes (or none)."""
+    table = t.table(name)
+    classes = {}
+    for cname in table:
+        labels = table.strings(cname, (), required=True)
+        if not labels:
+            table.fail(cname, "list at least one label name")
+        classes[cname] = labels
+    if classes and len(classes) < 2:
+        t.fail(name, "a classifier needs at least two classes")
+    return classes
+
+
 @dataclass(frozen=True)
 class ViewsConfig:
     """How the views of one group are chosen for pre-training (the loader's ``ViewPolicy``).
@@ -95,8 +127,8 @@ class ViewsConfig:
     variations: tuple[str, ...] = declared(())
     source: str = declared("resim", choices=VIEW_SOURCES)
     boost: float = declared(0.0, minimum=0.0)
-    #: Read by ``_data``, which also checks 0 < low <= high.
-    pt_scale: tuple[float, float] = declared((1.0, 1.0), length=2, minimum=0.0)
+    pt_scale: tuple[float, float] = declared((1.0, 1.0), length=2, minimum=0.0,
+                                             check=_check_pt_scale)
 
 
 @dataclass(frozen=True)
@@ -117,16 +149,18 @@ class DataConfig:
     pre-training uses this fraction of the training split's groups (nested subsets).
     """
 
-    max_particles: int = 64
-    batch_size: int = 200
-    splits: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    classes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    variations: tuple[str, ...] = ()
-    max_jets: int | None = None
-    frame: str = "lab"
-    pretrain_fraction: float = 1.0
-    views: ViewsConfig = field(default_factory=ViewsConfig)
-    level: str = "auto"
+    max_particles: int = declared(64, minimum=1)
+    batch_size: int = declared(200, minimum=2)
+    splits: tuple[float, float, float] = declared((0.8, 0.1, 0.1), length=3, minimum=0.0,
+                                                  check=_check_splits)
+    classes: Mapping[str, tuple[str, ...]] = declared(default_factory=dict,
+                                                     reader=_read_classes)
+    variations: tuple[str, ...] = declared(())
+    max_jets: int | None = declared(None, minimum=1)
+    frame: str = declared("lab", choices=FRAMES)
+    pretrain_fraction: float = declared(1.0, above=0.0, at_most=1.0)
+    views: ViewsConfig = declared(ViewsConfig())
+    level: str = declared("auto", choices=LEVELS)
 
 
 @dataclass(frozen=True)
@@ -153,9 +187,10 @@ class OptimizerConfig:
     name: str = declared("adam", choices=OPTIMIZERS)
     lr: float = declared(1e-3, above=0.0)
     weight_decay: float = declared(0.0, minimum=0.0)
-    betas: tuple[float, float] = declared((0.9, 0.999), length=2, minimum=0.0)
+    betas: tuple[float, float] = declared((0.9, 0.999), length=2, minimum=0.0,
+                                          check=_check_betas)
     grad_clip: float = declared(0.0, minimum=0.0)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    schedule: ScheduleConfig = declared(ScheduleConfig())
 
 
 @dataclass(frozen=True)
@@ -219,13 +254,19 @@ class Config:
     source: str
     text: str = ""
     overrides: tuple[str, ...] = ()
-    encoder: EncoderConfig | None = None
-    method: MethodConfig | None = None
-    finetune: FinetuneConfig | None = None
-    data: DataConfig = field(default_factory=DataConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    run: RunConfig = field(default_factory=RunConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # The sections (None: not in the file); the field order is that of the checkpoint's
+    # stored config.
+    encoder: EncoderConfig | None = declared(None, reader=lambda t, name, _:
+                                             _encoder(t.table(name)) if name in t.raw else None)
+    method: MethodConfig | None = declared(None, reader=lambda t, name, _:
+                                           _method(t.table(name)) if name in t.raw else None)
+    finetune: FinetuneConfig | None = declared(None, reader=lambda t, name, _: read(
+        FinetuneConfig, t.table(name)) if name in t.raw else None)
+    data: DataConfig = declared(default_factory=DataConfig)
+    optimizer: OptimizerConfig = declared(default_factory=OptimizerConfig)
+    run: RunConfig = declared(default_factory=RunConfig)
+    augment: AugmentConfig = declared(default_factory=AugmentConfig,
+                                      reader=lambda t, name, _: _augment(t.table(name)))
 
     def to_dict(self) -> dict[str, Any]:
         """The effective settings, JSON-ready (tuples as lists, no file text)."""
@@ -286,36 +327,25 @@ def parse_config(text: str, source: str = "<config>", overrides: Sequence[str] =
 
 
 def _parse(raw: dict[str, Any], text: str, source: str, overrides: tuple[str, ...]) -> Config:
-    top = ConfigTable(source, raw, "")
-    top.allow("encoder", "method", "finetune", "data", "optimizer", "run", "augment")
-    data = _data(top.table("data"))
-    augment = _augment(top.table("augment"))
-    if augment.names and data.views.source == "resim":
+    config = read(Config, ConfigTable(source, raw, ""), source=source, text=text,
+                  overrides=overrides)
+    views, augment, method = config.data.views, config.augment, config.method
+    if augment.names and views.source == "resim":
         raise ConfigError(source, "data.views.source", "[augment] lists augmentations but "
                           "views.source is 'resim'; set it to 'both' (augmented "
                           "re-simulated views) or 'augment' (augmented copies of one jet)")
-    if not augment.names and data.views.source != "resim":
+    if not augment.names and views.source != "resim":
         raise ConfigError(source, "augment.names",
-                          f"data.views.source = {data.views.source!r} needs augmentations")
-    method = _method(top.table("method")) if "method" in raw else None
-    if method is not None and data.views.count < 2:
+                          f"data.views.source = {views.source!r} needs augmentations")
+    if method is not None and views.count < 2:
         from .methods import METHODS
 
         if METHODS[method.name].needs_positives:
             raise ConfigError(source, "data.views.count",
                               f"method {method.name!r} needs positive pairs: at least 2 views "
-                              f"per group, got {data.views.count} (1 is for objectives without "
+                              f"per group, got {views.count} (1 is for objectives without "
                               "positives: mpm, jepa)")
-    return Config(
-        source=source, text=text, overrides=overrides,
-        encoder=_encoder(top.table("encoder")) if "encoder" in raw else None,
-        method=method,
-        finetune=read(FinetuneConfig, top.table("finetune")) if "finetune" in raw else None,
-        data=data,
-        optimizer=_optimizer(top.table("optimizer")),
-        run=read(RunConfig, top.table("run")),
-        augment=augment,
-    )
+    return config
 
 
 def apply_override(raw: dict[str, Any], item: str, source: str) -> None:
@@ -340,7 +370,7 @@ def apply_override(raw: dict[str, Any], item: str, source: str) -> None:
 # --------------------------------------------------------------------------- sections
 
 
-def _encoder(t: ConfigTable) -> EncoderConfig:
+def _encoder(t: Table) -> EncoderConfig:
     from .encoders import ENCODERS
 
     name = t.choice("name", None, sorted(ENCODERS), required=True)
@@ -349,7 +379,7 @@ def _encoder(t: ConfigTable) -> EncoderConfig:
     return EncoderConfig(name, settings)
 
 
-def _method(t: ConfigTable) -> MethodConfig:
+def _method(t: Table) -> MethodConfig:
     from .methods import METHODS
 
     name = t.choice("name", None, sorted(METHODS), required=True)
@@ -358,61 +388,7 @@ def _method(t: ConfigTable) -> MethodConfig:
     return MethodConfig(name, settings)
 
 
-def _data(t: ConfigTable) -> DataConfig:
-    t.allow("max_particles", "batch_size", "splits", "classes", "variations", "max_jets",
-            "views", "level", "frame", "pretrain_fraction")
-    d = DataConfig()
-    splits = t.numbers("splits", d.splits, length=3, minimum=0.0)
-    if abs(sum(splits) - 1.0) > 1e-6:
-        raise ConfigError(t.source, t.key("splits"),
-                          f"train, val, test fractions must add up to 1, got {list(splits)}")
-    if splits[0] <= 0:
-        raise ConfigError(t.source, t.key("splits"), "the train fraction must be > 0")
-    classes_table = t.table("classes")
-    classes = {}
-    for name in classes_table:
-        labels = classes_table.strings(name, (), required=True)
-        if not labels:
-            raise ConfigError(t.source, classes_table.key(name), "list at least one label name")
-        classes[name] = labels
-    if classes and len(classes) < 2:
-        raise ConfigError(t.source, t.key("classes"), "a classifier needs at least two classes")
-    max_jets = t.integer("max_jets", None, minimum=1)
-    views = t.table("views")
-    views.allow(*declared_keys(ViewsConfig))
-    pt_scale = views.numbers("pt_scale", ViewsConfig.pt_scale, length=2, minimum=0.0)
-    if not 0 < pt_scale[0] <= pt_scale[1]:
-        raise ConfigError(t.source, views.key("pt_scale"),
-                          f"must be [low, high] with 0 < low <= high, got {list(pt_scale)}")
-    return DataConfig(
-        max_particles=t.integer("max_particles", d.max_particles, minimum=1),
-        batch_size=t.integer("batch_size", d.batch_size, minimum=2),
-        splits=cast(tuple[float, float, float], splits),  # numbers() checked: three
-        classes=classes,
-        variations=t.strings("variations", d.variations),
-        max_jets=max_jets,
-        frame=t.choice("frame", d.frame, FRAMES),
-        pretrain_fraction=t.number("pretrain_fraction", d.pretrain_fraction, above=0.0,
-                                   at_most=1.0),
-        views=read(ViewsConfig, views, pt_scale=pt_scale),
-        level=t.choice("level", d.level, ("auto", "particle", "detector")),
-    )
-
-
-def _optimizer(t: ConfigTable) -> OptimizerConfig:
-    # In this order, so that of several mistakes the same one is named: keys, schedule
-    # keys, betas, values, schedule values.
-    t.allow(*declared_keys(OptimizerConfig), "schedule")
-    schedule = t.table("schedule")
-    schedule.allow(*declared_keys(ScheduleConfig))
-    betas = t.numbers("betas", OptimizerConfig.betas, length=2, minimum=0.0)
-    if not all(b < 1 for b in betas):
-        raise ConfigError(t.source, t.key("betas"), f"must be < 1, got {list(betas)}")
-    optimizer = read(OptimizerConfig, t, also=("schedule",), betas=betas)
-    return dataclasses.replace(optimizer, schedule=read(ScheduleConfig, schedule))
-
-
-def _augment(t: ConfigTable) -> AugmentConfig:
+def _augment(t: Table) -> AugmentConfig:
     from .augment import AUGMENTATIONS, build_augmentation
 
     names = t.strings("names", ())
@@ -449,7 +425,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], t: ConfigTable,
+def _check_settings(factory: Callable[..., Any], settings: Mapping[str, Any], t: Table,
                     what: str) -> None:
     """Unknown settings (the registries' check) and values of the wrong type, by key path.
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from resim.schema import Shipped, declared, declared_keys, read
+from resim.schema import Shipped, Table, declared, declared_keys, read
 from resim.train.config import ConfigError, ConfigTable
 
 
@@ -33,128 +33,8 @@ class Sample:
     test_shards: int = declared(1, minimum=1)
 
 
-@dataclass(frozen=True)
-class Study:
-    """A parsed study config (see ``train/configs/study/*.toml`` for the keys)."""
-
-    source: str
-    text: str
-    samples: tuple[Sample, ...]
-    variations: tuple[str, ...]
-    reference: str
-    classes: Mapping[str, tuple[str, ...]]
-    objectives: Mapping[str, str]  # name -> training config
-    seeds: tuple[int, ...] = (0,)
-    jobs: int = 1
-    threads: int = 1
-    common: tuple[str, ...] = ()  # overrides of every training config
-    pretrain_epochs: int = 10
-    pretrain_set: tuple[str, ...] = ()
-    sizes: tuple[float, ...] = (1.0,)  # fractions of the pre-training groups (probed)
-    finetune_config: str = "finetune"
-    fractions: tuple[float, ...] = (0.01, 0.1, 1.0)
-    finetune_epochs: int = 10
-    min_steps: int = 0
-    baseline: str = "scratch"  # "" = no baseline
-    finetune_set: tuple[str, ...] = ()
-    split: str = "test"
-    bootstrap: int = 200
-    bins: int = 0  # histogram bins of the JS distances (0: evaluate_shift's default)
-    compare: tuple[tuple[str, str], ...] = ()  # row pairs the report compares directly
-    heartbeat: float = 300.0
-
-    @property
-    def rows(self) -> tuple[str, ...]:
-        """The rows of every table: the baseline first, then the objectives."""
-        return ((self.baseline,) if self.baseline else ()) + tuple(self.objectives)
-
-
-# Beside the training configs they name. Not moved with this package on purpose: a study's
-# path is written into its cards' text, so every stage fingerprint depends on it, and a
-# move would make every existing study output refuse its rerun ("other settings").
-_SHIPPED = Shipped("resim.train", "configs/study", "study", ConfigError)
-
-
-def resolve_study_path(name: str | Path) -> Path:
-    """A study file, or the name of a shipped one (``train/configs/study/NAME.toml``)."""
-    return _SHIPPED.resolve(name)
-
-
-def shipped_studies() -> list[str]:
-    return _SHIPPED.names()
-
-
-def load_study(name: str | Path) -> Study:
-    """Read and check a study file; every problem is a ConfigError naming the key."""
-    path = resolve_study_path(name)
-    return parse_study(path.read_text(), str(path))
-
-
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-
-
-def parse_study(text: str, source: str = "<study>") -> Study:
-    """The :class:`Study` of a config's ``text`` (``source`` names it in errors).
-
-    The sections are checked in the order they are written below, so the first mistake
-    of a file is the one reported.
-    """
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(source, "", f"not valid TOML: {err}") from None
-    top = ConfigTable(source, raw, "")
-    top.allow("study", "samples", "classes", "pretrain", "finetune", "evaluate")
-    st = top.table("study")
-    st.allow("seeds", "jobs", "threads", "variations", "reference", "set", "heartbeat")
-    seeds = _seeds(st)
-    variations, reference = _variations(st)
-    samples = _samples(top.table("samples"))
-    classes = _classes(top.table("classes"))
-    pre = top.table("pretrain")
-    pre.allow("epochs", "set", "objectives", "sizes")
-    sizes = _sizes(pre)
-    objectives = _objectives(pre.table("objectives"))
-    ft = top.table("finetune")
-    ft.allow("config", "fractions", "epochs", "min_steps", "baseline", "set")
-    fractions = _fractions(ft)
-    baseline = _baseline(ft, objectives)
-    ev = top.table("evaluate")
-    ev.allow("split", "bootstrap", "compare", "bins")
-    split = ev.choice("split", "test", ("test", "val", "train"))
-    compare = _compare(ev, [baseline, *objectives])
-    return Study(
-        source=source, text=text, samples=samples, variations=variations,
-        reference=reference, classes=classes, objectives=objectives, seeds=seeds,
-        jobs=st.integer("jobs", 1, 1), threads=st.integer("threads", 1, 0),
-        common=st.strings("set", ()), heartbeat=st.number("heartbeat", 300.0, above=0.0),
-        pretrain_epochs=pre.integer("epochs", 10, 1), pretrain_set=pre.strings("set", ()),
-        sizes=sizes,
-        finetune_config=ft.string("config", "finetune"), fractions=fractions,
-        finetune_epochs=ft.integer("epochs", 10, 1), min_steps=ft.integer("min_steps", 0, 0),
-        baseline=baseline, finetune_set=ft.strings("set", ()),
-        split=split, bootstrap=ev.integer("bootstrap", 200, 0),
-        bins=ev.integer("bins", 0, 0),
-        compare=compare,
-    )
-
-
-def _seeds(st: ConfigTable) -> tuple[int, ...]:
-    seeds = st.integers("seeds", (0,), 0)
-    if not seeds or len(set(seeds)) != len(seeds):
-        st.fail("seeds", f"must be distinct seeds, got {list(seeds)}")
-    return seeds
-
-
-def _variations(st: ConfigTable) -> tuple[tuple[str, ...], str]:
-    """``study.variations`` and the ``reference`` among them."""
-    variations = st.strings("variations", (), required=True)
-    reference = st.string("reference", "nominal")
-    if reference not in variations:
-        st.fail("reference", f"{reference!r} is not in study.variations {list(variations)}")
-    if len(set(variations)) != len(variations):
-        st.fail("variations", "names a variation twice")
-    return variations, reference
+SPLITS = ("test", "val", "train")
 
 
 def _samples(samples_t: ConfigTable) -> tuple[Sample, ...]:
@@ -188,6 +68,13 @@ def _classes(cl: ConfigTable) -> dict[str, tuple[str, ...]]:
     return classes
 
 
+def _objectives(obj_t: ConfigTable) -> dict[str, str]:
+    objectives = {name: obj_t.string(name, None, required=True) for name in obj_t}
+    if not objectives:
+        obj_t.fail("", "name at least one objective (name = \"training config\")")
+    return objectives
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -196,39 +83,131 @@ def _distinct(values: list[Any]) -> bool:
     return len(set(values)) == len(values)
 
 
-def _sizes(pre: ConfigTable) -> tuple[float, ...]:
+def _sizes(pre: Table, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
     """``pretrain.sizes``: distinct fractions in (0, 1], 1.0 among them; sorted."""
-    given = pre.raw.get("sizes", [1.0])
+    given = pre.raw.get(name, list(default))
     valid = isinstance(given, list) and bool(given) and \
         all(_is_number(f) and 0 < f <= 1 for f in given) and _distinct(given)
     if not valid or 1.0 not in [float(f) for f in given]:
-        pre.fail("sizes", "must be distinct fractions in (0, 1], 1.0 among them (the "
+        pre.fail(name, "must be distinct fractions in (0, 1], 1.0 among them (the "
                  f"pre-training fine-tuned), got {given!r}")
     return tuple(sorted(float(f) for f in given))
 
 
-def _objectives(obj_t: ConfigTable) -> dict[str, str]:
-    objectives = {name: obj_t.string(name, None, required=True) for name in obj_t}
-    if not objectives:
-        obj_t.fail("", "name at least one objective (name = \"training config\")")
-    return objectives
-
-
-def _fractions(ft: ConfigTable) -> tuple[float, ...]:
+def _fractions(ft: Table, name: str, default: tuple[float, ...]) -> tuple[float, ...]:
     """``finetune.fractions``: distinct numbers in (0, 1]; sorted."""
-    given = ft.raw.get("fractions", [0.01, 0.1, 1.0])
+    given = ft.raw.get(name, list(default))
     numeric = isinstance(given, list) and all(_is_number(f) for f in given)
     fractions = [float(f) for f in given] if numeric else []
     if not fractions or not all(0 < f <= 1 for f in fractions) or not _distinct(fractions):
-        ft.fail("fractions", f"must be distinct numbers in (0, 1], got {given!r}")
+        ft.fail(name, f"must be distinct numbers in (0, 1], got {given!r}")
     return tuple(sorted(fractions))
 
 
-def _baseline(ft: ConfigTable, objectives: Mapping[str, str]) -> str:
-    baseline = ft.string("baseline", "scratch")
-    if baseline in objectives:
-        ft.fail("baseline", f"{baseline!r} is also an objective's name")
-    return baseline
+def _distinct_seeds(st: Table, name: str, seeds: tuple[int, ...]) -> None:
+    if not seeds or not _distinct(list(seeds)):
+        st.fail(name, f"must be distinct seeds, got {list(seeds)}")
+
+
+def _in_table(reader: Any) -> Any:
+    """A reader of a key that is a table of names: ``reader(table)``."""
+    return lambda t, name, default: reader(t.table(name))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Study:
+    """A parsed study config (``train/configs/study/*.toml`` documents the keys): each key
+    declared once, with its section, in the order a file's mistakes are looked for."""
+
+    source: str
+    text: str
+    # [study]
+    seeds: tuple[int, ...] = declared((0,), section="study", minimum=0, check=_distinct_seeds)
+    jobs: int = declared(1, section="study", minimum=1)
+    threads: int = declared(1, section="study", minimum=0)
+    variations: tuple[str, ...] = declared(section="study", required=True)
+    reference: str = declared("nominal", section="study")  # one of the variations
+    #: overrides of every training config
+    common: tuple[str, ...] = declared((), section="study", key="set")
+    heartbeat: float = declared(300.0, section="study", above=0.0)
+    # [samples.NAME] and [classes]
+    samples: tuple[Sample, ...] = declared(required=True, reader=_in_table(_samples))
+    classes: Mapping[str, tuple[str, ...]] = declared(required=True,
+                                                      reader=_in_table(_classes))
+    # [pretrain]
+    pretrain_epochs: int = declared(10, section="pretrain", key="epochs", minimum=1)
+    pretrain_set: tuple[str, ...] = declared((), section="pretrain", key="set")
+    #: name -> training config
+    objectives: Mapping[str, str] = declared(required=True, section="pretrain",
+                                             reader=_in_table(_objectives))
+    #: fractions of the pre-training groups (probed)
+    sizes: tuple[float, ...] = declared((1.0,), section="pretrain", reader=_sizes)
+    # [finetune]
+    finetune_config: str = declared("finetune", section="finetune", key="config")
+    fractions: tuple[float, ...] = declared((0.01, 0.1, 1.0), section="finetune",
+                                            reader=_fractions)
+    finetune_epochs: int = declared(10, section="finetune", key="epochs", minimum=1)
+    min_steps: int = declared(0, section="finetune", minimum=0)
+    baseline: str = declared("scratch", section="finetune")  # "" = no baseline
+    finetune_set: tuple[str, ...] = declared((), section="finetune", key="set")
+    # [evaluate]
+    split: str = declared("test", section="evaluate", choices=SPLITS)
+    bootstrap: int = declared(200, section="evaluate", minimum=0)
+    #: row pairs the report compares directly (read by :func:`parse_study`, which knows
+    #: the rows)
+    compare: tuple[tuple[str, str], ...] = declared((), section="evaluate")
+    bins: int = declared(0, section="evaluate", minimum=0)  # 0: evaluate_shift's default
+
+    @property
+    def rows(self) -> tuple[str, ...]:
+        """The rows of every table: the baseline first, then the objectives."""
+        return ((self.baseline,) if self.baseline else ()) + tuple(self.objectives)
+
+
+# Beside the training configs they name. Not moved with this package on purpose: a study's
+# path is written into its cards' text, so every stage fingerprint depends on it, and a
+# move would make every existing study output refuse its rerun ("other settings").
+_SHIPPED = Shipped("resim.train", "configs/study", "study", ConfigError)
+
+
+def resolve_study_path(name: str | Path) -> Path:
+    """A study file, or the name of a shipped one (``train/configs/study/NAME.toml``)."""
+    return _SHIPPED.resolve(name)
+
+
+def shipped_studies() -> list[str]:
+    return _SHIPPED.names()
+
+
+def load_study(name: str | Path) -> Study:
+    """Read and check a study file; every problem is a ConfigError naming the key."""
+    path = resolve_study_path(name)
+    return parse_study(path.read_text(), str(path))
+
+
+def parse_study(text: str, source: str = "<study>") -> Study:
+    """The :class:`Study` of a config's ``text`` (``source`` names it in errors).
+
+    The keys are checked in the order :class:`Study` declares them, then how they go
+    together, so the first mistake of a file is the one reported.
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(source, "", f"not valid TOML: {err}") from None
+    top = ConfigTable(source, raw, "")
+    study = read(Study, top, source=source, text=text, compare=())
+    st = top.table("study")
+    if study.reference not in study.variations:
+        st.fail("reference", f"{study.reference!r} is not in study.variations "
+                f"{list(study.variations)}")
+    if not _distinct(list(study.variations)):
+        st.fail("variations", "names a variation twice")
+    if study.baseline in study.objectives:
+        top.table("finetune").fail("baseline",
+                                   f"{study.baseline!r} is also an objective's name")
+    rows = [study.baseline, *study.objectives]
+    return replace(study, compare=_compare(top.table("evaluate"), rows))
 
 
 def _is_pair_of(pair: Any, rows: list[str]) -> bool:

@@ -85,3 +85,100 @@ def test_a_required_key_has_no_default_and_is_missing_when_left_out() -> None:
     for raw, key in (({"events": 2}, "card"), ({"card": "top"}, "events")):
         with pytest.raises(SchemaError, match=f"^f.toml: {key}: missing$"):
             read(Needed, Table("f.toml", raw))
+
+
+def _positive_total(t: Table, name: str, value: tuple[float, ...]) -> None:
+    if sum(value) <= 0:
+        t.fail(name, f"must add up to more than 0, got {list(value)}")
+
+
+def _names(t: Table, name: str, default: dict) -> dict:
+    table = t.table(name)
+    return {key: table.string(key, None, required=True) for key in table} or default
+
+
+@dataclass(frozen=True, kw_only=True)
+class Sectioned:
+    title: str = declared(required=True)
+    weights: tuple[float, ...] = declared((1.0,), length=1, check=_positive_total)
+    rate: float = declared(section="limits", required=True, above=0.0)
+    rate_cap: float = declared(9.0, section="limits", key="cap")
+    inner: Inner = declared(section="limits", required=True)
+    names: dict = declared(default_factory=dict, reader=_names)
+
+
+def test_sections_keys_readers_and_checks() -> None:
+    raw = {"title": "t", "limits": {"rate": 2, "cap": 3, "inner": {"mode": "b"}},
+           "names": {"a": "x"}}
+    s = read(Sectioned, Table("f.toml", raw))
+    assert s == Sectioned(title="t", rate=2.0, rate_cap=3.0, inner=Inner("b"),
+                          names={"a": "x"})
+    assert declared_keys(Sectioned) == ("title", "weights", "limits", "names")
+    empty = read(Sectioned, Table("f.toml", {"title": "t", "limits": {"rate": 1,
+                                                                       "inner": {}}}))
+    assert (empty.names, empty.rate_cap, empty.weights) == ({}, 9.0, (1.0,))
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"limits": {"rate": 1, "inner": {}}}, "f.toml: title: missing"),
+    ({"title": "t", "limits": {"inner": {}}}, "f.toml: limits.rate: missing"),
+    ({"title": "t", "limits": {"rate": 1}}, "f.toml: limits.inner: missing section"),
+    ({"title": "t", "limits": {"rate": 1, "inner": {}, "rate_cap": 1}},
+     "f.toml: limits.rate_cap: unknown key (allowed here: rate, cap, inner)"),
+    ({"title": "t", "rate": 1}, "f.toml: rate: unknown key (allowed here: title, weights, "
+                                "limits, names)"),
+    ({"title": "t", "weights": [0], "limits": {"rate": 1, "inner": {}}},
+     "f.toml: weights: must add up to more than 0, got [0.0]"),
+    ({"title": "t", "limits": {"rate": 1, "inner": {}}, "names": {"a": 1}},
+     "f.toml: names.a: must be a string, got 1"),
+])
+def test_section_mistakes_name_the_key_path(raw: dict, message: str) -> None:
+    with pytest.raises(SchemaError) as err:
+        read(Sectioned, Table("f.toml", raw))
+    assert str(err.value) == message
+
+
+def _card_error(section: str, raw: dict) -> str:
+    import tomllib
+
+    from resim.card import CardError, load_card, parse_card, resolve_card_path
+
+    path = resolve_card_path("smoke")
+    card = tomllib.loads(path.read_text())
+    card[section] = {**card.get(section, {}), **raw}
+    if section == "pileup":
+        card["detector"] = {}
+    with pytest.raises(CardError) as err:
+        parse_card(card, path)
+    assert load_card("smoke")  # the card itself is good
+    return err.value.message
+
+
+@pytest.mark.parametrize(("section", "raw", "allowed"), [
+    ("detector", {"x": 1}, "preset, geometry, tracking, calorimeter, identification"),
+    ("detector", {"calorimeter": {"x": 1}}, "fractions, ecal, hcal"),
+    ("detector", {"tracking": {"d0_resolution": {"x": 1}}}, "eta_edges, pt_edges, values"),
+    ("pileup", {"x": 1}, "preset, mu, mitigation, library, luminous_region, chs, puppi"),
+    ("pileup", {"chs": {"x": 1}}, "dz_significance, d0_significance, dz_max"),
+    ("hard_process", {"x": 1}, "settings, lhe"),
+])
+def test_card_tables_allow_the_keys_their_dataclasses_declare(section: str, raw: dict,
+                                                               allowed: str) -> None:
+    assert _card_error(section, raw) == f"unknown key (allowed here: {allowed})"
+
+
+@pytest.mark.parametrize(("section", "allowed"), [
+    ("study", "seeds, jobs, threads, variations, reference, set, heartbeat"),
+    ("pretrain", "epochs, set, objectives, sizes"),
+    ("finetune", "config, fractions, epochs, min_steps, baseline, set"),
+    ("evaluate", "split, bootstrap, compare, bins"),
+])
+def test_study_sections_allow_the_keys_study_declares(section: str, allowed: str) -> None:
+    from resim.study.spec import parse_study, resolve_study_path
+    from resim.train.config import ConfigError
+
+    text = resolve_study_path("tiny").read_text()
+    assert f"\n[{section}]\n" in text
+    with pytest.raises(ConfigError) as err:
+        parse_study(text.replace(f"\n[{section}]\n", f"\n[{section}]\nx = 1\n"), "s.toml")
+    assert str(err.value) == f"s.toml: {section}.x: unknown key (allowed here: {allowed})"
