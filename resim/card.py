@@ -50,6 +50,9 @@ STAGES = ("shower", "hadronization", "detector", "pileup")
 REUSING_STAGES = ("detector", "pileup")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 DEFAULT_OUTPUT = Path("resim.h5")
+#: Most hard events in a run: a truth object's group id, ``event * 16 + k``
+#: (:data:`resim.truth.MAX_OBJECTS` = 16), is stored as int64.
+MAX_EVENTS = 2**59
 #: Shipped sets of variations a card takes with ``[variations] preset = "NAME"``
 #: (``cards/variations/NAME.toml``).
 VARIATION_PRESETS = ("standard",)
@@ -192,7 +195,7 @@ class Variation:
 
 @dataclass(frozen=True)
 class Run:
-    events: int = declared(100, minimum=1)
+    events: int = declared(100, minimum=1, at_most=MAX_EVENTS)
     seed: int = declared(1, minimum=0)
     output: Path = declared(DEFAULT_OUTPUT)
     #: Hard events re-simulated together; output does not depend on it.
@@ -255,7 +258,8 @@ class Card:
         """The card with command-line options applied (they win over the file)."""
         run = self.run
         if events is not None:
-            _check(self.path, "--events", events >= 1, f"must be >= 1, got {events}")
+            _check(self.path, "--events", 1 <= events <= MAX_EVENTS,
+                   f"must be in [1, {MAX_EVENTS}], got {events}")
             run = dataclasses.replace(run, events=events)
         if seed is not None:
             _check(self.path, "--seed", 0 <= seed < 2**63, f"must be >= 0, got {seed}")

@@ -97,10 +97,12 @@ class Table:
         return value
 
     def integer(self, name: str, default: int | None, minimum: int | None = None,
-                required: bool = False) -> Any:
+                required: bool = False, at_most: int | None = None) -> Any:
         value = self._get(name, default, (int,), "an integer", required)
         if value is not None and minimum is not None and value < minimum:
             self.fail(name, f"must be an integer >= {minimum}, got {value}")
+        if value is not None and at_most is not None and value > at_most:
+            self.fail(name, f"must be an integer <= {at_most}, got {value}")
         return value
 
     def _check_range(self, name: str, value: float, minimum: float | None,
@@ -295,7 +297,10 @@ def _typed(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
     if kind is bool:
         return t.boolean(name, default)
     if kind is int:
-        return t.integer(name, default, rule.minimum, rule.required)  # type: ignore[arg-type]
+        if rule.above is not None or rule.below is not None:
+            raise TypeError(f"{name}: an integer key takes minimum and at_most, not above/below")
+        return t.integer(name, default, rule.minimum, rule.required,  # type: ignore[arg-type]
+                         rule.at_most)  # type: ignore[arg-type]
     if kind is float:
         return t.number(name, default, rule.minimum, rule.above, rule.at_most, rule.below,
                         rule.required)

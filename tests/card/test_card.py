@@ -45,8 +45,11 @@ def test_labels_and_defaults():
 def test_overrides_win_over_the_card():
     card = load_card(CARDS / "top_small.toml").with_overrides(events=7, seed=99, output="x.h5")
     assert (card.run.events, card.run.seed, str(card.run.output)) == (7, 99, "x.h5")
-    with pytest.raises(CardError, match="--events: must be >= 1"):
+    with pytest.raises(CardError, match=r"--events: must be in \[1, 576460752303423488\]"):
         card.with_overrides(events=0)
+    # more hard events than int64 group ids (event * 16 + k) can number
+    with pytest.raises(CardError, match="--events: must be in"):
+        card.with_overrides(events=10**20)
 
 
 BAD_CARDS = [
@@ -55,6 +58,7 @@ BAD_CARDS = [
     (("[run]", "[run]\nspeed = 2"), "run.speed", "unknown key"),
     (("pt_min = 500.0", 'pt_min = "high"'), "jets.pt_min", "must be a number"),
     (("events = 100", "events = 1.5"), "run.events", "must be an integer"),
+    (("events = 100", "events = 1152921504606846976"), "run.events", "must be an integer <= "),
     (("pt_min = 500.0", "pt_min = -5.0"), "jets.pt_min", "must be >= 0.0"),
     (("pt_max = 1000.0", "pt_max = 400.0"), "jets.pt_max", "must be above pt_min"),
     (("[variations.seed]", "[variations.seed]\nrealizations = 0"),
