@@ -165,7 +165,7 @@ class Detector:
         apid = np.abs(c["pid"][rows])
         pt = pt[rows]
         abs_eta = np.abs(np.arcsinh(c["pz"][rows] / np.maximum(pt, 1e-12)))
-        k = keys[event[rows]]
+        ev = event[rows]
 
         def by_class(what: str) -> np.ndarray:
             cls: dict[int, TrackClass] = {11: tr.electron, 13: tr.muon}
@@ -177,10 +177,10 @@ class Detector:
             return out
 
         efficiency = np.minimum(by_class("efficiency") * tr.efficiency_scale, 1.0)
-        found = uniform(k, _TRACK_FOUND, index[rows]) < efficiency
-        rows, pt, abs_eta, k, apid = rows[found], pt[found], abs_eta[found], k[found], apid[found]
+        found = np.flatnonzero(uniform(keys, _TRACK_FOUND, index[rows], ev) < efficiency)
+        rows, pt, abs_eta, ev, apid = rows[found], pt[found], abs_eta[found], ev[found], apid[found]
         resolution = np.minimum(by_class("resolution") * tr.resolution_scale, 1.0)
-        smeared = lognormal(pt, resolution * pt, normal(k, _TRACK_PT, index[rows]))
+        smeared = lognormal(pt, resolution * pt, normal(keys, _TRACK_PT, index[rows], ev))
         px, py, pz, e = (np.asarray(c[name][rows], float) for name in ("px", "py", "pz", "E"))
         mass2 = np.maximum(e * e - px * px - py * py - pz * pz, 0.0)
         d0, dz = helix_impact_parameters(
@@ -191,7 +191,7 @@ class Detector:
         px, py, pz = px * scale, py * scale, pz * scale
         d0_err = tr.d0_resolution(smeared, abs_eta) * tr.impact_parameter_scale
         dz_err = tr.dz_resolution(smeared, abs_eta) * tr.impact_parameter_scale
-        z0, z1 = normal_pair(k, _TRACK_IP, index[rows])
+        z0, z1 = normal_pair(keys, _TRACK_IP, index[rows], ev)
         return {"row": rows, "px": px, "py": py, "pz": pz,
                 "E": np.sqrt(px * px + py * py + pz * pz + mass2), "mass2": mass2,
                 "resolution": resolution, "d0": d0 + d0_err * z0, "dz": dz + dz_err * z1,
@@ -210,13 +210,13 @@ class Detector:
         kind = np.full(len(tr), CHARGED_HADRON, np.int8)
         for code, table, lepton in ((11, ident.electron, ELECTRON), (13, ident.muon, MUON)):
             sel = np.flatnonzero(apid == code)
-            passed = uniform(keys[event[tr[sel]]], _LEPTON_ID, index[tr[sel]]) < table(
+            passed = uniform(keys, _LEPTON_ID, index[tr[sel]], event[tr[sel]]) < table(
                 pt[sel], abs_eta[sel])
             kind[sel[passed]] = lepton
         pid = np.select([kind == ELECTRON, kind == MUON], [-11 * sign, -13 * sign], 211 * sign)
 
         photon_pt = photons.energy / np.cosh(photons.eta)
-        is_photon = uniform(keys[photons.event], _PHOTON_ID, photons.cell) < ident.photon(
+        is_photon = uniform(keys, _PHOTON_ID, photons.cell, photons.event) < ident.photon(
             photon_pt, np.abs(photons.eta))
         photon_kind = np.where(is_photon, PHOTON, NEUTRAL_HADRON).astype(np.int8)
 
