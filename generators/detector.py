@@ -34,9 +34,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from resim.detector_spec import DetectorSpec, TrackClass
+from resim.detector_spec import DetectorSpec
 from resim.layout import CHARGED_HADRON, ELECTRON, MUON, NEUTRAL_HADRON, PHOTON
 
+from .bins import Resolution, Table
 from .calorimeter import Calorimeter, Deposits, Measured, lognormal
 from .final_state import COLUMNS, FinalState
 from .propagation import from_beam_line, helix_impact_parameters, to_cylinder
@@ -63,6 +64,15 @@ class Detector:
         self.spec = spec
         self.ecal = Calorimeter(spec.ecal, _ECAL)
         self.hcal = Calorimeter(spec.hcal, _HCAL)
+        tr = spec.tracking
+        # Track classes by |PDG id| (0: charged hadrons): efficiencies, pT resolutions.
+        classes = {0: tr.charged_hadron, 11: tr.electron, 13: tr.muon}
+        self._efficiency = {code: Table(c.efficiency) for code, c in classes.items()}
+        self._resolution = {code: Resolution(c.resolution) for code, c in classes.items()}
+        self._d0, self._dz = Table(tr.d0_resolution), Table(tr.dz_resolution)
+        ident = spec.identification
+        self._identified = {11: Table(ident.electron), 13: Table(ident.muon)}
+        self._photon = Table(ident.photon)
         # Shares by |PDG id|: a table for ids below _LOOKUP (every stable hadron), the
         # listed ids beyond it (e.g. neutralinos) looked up one by one.
         self._table = np.tile(np.asarray(spec.default_fraction, float), (_LOOKUP, 1))
@@ -167,19 +177,18 @@ class Detector:
         abs_eta = np.abs(np.arcsinh(c["pz"][rows] / np.maximum(pt, 1e-12)))
         ev = event[rows]
 
-        def by_class(what: str) -> np.ndarray:
-            cls: dict[int, TrackClass] = {11: tr.electron, 13: tr.muon}
-            out = getattr(tr.charged_hadron, what)(pt, abs_eta)
-            for code, spec in cls.items():
-                lepton = apid == code
-                if lepton.any():
-                    out[lepton] = getattr(spec, what)(pt[lepton], abs_eta[lepton])
+        def by_class(tables: dict[int, Table] | dict[int, Resolution]) -> np.ndarray:
+            out = tables[0](pt, abs_eta)
+            for code in (11, 13):
+                lepton = np.flatnonzero(apid == code)
+                if len(lepton):
+                    out[lepton] = tables[code](pt[lepton], abs_eta[lepton])
             return out
 
-        efficiency = np.minimum(by_class("efficiency") * tr.efficiency_scale, 1.0)
+        efficiency = np.minimum(by_class(self._efficiency) * tr.efficiency_scale, 1.0)
         found = np.flatnonzero(uniform(keys, _TRACK_FOUND, index[rows], ev) < efficiency)
         rows, pt, abs_eta, ev, apid = rows[found], pt[found], abs_eta[found], ev[found], apid[found]
-        resolution = np.minimum(by_class("resolution") * tr.resolution_scale, 1.0)
+        resolution = np.minimum(by_class(self._resolution) * tr.resolution_scale, 1.0)
         smeared = lognormal(pt, resolution * pt, normal(keys, _TRACK_PT, index[rows], ev))
         px, py, pz, e = (np.asarray(c[name][rows], float) for name in ("px", "py", "pz", "E"))
         mass2 = np.maximum(e * e - px * px - py * py - pz * pz, 0.0)
@@ -189,8 +198,10 @@ class Detector:
             self.spec.geometry.magnetic_field, ON_AXIS)
         scale = smeared / pt
         px, py, pz = px * scale, py * scale, pz * scale
-        d0_err = tr.d0_resolution(smeared, abs_eta) * tr.impact_parameter_scale
-        dz_err = tr.dz_resolution(smeared, abs_eta) * tr.impact_parameter_scale
+        bin_d0 = self._d0.index(smeared, abs_eta)
+        bin_dz = bin_d0 if self._dz.same_bins(self._d0) else self._dz.index(smeared, abs_eta)
+        d0_err = self._d0.at(bin_d0) * tr.impact_parameter_scale
+        dz_err = self._dz.at(bin_dz) * tr.impact_parameter_scale
         z0, z1 = normal_pair(keys, _TRACK_IP, index[rows], ev)
         return {"row": rows, "px": px, "py": py, "pz": pz,
                 "E": np.sqrt(px * px + py * py + pz * pz + mass2), "mass2": mass2,
@@ -200,7 +211,6 @@ class Detector:
     def _candidates(self, tracks: dict[str, np.ndarray], photons: Measured,
                     neutrals: Measured, c: dict[str, np.ndarray], event: np.ndarray,
                     index: np.ndarray, keys: np.ndarray, n_events: int) -> FinalState:
-        ident = self.spec.identification
         tr = tracks["row"]
         charge = np.asarray(c["charge"][tr])
         sign = np.where(charge < 0, -1, 1)
@@ -208,7 +218,8 @@ class Detector:
         pt = np.sqrt(tracks["px"] ** 2 + tracks["py"] ** 2)
         abs_eta = np.abs(np.arcsinh(tracks["pz"] / np.maximum(pt, 1e-12)))
         kind = np.full(len(tr), CHARGED_HADRON, np.int8)
-        for code, table, lepton in ((11, ident.electron, ELECTRON), (13, ident.muon, MUON)):
+        for code, lepton in ((11, ELECTRON), (13, MUON)):
+            table = self._identified[code]
             sel = np.flatnonzero(apid == code)
             passed = uniform(keys, _LEPTON_ID, index[tr[sel]], event[tr[sel]]) < table(
                 pt[sel], abs_eta[sel])
@@ -216,7 +227,7 @@ class Detector:
         pid = np.select([kind == ELECTRON, kind == MUON], [-11 * sign, -13 * sign], 211 * sign)
 
         photon_pt = photons.energy / np.cosh(photons.eta)
-        is_photon = uniform(keys, _PHOTON_ID, photons.cell, photons.event) < ident.photon(
+        is_photon = uniform(keys, _PHOTON_ID, photons.cell, photons.event) < self._photon(
             photon_pt, np.abs(photons.eta))
         photon_kind = np.where(is_photon, PHOTON, NEUTRAL_HADRON).astype(np.int8)
 
