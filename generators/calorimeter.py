@@ -116,8 +116,7 @@ class Calorimeter:
 
     def sigma(self, energy: np.ndarray, ring: np.ndarray) -> np.ndarray:
         """Energy resolution of cells in rings ``ring`` (the cell centre's η)."""
-        return np.sqrt(np.maximum(self._a[ring] * energy * energy + self._b[ring] * energy
-                                  + self._c[ring], 0.0))
+        return _sigma(energy, self._a[ring], self._b[ring], self._c[ring])
 
     def measure(self, d: Deposits, keys: np.ndarray, leading: bool = False) -> Measured:
         """Smear every hit cell, subtract tracks, make neutral candidates (and find each
@@ -130,9 +129,10 @@ class Calorimeter:
         tracks = _sums(track_group, d.track_energy, m)
         track_s2 = _sums(track_group, d.track_sigma2, m)
         ring = self.grid.ring[cell]
-        sigma = self.sigma(true, ring)
+        coefficients = self._a[ring], self._b[ring], self._c[ring]
+        sigma = _sigma(true, *coefficients)
         energy = lognormal(true, sigma, normal(keys, self.stream, cell, event)) * spec.energy_scale
-        sigma = self.sigma(energy, ring)  # Delphes: at the measured energy
+        sigma = _sigma(energy, *coefficients)  # Delphes: at the measured energy
         energy[(energy < spec.energy_min) | (energy < spec.significance_min * sigma)] = 0.0
 
         excess = np.maximum(energy - tracks, 0.0)
@@ -158,6 +158,11 @@ class Calorimeter:
         top = _leading(d.energy, by_cell, starts) if leading else np.full(m, -1, np.int64)
         return Measured(event=event[c], cell=cell[c], energy=excess[c], eta=eta, phi=phi,
                         leading=top[c], track_scale=scale[track_group])
+
+
+def _sigma(energy: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """σ(E) = sqrt(a E² + b E + c)."""
+    return np.sqrt(np.maximum(a * energy * energy + b * energy + c, 0.0))
 
 
 def _sums(group: np.ndarray, values: np.ndarray, m: int) -> np.ndarray:
@@ -218,9 +223,11 @@ def lognormal(mean: np.ndarray, sigma: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Log-normal numbers with the given mean and standard deviation (Delphes' LogNormal),
     from standard normal ``z``; 0 where the mean is not positive."""
     positive = mean > 0
-    safe = np.where(positive, mean, 1.0)
+    every = bool(positive.all())  # as a rule: no masking then
+    safe = mean if every else np.where(positive, mean, 1.0)
     b2 = np.log1p((sigma / safe) ** 2)
-    return np.where(positive, np.exp(np.log(safe) - 0.5 * b2 + np.sqrt(b2) * z), 0.0)
+    x = np.exp(np.log(safe) - 0.5 * b2 + np.sqrt(b2) * z)
+    return x if every else np.where(positive, x, 0.0)
 
 
 __all__ = ["Calorimeter", "CellGrid", "Deposits", "Measured", "lognormal"]

@@ -75,28 +75,33 @@ class Detector:
         self._photon = Table(ident.photon)
         # Shares by |PDG id|: a table for ids below _LOOKUP (every stable hadron), the
         # listed ids beyond it (e.g. neutralinos) looked up one by one.
-        self._table = np.tile(np.asarray(spec.default_fraction, float), (_LOOKUP, 1))
+        self._ecal_share, self._hcal_share = (np.full(_LOOKUP, float(f))
+                                              for f in spec.default_fraction)
         self._beyond = []
         for pid, ecal, hcal in spec.fractions:
             if pid < _LOOKUP:
-                self._table[pid] = ecal, hcal
+                self._ecal_share[pid], self._hcal_share[pid] = ecal, hcal
             else:
                 self._beyond.append((pid, ecal, hcal))
 
     def shares(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ECAL, HCAL) energy shares of particles with PDG ids ``pid``."""
         apid = np.abs(pid)
-        shares = self._table[np.minimum(apid, _LOOKUP - 1)]
+        row = np.minimum(apid, _LOOKUP - 1)
+        ecal, hcal = self._ecal_share[row], self._hcal_share[row]
         large = np.flatnonzero(apid >= _LOOKUP)
         if len(large):
-            shares[large] = self.spec.default_fraction
-            for code, ecal, hcal in self._beyond:
-                shares[large[apid[large] == code]] = ecal, hcal
-        return shares[:, 0], shares[:, 1]
+            ecal[large], hcal[large] = self.spec.default_fraction
+            for code, e, h in self._beyond:
+                which = large[apid[large] == code]
+                ecal[which], hcal[which] = e, h
+        return ecal, hcal
 
-    def simulate(self, particles: FinalState, keys: np.ndarray) -> FinalState:
+    def simulate(self, particles: FinalState, keys: np.ndarray,
+                 pt_min: float = 0.0) -> FinalState:
         """Candidates of every realization of ``particles`` (realization i drawing its
-        random numbers with ``keys[i]``, uint64), in the same realization order."""
+        random numbers with ``keys[i]``, uint64), in the same realization order; those
+        below ``pt_min`` (GeV) are left out."""
         geo = self.spec.geometry
         c = particles.columns
         event = particles.event_index()
@@ -164,7 +169,8 @@ class Detector:
             measured.append(m)
 
         # 4. Candidates, per realization: tracks, then photons, then neutral hadrons.
-        return self._candidates(tracks, *measured, c, event, index, keys, len(particles))
+        return self._candidates(tracks, *measured, c, event, index, keys, len(particles),
+                               pt_min)
 
     def _tracks(self, rows: np.ndarray, c: dict[str, np.ndarray], pt: np.ndarray,
                 event: np.ndarray, index: np.ndarray,
@@ -210,61 +216,90 @@ class Detector:
 
     def _candidates(self, tracks: dict[str, np.ndarray], photons: Measured,
                     neutrals: Measured, c: dict[str, np.ndarray], event: np.ndarray,
-                    index: np.ndarray, keys: np.ndarray, n_events: int) -> FinalState:
+                    index: np.ndarray, keys: np.ndarray, n_events: int,
+                    pt_min: float) -> FinalState:
         tr = tracks["row"]
         charge = np.asarray(c["charge"][tr])
-        sign = np.where(charge < 0, -1, 1)
+        sign = 1 - 2 * (charge < 0)
         apid = np.abs(c["pid"][tr])
-        pt = np.sqrt(tracks["px"] ** 2 + tracks["py"] ** 2)
+        px, py = tracks["px"], tracks["py"]
+        pt2 = px * px + py * py
+        pt = np.sqrt(pt2)
         abs_eta = np.abs(np.arcsinh(tracks["pz"] / np.maximum(pt, 1e-12)))
         kind = np.full(len(tr), CHARGED_HADRON, np.int8)
+        pid = 211 * sign
         for code, lepton in ((11, ELECTRON), (13, MUON)):
             table = self._identified[code]
             sel = np.flatnonzero(apid == code)
             passed = uniform(keys, _LEPTON_ID, index[tr[sel]], event[tr[sel]]) < table(
                 pt[sel], abs_eta[sel])
             kind[sel[passed]] = lepton
-        pid = np.select([kind == ELECTRON, kind == MUON], [-11 * sign, -13 * sign], 211 * sign)
+            pid[sel[passed]] = -code * sign[sel[passed]]
 
         photon_pt = photons.energy / np.cosh(photons.eta)
         is_photon = uniform(keys, _PHOTON_ID, photons.cell, photons.event) < self._photon(
             photon_pt, np.abs(photons.eta))
         photon_kind = np.where(is_photon, PHOTON, NEUTRAL_HADRON).astype(np.int8)
 
-        n_p, n_n = len(photons.energy), len(neutrals.energy)
-        zeros = np.zeros(n_p + n_n)
         eta = np.concatenate([photons.eta, neutrals.eta])
         phi = np.concatenate([photons.phi, neutrals.phi])
         e = np.concatenate([photons.energy, neutrals.energy])
         npt = e / np.cosh(eta)
-        neutral_kind = np.concatenate([photon_kind, np.full(n_n, NEUTRAL_HADRON, np.int8)])
-        neutral = {"px": npt * np.cos(phi), "py": npt * np.sin(phi), "pz": npt * np.sinh(eta),
-                   "E": e, "pid": np.where(neutral_kind == PHOTON, 22, 130),
-                   "charge": zeros, "vx": zeros, "vy": zeros, "vz": zeros, "d0": zeros,
-                   "dz": zeros, "d0_err": zeros, "dz_err": zeros, "kind": neutral_kind}
-        charged = {"px": tracks["px"], "py": tracks["py"], "pz": tracks["pz"], "E": tracks["E"],
+        neutral_kind = np.concatenate([photon_kind,
+                                       np.full(len(neutrals.energy), NEUTRAL_HADRON, np.int8)])
+        npx, npy = npt * np.cos(phi), npt * np.sin(phi)
+        neutral = {"px": npx, "py": npy, "pz": npt * np.sinh(eta), "E": e,
+                   "pid": np.where(neutral_kind == PHOTON, 22, 130), "kind": neutral_kind}
+        charged = {"px": px, "py": py, "pz": tracks["pz"], "E": tracks["E"],
                    "pid": pid, "charge": charge, "vx": c["vx"][tr], "vy": c["vy"][tr],
                    "vz": c["vz"][tr], "d0": tracks["d0"], "dz": tracks["dz"],
                    "d0_err": tracks["d0_err"], "dz_err": tracks["dz_err"], "kind": kind}
-        # Interleave the three (each in realization order) by realization, without a sort.
-        parts = [event[tr], photons.event, neutrals.event]
-        per = [np.bincount(e, minlength=n_events) for e in parts]
-        counts = sum(per)
-        start = np.cumsum(counts) - counts  # of each realization's candidates
-        position = []
-        for e, n in zip(parts, per, strict=True):
-            rank = np.arange(len(e)) - (np.cumsum(n) - n)[e]  # within its realization
-            position.append(start[e] + rank)
-            start = start + n
-        order = np.empty(int(counts.sum()), np.int64)
-        order[np.concatenate(position)] = np.arange(len(order))
-        columns = {name: np.concatenate([charged[name], neutral[name]])[order]
-                   for name in CANDIDATE_COLUMNS}
+        # Those from pt_min on (as _above in resim.pipeline would keep them), interleaved by
+        # realization: its tracks, then its photons, then its neutral hadrons.
+        keep_c, keep_n = _hard_enough(pt2, pt_min), _hard_enough(npx * npx + npy * npy, pt_min)
+        n_p = len(photons.energy)
+        n_neutral = np.concatenate([photons.event, neutrals.event])
+        parts = [event[tr] if keep_c is None else event[tr[keep_c]]] + (
+            [photons.event, neutrals.event] if keep_n is None else
+            [n_neutral[keep_n[keep_n < n_p]], n_neutral[keep_n[keep_n >= n_p]]])
+        position, counts = _interleave(parts, n_events)
+        at_c, at_n = position[0], np.concatenate(position[1:])
+        n = int(counts.sum())
+
+        def column(of_charged: np.ndarray, of_neutral: np.ndarray | None) -> np.ndarray:
+            dtype = np.result_type(of_charged, np.float64 if of_neutral is None else of_neutral)
+            out = (np.empty if of_neutral is not None else np.zeros)(n, dtype)
+            out[at_c] = of_charged if keep_c is None else of_charged[keep_c]
+            if of_neutral is not None:
+                out[at_n] = of_neutral if keep_n is None else of_neutral[keep_n]
+            return out
+
+        columns = {name: column(charged[name], neutral.get(name)) for name in CANDIDATE_COLUMNS}
         leading = np.concatenate([photons.leading, neutrals.leading])
         for name in c:
             if name not in columns:  # carried along: from the track's or leading particle
-                columns[name] = np.concatenate([c[name][tr], c[name][leading]])[order]
+                columns[name] = column(c[name][tr], c[name][leading])
         return FinalState(columns, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+
+def _hard_enough(pt2: np.ndarray, pt_min: float) -> np.ndarray | None:
+    """The entries with pT² >= pt_min² (None: all)."""
+    return np.flatnonzero(pt2 >= pt_min * pt_min) if pt_min > 0 else None
+
+
+def _interleave(parts: list[np.ndarray], n_events: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Where the entries of ``parts`` (each in realization order; entry i of part j
+    belongs to realization ``parts[j][i]``) go when each realization takes its entries
+    of part 0, then of part 1, ...; and each realization's count. No sort."""
+    per = [np.bincount(e, minlength=n_events) for e in parts]
+    counts = sum(per, np.zeros(n_events, np.int64))
+    start = np.cumsum(counts) - counts  # of each realization's entries
+    position = []
+    for e, n in zip(parts, per, strict=True):
+        rank = np.arange(len(e)) - (np.cumsum(n) - n)[e]  # within its realization
+        position.append(start[e] + rank)
+        start = start + n
+    return position, counts
 
 
 def _scale_tracks(tracks: dict[str, np.ndarray], which: np.ndarray, scale: np.ndarray) -> None:
