@@ -23,6 +23,7 @@ from resim.generators.propagation import (
     from_beam_line,
     helix_impact_parameters,
     impact_parameters,
+    remainder,
     to_cylinder,
 )
 from resim.generators.seeds import derive_key, normal, normal_pair, uniform
@@ -126,6 +127,17 @@ def test_helices_reach_the_cylinder_and_the_closed_form_agrees():
     assert np.array_equal(ok_b, ok)
     assert np.allclose(eta_b, np.arcsinh(z / np.hypot(x, y)), atol=1e-8)
     assert np.allclose(np.cos(phi_b - np.arctan2(y, x)), 1.0)
+
+
+def test_remainder_is_numpys_bit_for_bit():
+    period = 2 * np.pi
+    k = np.arange(-5, 6) * period
+    x = np.concatenate([k, np.nextafter(k, np.inf), np.nextafter(k, -np.inf), k / 2,
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-320, -1e-320],
+                        np.random.default_rng(3).uniform(-5 * period, 5 * period, 200_000)])
+    with np.errstate(invalid="ignore"):
+        assert np.array_equal(remainder(x, period).view(np.int64),
+                              np.mod(x, period).view(np.int64))
 
 
 def test_helix_impact_parameters_are_the_closest_approach():
