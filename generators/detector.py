@@ -175,8 +175,9 @@ class Detector:
     def _tracks(self, rows: np.ndarray, c: dict[str, np.ndarray], pt: np.ndarray,
                 event: np.ndarray, index: np.ndarray,
                 keys: np.ndarray) -> dict[str, np.ndarray]:
-        """Tracks of the charged particles ``rows``: found, smeared, with impact
-        parameters. Returns columns over the found ones (``row``: their particle)."""
+        """Tracks of the charged particles ``rows``: found and smeared. Returns columns
+        over the found ones (``row``: their particle); :meth:`_impact_parameters` adds
+        theirs."""
         tr = self.spec.tracking
         apid = np.abs(c["pid"][rows])
         pt = pt[rows]
@@ -198,32 +199,50 @@ class Detector:
         smeared = lognormal(pt, resolution * pt, normal(keys, _TRACK_PT, index[rows], ev))
         px, py, pz, e = (np.asarray(c[name][rows], float) for name in ("px", "py", "pz", "E"))
         mass2 = np.maximum(e * e - px * px - py * py - pz * pz, 0.0)
-        d0, dz = helix_impact_parameters(
-            np.asarray(c["vx"][rows], float), np.asarray(c["vy"][rows], float),
-            np.asarray(c["vz"][rows], float), px, py, pz, np.asarray(c["charge"][rows], float),
-            self.spec.geometry.magnetic_field, ON_AXIS)
         scale = smeared / pt
         px, py, pz = px * scale, py * scale, pz * scale
+        return {"row": rows, "px": px, "py": py, "pz": pz,
+                "E": np.sqrt(px * px + py * py + pz * pz + mass2), "mass2": mass2,
+                "resolution": resolution, "smeared": smeared, "abs_eta": abs_eta}
+
+    def _impact_parameters(self, tracks: dict[str, np.ndarray], c: dict[str, np.ndarray],
+                           event: np.ndarray, index: np.ndarray, keys: np.ndarray
+                           ) -> dict[str, np.ndarray]:
+        """Smeared d0, dz of ``tracks`` (of their particles' helices) and their
+        uncertainties (at the tracker's pT, before any calorimeter rescaling)."""
+        tr, rows = self.spec.tracking, tracks["row"]
+        smeared, abs_eta = tracks["smeared"], tracks["abs_eta"]
+        d0, dz = helix_impact_parameters(
+            *(np.asarray(c[name][rows], float) for name in ("vx", "vy", "vz", "px", "py", "pz",
+                                                            "charge")),
+            self.spec.geometry.magnetic_field, ON_AXIS)
         bin_d0 = self._d0.index(smeared, abs_eta)
         bin_dz = bin_d0 if self._dz.same_bins(self._d0) else self._dz.index(smeared, abs_eta)
         d0_err = self._d0.at(bin_d0) * tr.impact_parameter_scale
         dz_err = self._dz.at(bin_dz) * tr.impact_parameter_scale
-        z0, z1 = normal_pair(keys, _TRACK_IP, index[rows], ev)
-        return {"row": rows, "px": px, "py": py, "pz": pz,
-                "E": np.sqrt(px * px + py * py + pz * pz + mass2), "mass2": mass2,
-                "resolution": resolution, "d0": d0 + d0_err * z0, "dz": dz + dz_err * z1,
-                "d0_err": d0_err, "dz_err": dz_err}
+        z0, z1 = normal_pair(keys, _TRACK_IP, index[rows], event[rows])
+        return {"d0": d0 + d0_err * z0, "dz": dz + dz_err * z1, "d0_err": d0_err,
+                "dz_err": dz_err}
 
     def _candidates(self, tracks: dict[str, np.ndarray], photons: Measured,
                     neutrals: Measured, c: dict[str, np.ndarray], event: np.ndarray,
                     index: np.ndarray, keys: np.ndarray, n_events: int,
                     pt_min: float) -> FinalState:
+        """The tracks, photons and neutral hadrons from ``pt_min`` on (as
+        ``resim.pipeline._above`` would keep them: pT² >= pt_min²), interleaved by
+        realization: its tracks, then its photons, then its neutral hadrons. What only
+        the kept ones need (identification, impact parameters, the neutrals' momenta) is
+        worked out for them alone."""
+        # Charged candidates.
+        px, py = tracks["px"], tracks["py"]
+        pt2 = px * px + py * py
+        if pt_min > 0:
+            hard = np.flatnonzero(pt2 >= pt_min * pt_min)
+            tracks, pt2 = {name: v[hard] for name, v in tracks.items()}, pt2[hard]
         tr = tracks["row"]
         charge = np.asarray(c["charge"][tr])
         sign = 1 - 2 * (charge < 0)
         apid = np.abs(c["pid"][tr])
-        px, py = tracks["px"], tracks["py"]
-        pt2 = px * px + py * py
         pt = np.sqrt(pt2)
         abs_eta = np.abs(np.arcsinh(tracks["pz"] / np.maximum(pt, 1e-12)))
         kind = np.full(len(tr), CHARGED_HADRON, np.int8)
@@ -235,56 +254,56 @@ class Detector:
                 pt[sel], abs_eta[sel])
             kind[sel[passed]] = lepton
             pid[sel[passed]] = -code * sign[sel[passed]]
+        charged = {"px": tracks["px"], "py": tracks["py"], "pz": tracks["pz"],
+                   "E": tracks["E"], "pid": pid, "charge": charge, "vx": c["vx"][tr],
+                   "vy": c["vy"][tr], "vz": c["vz"][tr], "kind": kind,
+                   **self._impact_parameters(tracks, c, event, index, keys)}
 
-        photon_pt = photons.energy / np.cosh(photons.eta)
-        is_photon = uniform(keys, _PHOTON_ID, photons.cell, photons.event) < self._photon(
-            photon_pt, np.abs(photons.eta))
-        photon_kind = np.where(is_photon, PHOTON, NEUTRAL_HADRON).astype(np.int8)
-
+        # Neutral candidates: photons (ECAL), then neutral hadrons (HCAL).
+        n_p = len(photons.energy)
         eta = np.concatenate([photons.eta, neutrals.eta])
         phi = np.concatenate([photons.phi, neutrals.phi])
         e = np.concatenate([photons.energy, neutrals.energy])
+        owner = np.concatenate([photons.event, neutrals.event])
+        leading = np.concatenate([photons.leading, neutrals.leading])
+        source = np.arange(len(e))  # < n_p: that photon; else that neutral hadron + n_p
         npt = e / np.cosh(eta)
-        neutral_kind = np.concatenate([photon_kind,
-                                       np.full(len(neutrals.energy), NEUTRAL_HADRON, np.int8)])
+        if pt_min > 0:  # cos² + sin² is 1 within a few ulp: only these can be kept
+            hard = np.flatnonzero(npt >= pt_min * (1 - 1e-9))
+            eta, phi, e, owner, leading, source, npt = (
+                v[hard] for v in (eta, phi, e, owner, leading, source, npt))
         npx, npy = npt * np.cos(phi), npt * np.sin(phi)
+        if pt_min > 0:
+            hard = np.flatnonzero(npx * npx + npy * npy >= pt_min * pt_min)
+            eta, phi, e, owner, leading, source, npt, npx, npy = (
+                v[hard] for v in (eta, phi, e, owner, leading, source, npt, npx, npy))
+        from_ecal = source < n_p
+        ecal = np.flatnonzero(from_ecal)
+        neutral_kind = np.full(len(e), NEUTRAL_HADRON, np.int8)
+        is_photon = uniform(keys, _PHOTON_ID, photons.cell[source[ecal]], owner[ecal]) < (
+            self._photon(npt[ecal], np.abs(eta[ecal])))
+        neutral_kind[ecal[is_photon]] = PHOTON
         neutral = {"px": npx, "py": npy, "pz": npt * np.sinh(eta), "E": e,
                    "pid": np.where(neutral_kind == PHOTON, 22, 130), "kind": neutral_kind}
-        charged = {"px": px, "py": py, "pz": tracks["pz"], "E": tracks["E"],
-                   "pid": pid, "charge": charge, "vx": c["vx"][tr], "vy": c["vy"][tr],
-                   "vz": c["vz"][tr], "d0": tracks["d0"], "dz": tracks["dz"],
-                   "d0_err": tracks["d0_err"], "dz_err": tracks["dz_err"], "kind": kind}
-        # Those from pt_min on (as _above in resim.pipeline would keep them), interleaved by
-        # realization: its tracks, then its photons, then its neutral hadrons.
-        keep_c, keep_n = _hard_enough(pt2, pt_min), _hard_enough(npx * npx + npy * npy, pt_min)
-        n_p = len(photons.energy)
-        n_neutral = np.concatenate([photons.event, neutrals.event])
-        parts = [event[tr] if keep_c is None else event[tr[keep_c]]] + (
-            [photons.event, neutrals.event] if keep_n is None else
-            [n_neutral[keep_n[keep_n < n_p]], n_neutral[keep_n[keep_n >= n_p]]])
-        position, counts = _interleave(parts, n_events)
+
+        position, counts = _interleave(
+            [event[tr], owner[from_ecal], owner[~from_ecal]], n_events)
         at_c, at_n = position[0], np.concatenate(position[1:])
         n = int(counts.sum())
 
         def column(of_charged: np.ndarray, of_neutral: np.ndarray | None) -> np.ndarray:
             dtype = np.result_type(of_charged, np.float64 if of_neutral is None else of_neutral)
             out = (np.empty if of_neutral is not None else np.zeros)(n, dtype)
-            out[at_c] = of_charged if keep_c is None else of_charged[keep_c]
+            out[at_c] = of_charged
             if of_neutral is not None:
-                out[at_n] = of_neutral if keep_n is None else of_neutral[keep_n]
+                out[at_n] = of_neutral
             return out
 
         columns = {name: column(charged[name], neutral.get(name)) for name in CANDIDATE_COLUMNS}
-        leading = np.concatenate([photons.leading, neutrals.leading])
         for name in c:
             if name not in columns:  # carried along: from the track's or leading particle
                 columns[name] = column(c[name][tr], c[name][leading])
         return FinalState(columns, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
-
-
-def _hard_enough(pt2: np.ndarray, pt_min: float) -> np.ndarray | None:
-    """The entries with pT² >= pt_min² (None: all)."""
-    return np.flatnonzero(pt2 >= pt_min * pt_min) if pt_min > 0 else None
 
 
 def _interleave(parts: list[np.ndarray], n_events: int) -> tuple[list[np.ndarray], np.ndarray]:
