@@ -1,4 +1,4 @@
-"""The detector's piecewise-constant parametrizations, looked up in O(1) per particle.
+"""The detector's binned parametrizations and cell rings, looked up in O(1) per particle.
 
 :mod:`resim.detector_spec` defines the tables (:class:`~resim.detector_spec.BinnedTable`,
 :class:`~resim.detector_spec.TrackResolution`) and evaluates them with

@@ -22,6 +22,7 @@ import numpy as np
 
 from resim.detector_spec import CalorimeterSpec
 
+from .bins import Bins
 from .seeds import normal, uniform
 
 
@@ -38,25 +39,20 @@ class CellGrid:
         self.phi_bins = np.asarray(phi_bins, np.int64)
         self.first = np.concatenate([[0], np.cumsum(self.phi_bins)])  # first cell of a ring
         self.n_cells = int(self.first[-1])
-        self.ring = np.repeat(np.arange(len(phi_bins)), self.phi_bins)  # ring of each cell
-        # Ring lookup in O(1): fine bins narrower than any ring, each naming the ring its
-        # lower edge lies in; a value is in that ring or the next.
-        self._step = 0.5 * np.diff(self.eta_edges).min()
-        fine = self.eta_edges[0] + self._step * np.arange(
-            int(np.ceil((self.eta_edges[-1] - self.eta_edges[0]) / self._step)) + 1)
-        self._fine = np.searchsorted(self.eta_edges, fine, side="right") - 1
+        # The ring of each cell (int32: half the cache footprint of int64).
+        self.ring = np.repeat(np.arange(len(phi_bins), dtype=np.int32), self.phi_bins)
+        # Per ring, with a ring of no cells (first cell -1) below and above the grid.
+        self._rings = Bins(self.eta_edges)
+        self._first = np.concatenate([[-1], self.first[:-1], [-1]])
+        self._per_radian = np.concatenate([[0.0], self.phi_bins / (2 * np.pi), [0.0]])
+        self._last_phi = np.concatenate([[0], self.phi_bins - 1, [0]])
 
     def cell(self, eta: np.ndarray, phi: np.ndarray) -> np.ndarray:
         """Cell index of each (η, φ), -1 outside the grid."""
-        n_rings = len(self.phi_bins)
-        inside = (eta >= self.eta_edges[0]) & (eta < self.eta_edges[-1])
-        k = np.clip(((eta - self.eta_edges[0]) / self._step).astype(np.int64), 0,
-                    len(self._fine) - 1)
-        ring = np.clip(self._fine[k], 0, n_rings - 1)
-        ring += (eta >= self.eta_edges[np.minimum(ring + 1, n_rings)]) & (ring < n_rings - 1)
-        n_phi = self.phi_bins[ring]
-        j = np.minimum(((phi + np.pi) * (n_phi / (2 * np.pi))).astype(np.int64), n_phi - 1)
-        return np.where(inside, self.first[ring] + np.maximum(j, 0), -1)
+        ring = self._rings.index(eta) + 1
+        j = np.minimum(((phi + np.pi) * self._per_radian[ring]).astype(np.int64),
+                       self._last_phi[ring])
+        return self._first[ring] + np.maximum(j, 0)
 
     def bounds(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(η low, η high, φ low, φ high) of cells."""
