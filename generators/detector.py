@@ -149,12 +149,14 @@ class Detector:
         # 3. Calorimeters: particles deposit their shares where they arrive; tracks are
         # subtracted in the same cells, and scaled where the cells measure them better.
         e_share, h_share = self.shares(pid)
+        leading = len(c) > len(COLUMNS)  # extra columns to carry to neutral candidates
         measured = []
         for calo, share in ((self.ecal, e_share), (self.hcal, h_share)):
             dep = np.flatnonzero(seen & (share > 0))
             cell = calo.grid.cell(at_eta[dep], at_phi[dep])
-            hit = cell >= 0
-            dep, cell = dep[hit], cell[hit]
+            if (cell < 0).any():
+                hit = np.flatnonzero(cell >= 0)
+                dep, cell = dep[hit], cell[hit]
             position = np.full(len(pt), -1, np.int64)  # of each particle among the deposits
             position[dep] = np.arange(len(dep))
             trk = np.flatnonzero(position[tr] >= 0)
@@ -163,9 +165,10 @@ class Detector:
                 event=event[dep], cell=cell, energy=energy[dep] * share[dep],
                 track_of=position[tr[trk]], track_energy=track_e,
                 track_sigma2=(tracks["resolution"][trk] * track_e) ** 2),
-                keys, leading=len(c) > len(COLUMNS))
+                keys, leading)
             _scale_tracks(tracks, trk, m.track_scale)
-            m.leading = np.where(m.leading >= 0, dep[np.maximum(m.leading, 0)], -1)
+            if leading:
+                m.leading = np.where(m.leading >= 0, dep[np.maximum(m.leading, 0)], -1)
             measured.append(m)
 
         # 4. Candidates, per realization: tracks, then photons, then neutral hadrons.
@@ -193,7 +196,10 @@ class Detector:
             return out
 
         efficiency = np.minimum(by_class(self._efficiency) * tr.efficiency_scale, 1.0)
-        found = np.flatnonzero(uniform(keys, _TRACK_FOUND, index[rows], ev) < efficiency)
+        # Uniform numbers are > 0: only particles with an efficiency need a draw.
+        found = np.flatnonzero(efficiency > 0)
+        found = found[uniform(keys, _TRACK_FOUND, index[rows[found]], ev[found])
+                      < efficiency[found]]
         rows, pt, abs_eta, ev, apid = rows[found], pt[found], abs_eta[found], ev[found], apid[found]
         resolution = np.minimum(by_class(self._resolution) * tr.resolution_scale, 1.0)
         smeared = lognormal(pt, resolution * pt, normal(keys, _TRACK_PT, index[rows], ev))
