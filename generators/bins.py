@@ -19,32 +19,52 @@ from resim.detector_spec import BinnedTable, TrackResolution
 
 
 class Bins:
-    """Bins between sorted ``edges``: :meth:`index` is
-    ``np.searchsorted(edges, x, side="right") - 1`` (-1 below the first edge,
-    ``len(edges) - 1`` from the last one on)."""
+    """Bins between sorted ``edges``: :meth:`rank` is
+    ``np.searchsorted(edges, x, side="right")``, the number of edges at or below x (0
+    below the first edge: bin ``rank - 1``)."""
+
+    #: Up to this many edges, counting the edges passed costs fewer passes than the grid.
+    FEW = 4
 
     def __init__(self, edges: Sequence[float]):
         e = np.asarray(edges, float)
         self.edges = e
         widths = np.diff(e)
-        self._step = 0.5 * widths.min() if len(widths) and widths.min() > 0 else 1.0
-        n = int(np.ceil((e[-1] - e[0]) / self._step)) + 1
+        step = 0.5 * widths.min() if len(widths) and widths.min() > 0 else 1.0
+        n = int(np.ceil((e[-1] - e[0]) / step)) + 1
         self._last = n
-        # The bin of each fine cell's lower edge, and the edges padded with ±inf, so that
-        # bin b is [padded[b + 1], padded[b + 2]).
-        self._guess = np.searchsorted(e, e[0] + self._step * np.arange(n + 1), side="right") - 1
-        self._padded = np.concatenate([[-np.inf], e, [np.inf]])
+        self._scale, self._offset = 1.0 / step, e[0] / step
+        # The rank of each fine cell's lower edge (int32); the edges around each rank r,
+        # [below[r], above[r]), padded with ±inf.
+        self._guess = np.searchsorted(e, e[0] + step * np.arange(n + 1), side="right"
+                                      ).astype(np.int32)
+        self._below = np.concatenate([[-np.inf], e])
+        self._above = np.concatenate([e, [np.inf]])
 
-    def index(self, x: np.ndarray) -> np.ndarray:
-        """The bin of each ``x`` (int64)."""
+    def rank(self, x: np.ndarray) -> np.ndarray:
+        """The number of edges at or below each ``x`` (int64)."""
         x = np.asarray(x, float)
         if not np.isfinite(x).all():  # NaN has no cell in the grid: search
-            return np.searchsorted(self.edges, x, side="right") - 1
-        fine = np.clip((x - self.edges[0]) / self._step, 0, self._last).astype(np.int64)
-        guess = self._guess[fine]
-        # The guess is off by at most one bin (a fine cell is at most half a bin wide,
-        # and rounding moves x by at most one cell).
-        return (guess + (x >= self._padded[guess + 2])) - (x < self._padded[guess + 1])
+            return np.searchsorted(self.edges, x, side="right")
+        if len(self.edges) <= self.FEW:
+            rank = (x >= self.edges[0]).astype(np.int64)
+            for edge in self.edges[1:]:
+                rank += x >= edge
+            return rank
+        # Any fine cell within one of x's names x's bin or a neighbour (a cell is at most
+        # half a bin wide): one comparison on each side corrects the guess.
+        fine = x * self._scale
+        fine -= self._offset
+        np.clip(fine, 0, self._last, out=fine)
+        guess = self._guess[fine.astype(np.int32)]
+        rank = (x >= self._above[guess]).astype(np.int64)
+        rank += guess
+        rank -= x < self._below[guess]
+        return rank
+
+    def index(self, x: np.ndarray) -> np.ndarray:
+        """The bin of each ``x``: ``np.searchsorted(edges, x, side="right") - 1``."""
+        return self.rank(x) - 1
 
 
 class Table:
@@ -65,7 +85,10 @@ class Table:
     def index(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
         """Each particle's entry: :meth:`at` gives its value (here, or in a table with the
         same edges)."""
-        return (self.eta.index(abs_eta) + 1) * self._columns + (self.pt.index(pt) + 1)
+        index = self.eta.rank(abs_eta)
+        index *= self._columns
+        index += self.pt.rank(pt)
+        return index
 
     def at(self, index: np.ndarray) -> np.ndarray:
         return self._flat[index]
@@ -89,7 +112,7 @@ class Resolution:
         self._slope = np.concatenate([[0.0], resolution.slope, [0.0]])
 
     def __call__(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
-        row = self.eta.index(abs_eta) + 1
+        row = self.eta.rank(abs_eta)
         a, b = self._constant[row], self._slope[row] * pt
         return np.sqrt(a * a + b * b)
 

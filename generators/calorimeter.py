@@ -49,7 +49,7 @@ class CellGrid:
 
     def cell(self, eta: np.ndarray, phi: np.ndarray) -> np.ndarray:
         """Cell index of each (η, φ), -1 outside the grid."""
-        ring = self._rings.index(eta) + 1
+        ring = self._rings.rank(eta)
         j = np.minimum(((phi + np.pi) * self._per_radian[ring]).astype(np.int64),
                        self._last_phi[ring])
         return self._first[ring] + np.maximum(j, 0)
