@@ -135,13 +135,17 @@ class Calorimeter:
         combined = np.sqrt(track_s2 + sigma * sigma)
         significant = (excess > spec.energy_min) & (
             excess > spec.significance_min * combined)
-        # No significant excess: the tracks take the best estimate of the charged energy.
-        w_track = np.divide(1.0, track_s2, out=np.zeros(m), where=track_s2 > 0)
-        w_cell = np.divide(1.0, sigma * sigma, out=np.zeros(m), where=sigma > 0)
-        rescale = ~significant & (tracks > 0) & (w_track + w_cell > 0)
-        best = np.divide(w_track * tracks + w_cell * energy, w_track + w_cell,
-                         out=tracks.copy(), where=rescale)
-        scale = np.divide(best, tracks, out=np.ones(m), where=rescale)
+        # No significant excess: the tracks take the best estimate of the charged energy
+        # (worked out for the cells with tracks alone: few in the ECAL).
+        scale = np.ones(m)
+        t = np.flatnonzero(tracks > 0)
+        t_s2, t_sigma, t_tracks = track_s2[t], sigma[t], tracks[t]
+        w_track = np.divide(1.0, t_s2, out=np.zeros(len(t)), where=t_s2 > 0)
+        w_cell = np.divide(1.0, t_sigma * t_sigma, out=np.zeros(len(t)), where=t_sigma > 0)
+        rescale = ~significant[t] & (w_track + w_cell > 0)
+        best = np.divide(w_track * t_tracks + w_cell * energy[t], w_track + w_cell,
+                         out=t_tracks.copy(), where=rescale)
+        scale[t] = np.divide(best, t_tracks, out=np.ones(len(t)), where=rescale)
 
         c = np.flatnonzero(significant)
         ec = event[c]
