@@ -193,28 +193,29 @@ def _cells_hit(event: np.ndarray, cell: np.ndarray, n_cells: int
     the position of each entry's among them, the entries in that order (a stable sort)
     and where each pair's entries start in it."""
     cell_bits = max(int(n_cells - 1).bit_length(), 1)
-    event_bits = int(event[-1]).bit_length() if len(event) else 0
-    key = (event.astype(np.uint64) << np.uint64(cell_bits)) | cell.astype(np.uint64)
-    order = _stable_order(key, event_bits + cell_bits)
+    bits = cell_bits + (int(event[-1]).bit_length() if len(event) else 0)
+    kind = np.uint32 if bits <= 32 else np.uint64  # half the memory when it fits
+    key = event.astype(kind) << kind(cell_bits)
+    key |= cell.astype(kind)
+    order = _stable_order(key, bits)
     ordered = key[order]
     new = np.ones(len(key), bool)
-    new[1:] = ordered[1:] != ordered[:-1]
+    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
     group = np.empty(len(key), np.int64)
     group[order] = np.cumsum(new) - 1
-    first = ordered[new]
-    return ((first >> np.uint64(cell_bits)).astype(np.int64),
-            (first & np.uint64((1 << cell_bits) - 1)).astype(np.int64),
-            group, order, np.flatnonzero(new))
+    first = ordered[starts]
+    return ((first >> kind(cell_bits)).astype(np.int64),
+            (first & kind((1 << cell_bits) - 1)).astype(np.int64), group, order, starts)
 
 
 def _stable_order(key: np.ndarray, bits: int) -> np.ndarray:
-    """``np.argsort(key, kind="stable")`` of uint64 keys below 2**bits, as radix passes
+    """``np.argsort(key, kind="stable")`` of unsigned keys below 2**bits, as radix passes
     over 16-bit digits, least significant first: numpy sorts 16-bit keys by radix sort,
     several times faster than its merge sort of wider ones."""
-    mask = np.uint64(0xFFFF)
-    order = np.argsort((key & mask).astype(np.uint16), kind="stable")
+    order = np.argsort(key.astype(np.uint16), kind="stable")  # the low 16 bits
     for shift in range(16, bits, 16):
-        digit = ((key[order] >> np.uint64(shift)) & mask).astype(np.uint16)
+        digit = (key[order] >> key.dtype.type(shift)).astype(np.uint16)
         order = order[np.argsort(digit, kind="stable")]
     return order
 

@@ -16,7 +16,7 @@ import resim
 from resim.card import CardError, load_card, parse_card
 from resim.detector_spec import merge, parse, preset_text
 from resim.generators.bins import Bins, Resolution, Table
-from resim.generators.calorimeter import CellGrid
+from resim.generators.calorimeter import CellGrid, _cells_hit
 from resim.generators.detector import CANDIDATE_COLUMNS, Detector
 from resim.generators.final_state import FinalState
 from resim.generators.propagation import (
@@ -208,6 +208,23 @@ def test_table_lookups_are_the_specs_own_evaluation():
     edges = np.array([0.1, 0.2227, 0.2720, 1.0, 134.7])
     x = np.concatenate([rng.uniform(-1, 200, 10_000), edges, np.nextafter(edges, -1)])
     assert np.array_equal(Bins(edges).index(x), np.searchsorted(edges, x, side="right") - 1)
+
+
+def test_cells_are_grouped_as_a_stable_sort_would():
+    """The radix grouping of deposits by (realization, cell): the same groups, group
+    order and entry order as np.unique and a stable argsort, for keys of 32 bits and
+    wider."""
+    rng = np.random.default_rng(0)
+    for n_events, n_cells in ((134, 123_192), (40_000, 123_192), (3, 50)):
+        event = np.sort(rng.integers(0, n_events, 30_000))
+        cell = rng.integers(0, n_cells, 30_000)
+        e, c, group, order, starts = _cells_hit(event, cell, n_cells)
+        key = event * n_cells + cell
+        unique, inverse = np.unique(key, return_inverse=True)
+        assert np.array_equal(e * n_cells + c, unique)
+        assert np.array_equal(group, inverse)
+        assert np.array_equal(order, np.argsort(key, kind="stable"))
+        assert np.array_equal(starts, np.searchsorted(key[order], unique))
 
 
 # --------------------------------------------------- parametrizations, as measured
