@@ -26,7 +26,7 @@ class Bins:
     #: Up to this many edges, counting the edges passed costs fewer passes than the grid.
     FEW = 4
 
-    def __init__(self, edges: Sequence[float]):
+    def __init__(self, edges: Sequence[float] | np.ndarray):
         e = np.asarray(edges, float)
         self.edges = e
         widths = np.diff(e)

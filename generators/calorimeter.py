@@ -195,7 +195,7 @@ def _cells_hit(event: np.ndarray, cell: np.ndarray, n_cells: int
     cell_bits = max(int(n_cells - 1).bit_length(), 1)
     bits = cell_bits + (int(event[-1]).bit_length() if len(event) else 0)
     kind = np.uint32 if bits <= 32 else np.uint64  # half the memory when it fits
-    key = event.astype(kind) << kind(cell_bits)
+    key = np.left_shift(event.astype(kind), kind(cell_bits))
     key |= cell.astype(kind)
     order = _stable_order(key, bits)
     ordered = key[order]

@@ -172,8 +172,9 @@ class Detector:
             measured.append(m)
 
         # 4. Candidates, per realization: tracks, then photons, then neutral hadrons.
-        return self._candidates(tracks, *measured, c, event, index, keys, len(particles),
-                               pt_min)
+        photons, neutrals = measured
+        return self._candidates(tracks, photons, neutrals, c, event, index, keys,
+                                len(particles), pt_min)
 
     def _tracks(self, rows: np.ndarray, c: dict[str, np.ndarray], pt: np.ndarray,
                 event: np.ndarray, index: np.ndarray,
@@ -218,10 +219,10 @@ class Detector:
         uncertainties (at the tracker's pT, before any calorimeter rescaling)."""
         tr, rows = self.spec.tracking, tracks["row"]
         smeared, abs_eta = tracks["smeared"], tracks["abs_eta"]
-        d0, dz = helix_impact_parameters(
-            *(np.asarray(c[name][rows], float) for name in ("vx", "vy", "vz", "px", "py", "pz",
-                                                            "charge")),
-            self.spec.geometry.magnetic_field, ON_AXIS)
+        vx, vy, vz, px, py, pz, charge = (np.asarray(c[name][rows], float) for name in (
+            "vx", "vy", "vz", "px", "py", "pz", "charge"))
+        d0, dz = helix_impact_parameters(vx, vy, vz, px, py, pz, charge,
+                                         self.spec.geometry.magnetic_field, ON_AXIS)
         bin_d0 = self._d0.index(smeared, abs_eta)
         bin_dz = bin_d0 if self._dz.same_bins(self._d0) else self._dz.index(smeared, abs_eta)
         d0_err = self._d0.at(bin_d0) * tr.impact_parameter_scale
