@@ -32,13 +32,12 @@ its cell.
 
 from __future__ import annotations
 
-from typing import cast
-
 import numpy as np
 
-from resim.detector_spec import DetectorSpec, TrackClass
+from resim.detector_spec import DetectorSpec
 from resim.layout import CHARGED_HADRON, ELECTRON, MUON, NEUTRAL_HADRON, PHOTON
 
+from .bins import Resolution, Table
 from .calorimeter import Calorimeter, Deposits, Measured, lognormal
 from .final_state import COLUMNS, FinalState
 from .propagation import from_beam_line, helix_impact_parameters, to_cylinder
@@ -65,30 +64,44 @@ class Detector:
         self.spec = spec
         self.ecal = Calorimeter(spec.ecal, _ECAL)
         self.hcal = Calorimeter(spec.hcal, _HCAL)
+        tr = spec.tracking
+        # Track classes by |PDG id| (0: charged hadrons): efficiencies, pT resolutions.
+        classes = {0: tr.charged_hadron, 11: tr.electron, 13: tr.muon}
+        self._efficiency = {code: Table(c.efficiency) for code, c in classes.items()}
+        self._resolution = {code: Resolution(c.resolution) for code, c in classes.items()}
+        self._d0, self._dz = Table(tr.d0_resolution), Table(tr.dz_resolution)
+        ident = spec.identification
+        self._identified = {11: Table(ident.electron), 13: Table(ident.muon)}
+        self._photon = Table(ident.photon)
         # Shares by |PDG id|: a table for ids below _LOOKUP (every stable hadron), the
         # listed ids beyond it (e.g. neutralinos) looked up one by one.
-        self._table = np.tile(np.asarray(spec.default_fraction, float), (_LOOKUP, 1))
+        self._ecal_share, self._hcal_share = (np.full(_LOOKUP, float(f))
+                                              for f in spec.default_fraction)
         self._beyond = []
         for pid, ecal, hcal in spec.fractions:
             if pid < _LOOKUP:
-                self._table[pid] = ecal, hcal
+                self._ecal_share[pid], self._hcal_share[pid] = ecal, hcal
             else:
                 self._beyond.append((pid, ecal, hcal))
 
     def shares(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ECAL, HCAL) energy shares of particles with PDG ids ``pid``."""
         apid = np.abs(pid)
-        shares = self._table[np.minimum(apid, _LOOKUP - 1)]
+        row = np.minimum(apid, _LOOKUP - 1)
+        ecal, hcal = self._ecal_share[row], self._hcal_share[row]
         large = np.flatnonzero(apid >= _LOOKUP)
         if len(large):
-            shares[large] = self.spec.default_fraction
-            for code, ecal, hcal in self._beyond:
-                shares[large[apid[large] == code]] = ecal, hcal
-        return shares[:, 0], shares[:, 1]
+            ecal[large], hcal[large] = self.spec.default_fraction
+            for code, e, h in self._beyond:
+                which = large[apid[large] == code]
+                ecal[which], hcal[which] = e, h
+        return ecal, hcal
 
-    def simulate(self, particles: FinalState, keys: np.ndarray) -> FinalState:
+    def simulate(self, particles: FinalState, keys: np.ndarray,
+                 pt_min: float = 0.0) -> FinalState:
         """Candidates of every realization of ``particles`` (realization i drawing its
-        random numbers with ``keys[i]``, uint64), in the same realization order."""
+        random numbers with ``keys[i]``, uint64), in the same realization order; those
+        below ``pt_min`` (GeV) are left out."""
         geo = self.spec.geometry
         c = particles.columns
         event = particles.event_index()
@@ -136,12 +149,14 @@ class Detector:
         # 3. Calorimeters: particles deposit their shares where they arrive; tracks are
         # subtracted in the same cells, and scaled where the cells measure them better.
         e_share, h_share = self.shares(pid)
+        leading = len(c) > len(COLUMNS)  # extra columns to carry to neutral candidates
         measured = []
         for calo, share in ((self.ecal, e_share), (self.hcal, h_share)):
             dep = np.flatnonzero(seen & (share > 0))
             cell = calo.grid.cell(at_eta[dep], at_phi[dep])
-            hit = cell >= 0
-            dep, cell = dep[hit], cell[hit]
+            if (cell < 0).any():
+                hit = np.flatnonzero(cell >= 0)
+                dep, cell = dep[hit], cell[hit]
             position = np.full(len(pt), -1, np.int64)  # of each particle among the deposits
             position[dep] = np.arange(len(dep))
             trk = np.flatnonzero(position[tr] >= 0)
@@ -150,114 +165,167 @@ class Detector:
                 event=event[dep], cell=cell, energy=energy[dep] * share[dep],
                 track_of=position[tr[trk]], track_energy=track_e,
                 track_sigma2=(tracks["resolution"][trk] * track_e) ** 2),
-                keys, leading=len(c) > len(COLUMNS))
+                keys, leading)
             _scale_tracks(tracks, trk, m.track_scale)
-            m.leading = np.where(m.leading >= 0, dep[np.maximum(m.leading, 0)], -1)
+            if leading:
+                m.leading = np.where(m.leading >= 0, dep[np.maximum(m.leading, 0)], -1)
             measured.append(m)
 
         # 4. Candidates, per realization: tracks, then photons, then neutral hadrons.
         photons, neutrals = measured
         return self._candidates(tracks, photons, neutrals, c, event, index, keys,
-                                len(particles))
+                                len(particles), pt_min)
 
     def _tracks(self, rows: np.ndarray, c: dict[str, np.ndarray], pt: np.ndarray,
                 event: np.ndarray, index: np.ndarray,
                 keys: np.ndarray) -> dict[str, np.ndarray]:
-        """Tracks of the charged particles ``rows``: found, smeared, with impact
-        parameters. Returns columns over the found ones (``row``: their particle)."""
+        """Tracks of the charged particles ``rows``: found and smeared. Returns columns
+        over the found ones (``row``: their particle); :meth:`_impact_parameters` adds
+        theirs."""
         tr = self.spec.tracking
         apid = np.abs(c["pid"][rows])
         pt = pt[rows]
         abs_eta = np.abs(np.arcsinh(c["pz"][rows] / np.maximum(pt, 1e-12)))
-        k = keys[event[rows]]
+        ev = event[rows]
 
-        def by_class(what: str) -> np.ndarray:
-            cls: dict[int, TrackClass] = {11: tr.electron, 13: tr.muon}
-            out = getattr(tr.charged_hadron, what)(pt, abs_eta)
-            for code, spec in cls.items():
-                lepton = apid == code
-                if lepton.any():
-                    out[lepton] = getattr(spec, what)(pt[lepton], abs_eta[lepton])
+        def by_class(tables: dict[int, Table] | dict[int, Resolution]) -> np.ndarray:
+            out = tables[0](pt, abs_eta)
+            for code in (11, 13):
+                lepton = np.flatnonzero(apid == code)
+                if len(lepton):
+                    out[lepton] = tables[code](pt[lepton], abs_eta[lepton])
             return out
 
-        efficiency = np.minimum(by_class("efficiency") * tr.efficiency_scale, 1.0)
-        found = uniform(k, _TRACK_FOUND, index[rows]) < efficiency
-        rows, pt, abs_eta, k, apid = rows[found], pt[found], abs_eta[found], k[found], apid[found]
-        resolution = np.minimum(by_class("resolution") * tr.resolution_scale, 1.0)
-        smeared = lognormal(pt, resolution * pt, normal(k, _TRACK_PT, index[rows]))
+        efficiency = np.minimum(by_class(self._efficiency) * tr.efficiency_scale, 1.0)
+        # Uniform numbers are > 0: only particles with an efficiency need a draw.
+        found = np.flatnonzero(efficiency > 0)
+        found = found[uniform(keys, _TRACK_FOUND, index[rows[found]], ev[found])
+                      < efficiency[found]]
+        rows, pt, abs_eta, ev, apid = rows[found], pt[found], abs_eta[found], ev[found], apid[found]
+        resolution = np.minimum(by_class(self._resolution) * tr.resolution_scale, 1.0)
+        smeared = lognormal(pt, resolution * pt, normal(keys, _TRACK_PT, index[rows], ev))
         px, py, pz, e = (np.asarray(c[name][rows], float) for name in ("px", "py", "pz", "E"))
         mass2 = np.maximum(e * e - px * px - py * py - pz * pz, 0.0)
-        d0, dz = helix_impact_parameters(
-            np.asarray(c["vx"][rows], float), np.asarray(c["vy"][rows], float),
-            np.asarray(c["vz"][rows], float), px, py, pz, np.asarray(c["charge"][rows], float),
-            self.spec.geometry.magnetic_field, ON_AXIS)
         scale = smeared / pt
         px, py, pz = px * scale, py * scale, pz * scale
-        d0_err = tr.d0_resolution(smeared, abs_eta) * tr.impact_parameter_scale
-        dz_err = tr.dz_resolution(smeared, abs_eta) * tr.impact_parameter_scale
-        z0, z1 = normal_pair(k, _TRACK_IP, index[rows])
         return {"row": rows, "px": px, "py": py, "pz": pz,
                 "E": np.sqrt(px * px + py * py + pz * pz + mass2), "mass2": mass2,
-                "resolution": resolution, "d0": d0 + d0_err * z0, "dz": dz + dz_err * z1,
-                "d0_err": d0_err, "dz_err": dz_err}
+                "resolution": resolution, "smeared": smeared, "abs_eta": abs_eta}
+
+    def _impact_parameters(self, tracks: dict[str, np.ndarray], c: dict[str, np.ndarray],
+                           event: np.ndarray, index: np.ndarray, keys: np.ndarray
+                           ) -> dict[str, np.ndarray]:
+        """Smeared d0, dz of ``tracks`` (of their particles' helices) and their
+        uncertainties (at the tracker's pT, before any calorimeter rescaling)."""
+        tr, rows = self.spec.tracking, tracks["row"]
+        smeared, abs_eta = tracks["smeared"], tracks["abs_eta"]
+        vx, vy, vz, px, py, pz, charge = (np.asarray(c[name][rows], float) for name in (
+            "vx", "vy", "vz", "px", "py", "pz", "charge"))
+        d0, dz = helix_impact_parameters(vx, vy, vz, px, py, pz, charge,
+                                         self.spec.geometry.magnetic_field, ON_AXIS)
+        bin_d0 = self._d0.index(smeared, abs_eta)
+        bin_dz = bin_d0 if self._dz.same_bins(self._d0) else self._dz.index(smeared, abs_eta)
+        d0_err = self._d0.at(bin_d0) * tr.impact_parameter_scale
+        dz_err = self._dz.at(bin_dz) * tr.impact_parameter_scale
+        z0, z1 = normal_pair(keys, _TRACK_IP, index[rows], event[rows])
+        return {"d0": d0 + d0_err * z0, "dz": dz + dz_err * z1, "d0_err": d0_err,
+                "dz_err": dz_err}
 
     def _candidates(self, tracks: dict[str, np.ndarray], photons: Measured,
                     neutrals: Measured, c: dict[str, np.ndarray], event: np.ndarray,
-                    index: np.ndarray, keys: np.ndarray, n_events: int) -> FinalState:
-        ident = self.spec.identification
+                    index: np.ndarray, keys: np.ndarray, n_events: int,
+                    pt_min: float) -> FinalState:
+        """The tracks, photons and neutral hadrons from ``pt_min`` on (as
+        ``resim.pipeline._above`` would keep them: pT² >= pt_min²), interleaved by
+        realization: its tracks, then its photons, then its neutral hadrons. What only
+        the kept ones need (identification, impact parameters, the neutrals' momenta) is
+        worked out for them alone."""
+        # Charged candidates.
+        px, py = tracks["px"], tracks["py"]
+        pt2 = px * px + py * py
+        if pt_min > 0:
+            hard = np.flatnonzero(pt2 >= pt_min * pt_min)
+            tracks, pt2 = {name: v[hard] for name, v in tracks.items()}, pt2[hard]
         tr = tracks["row"]
         charge = np.asarray(c["charge"][tr])
-        sign = np.where(charge < 0, -1, 1)
+        sign = 1 - 2 * (charge < 0)
         apid = np.abs(c["pid"][tr])
-        pt = np.sqrt(tracks["px"] ** 2 + tracks["py"] ** 2)
+        pt = np.sqrt(pt2)
         abs_eta = np.abs(np.arcsinh(tracks["pz"] / np.maximum(pt, 1e-12)))
         kind = np.full(len(tr), CHARGED_HADRON, np.int8)
-        for code, table, lepton in ((11, ident.electron, ELECTRON), (13, ident.muon, MUON)):
+        pid = 211 * sign
+        for code, lepton in ((11, ELECTRON), (13, MUON)):
+            table = self._identified[code]
             sel = np.flatnonzero(apid == code)
-            passed = uniform(keys[event[tr[sel]]], _LEPTON_ID, index[tr[sel]]) < table(
+            passed = uniform(keys, _LEPTON_ID, index[tr[sel]], event[tr[sel]]) < table(
                 pt[sel], abs_eta[sel])
             kind[sel[passed]] = lepton
-        pid = np.select([kind == ELECTRON, kind == MUON], [-11 * sign, -13 * sign], 211 * sign)
+            pid[sel[passed]] = -code * sign[sel[passed]]
+        charged = {"px": tracks["px"], "py": tracks["py"], "pz": tracks["pz"],
+                   "E": tracks["E"], "pid": pid, "charge": charge, "vx": c["vx"][tr],
+                   "vy": c["vy"][tr], "vz": c["vz"][tr], "kind": kind,
+                   **self._impact_parameters(tracks, c, event, index, keys)}
 
-        photon_pt = photons.energy / np.cosh(photons.eta)
-        is_photon = uniform(keys[photons.event], _PHOTON_ID, photons.cell) < ident.photon(
-            photon_pt, np.abs(photons.eta))
-        photon_kind = np.where(is_photon, PHOTON, NEUTRAL_HADRON).astype(np.int8)
-
-        n_p, n_n = len(photons.energy), len(neutrals.energy)
-        zeros = np.zeros(n_p + n_n)
+        # Neutral candidates: photons (ECAL), then neutral hadrons (HCAL).
+        n_p = len(photons.energy)
         eta = np.concatenate([photons.eta, neutrals.eta])
         phi = np.concatenate([photons.phi, neutrals.phi])
         e = np.concatenate([photons.energy, neutrals.energy])
-        npt = e / np.cosh(eta)
-        neutral_kind = np.concatenate([photon_kind, np.full(n_n, NEUTRAL_HADRON, np.int8)])
-        neutral = {"px": npt * np.cos(phi), "py": npt * np.sin(phi), "pz": npt * np.sinh(eta),
-                   "E": e, "pid": np.where(neutral_kind == PHOTON, 22, 130),
-                   "charge": zeros, "vx": zeros, "vy": zeros, "vz": zeros, "d0": zeros,
-                   "dz": zeros, "d0_err": zeros, "dz_err": zeros, "kind": neutral_kind}
-        charged = {"px": tracks["px"], "py": tracks["py"], "pz": tracks["pz"], "E": tracks["E"],
-                   "pid": pid, "charge": charge, "vx": c["vx"][tr], "vy": c["vy"][tr],
-                   "vz": c["vz"][tr], "d0": tracks["d0"], "dz": tracks["dz"],
-                   "d0_err": tracks["d0_err"], "dz_err": tracks["dz_err"], "kind": kind}
-        # Interleave the three (each in realization order) by realization, without a sort.
-        parts = [event[tr], photons.event, neutrals.event]
-        per = [np.bincount(e, minlength=n_events) for e in parts]
-        counts = cast(np.ndarray, sum(per))  # of three arrays, never the 0 of none
-        start = np.cumsum(counts) - counts  # of each realization's candidates
-        position = []
-        for e, n in zip(parts, per, strict=True):
-            rank = np.arange(len(e)) - (np.cumsum(n) - n)[e]  # within its realization
-            position.append(start[e] + rank)
-            start = start + n
-        order = np.empty(int(counts.sum()), np.int64)
-        order[np.concatenate(position)] = np.arange(len(order))
-        columns = {name: np.concatenate([charged[name], neutral[name]])[order]
-                   for name in CANDIDATE_COLUMNS}
+        owner = np.concatenate([photons.event, neutrals.event])
         leading = np.concatenate([photons.leading, neutrals.leading])
+        source = np.arange(len(e))  # < n_p: that photon; else that neutral hadron + n_p
+        npt = e / np.cosh(eta)
+        if pt_min > 0:  # cos² + sin² is 1 within a few ulp: only these can be kept
+            hard = np.flatnonzero(npt >= pt_min * (1 - 1e-9))
+            eta, phi, e, owner, leading, source, npt = (
+                v[hard] for v in (eta, phi, e, owner, leading, source, npt))
+        npx, npy = npt * np.cos(phi), npt * np.sin(phi)
+        if pt_min > 0:
+            hard = np.flatnonzero(npx * npx + npy * npy >= pt_min * pt_min)
+            eta, phi, e, owner, leading, source, npt, npx, npy = (
+                v[hard] for v in (eta, phi, e, owner, leading, source, npt, npx, npy))
+        from_ecal = source < n_p
+        ecal = np.flatnonzero(from_ecal)
+        neutral_kind = np.full(len(e), NEUTRAL_HADRON, np.int8)
+        is_photon = uniform(keys, _PHOTON_ID, photons.cell[source[ecal]], owner[ecal]) < (
+            self._photon(npt[ecal], np.abs(eta[ecal])))
+        neutral_kind[ecal[is_photon]] = PHOTON
+        neutral = {"px": npx, "py": npy, "pz": npt * np.sinh(eta), "E": e,
+                   "pid": np.where(neutral_kind == PHOTON, 22, 130), "kind": neutral_kind}
+
+        position, counts = _interleave(
+            [event[tr], owner[from_ecal], owner[~from_ecal]], n_events)
+        at_c, at_n = position[0], np.concatenate(position[1:])
+        n = int(counts.sum())
+
+        def column(of_charged: np.ndarray, of_neutral: np.ndarray | None) -> np.ndarray:
+            dtype = np.result_type(of_charged, np.float64 if of_neutral is None else of_neutral)
+            out = (np.empty if of_neutral is not None else np.zeros)(n, dtype)
+            out[at_c] = of_charged
+            if of_neutral is not None:
+                out[at_n] = of_neutral
+            return out
+
+        columns = {name: column(charged[name], neutral.get(name)) for name in CANDIDATE_COLUMNS}
         for name in c:
             if name not in columns:  # carried along: from the track's or leading particle
-                columns[name] = np.concatenate([c[name][tr], c[name][leading]])[order]
+                columns[name] = column(c[name][tr], c[name][leading])
         return FinalState(columns, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+
+
+def _interleave(parts: list[np.ndarray], n_events: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Where the entries of ``parts`` (each in realization order; entry i of part j
+    belongs to realization ``parts[j][i]``) go when each realization takes its entries
+    of part 0, then of part 1, ...; and each realization's count. No sort."""
+    per = [np.bincount(e, minlength=n_events) for e in parts]
+    counts = sum(per, np.zeros(n_events, np.int64))
+    start = np.cumsum(counts) - counts  # of each realization's entries
+    position = []
+    for e, n in zip(parts, per, strict=True):
+        rank = np.arange(len(e)) - (np.cumsum(n) - n)[e]  # within its realization
+        position.append(start[e] + rank)
+        start = start + n
+    return position, counts
 
 
 def _scale_tracks(tracks: dict[str, np.ndarray], which: np.ndarray, scale: np.ndarray) -> None:

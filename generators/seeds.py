@@ -47,40 +47,71 @@ def derive_key(card_seed: int, *coordinates: int | str) -> int:
 
 def mix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser: a bijective scramble of uint64 values."""
-    x = np.asarray(x, dtype=np.uint64)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    return _scramble(np.array(x, dtype=np.uint64))
 
 
-def uniform(keys: np.ndarray, stream: int, counters: np.ndarray) -> np.ndarray:
-    """Uniform numbers in (0, 1), one per (key, counter), for random-number ``stream``."""
+def _scramble(x: np.ndarray) -> np.ndarray:
+    """:func:`mix64` in place (no temporaries beyond the shifts) of uint64 ``x``."""
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def _bases(keys: np.ndarray, stream: int, event: np.ndarray | None) -> np.ndarray:
+    """Each draw's scrambled (key, stream): from ``keys[event]`` if ``event`` is given
+    (scrambling each key once, not once per draw), else from ``keys``."""
     salt = np.uint64((stream + 1) * _STREAM % 2**64)  # Python ints: no uint64 overflow
     base = mix64(np.asarray(keys, np.uint64) ^ salt)
-    x = mix64(base + (np.asarray(counters).astype(np.uint64) + np.uint64(1)) * _GOLDEN)
-    return ((x >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0**-53
+    return base if event is None else base[event]
 
 
-def _box_muller(keys: np.ndarray, stream: int, counters: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
+def _uniform(base: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    x = np.asarray(counters).astype(np.uint64)
+    x += np.uint64(1)
+    x *= _GOLDEN
+    x += base
+    _scramble(x)
+    x >>= np.uint64(11)
+    u = x.astype(np.float64)
+    u += 0.5
+    u *= 2.0**-53
+    return u
+
+
+def uniform(keys: np.ndarray, stream: int, counters: np.ndarray,
+            event: np.ndarray | None = None) -> np.ndarray:
+    """Uniform numbers in (0, 1), one per (key, counter), for random-number ``stream``.
+    With ``event``, draw i uses key ``keys[event[i]]`` (the same numbers, made faster)."""
+    return _uniform(_bases(keys, stream, event), counters)
+
+
+def _box_muller(keys: np.ndarray, stream: int, counters: np.ndarray,
+                event: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """(radius, angle) of Box–Muller from the uniforms at counters 2c and 2c + 1; the
     angle in single precision, where numpy's sine and cosine are vectorised (in double
     precision they cost 20 times more, and 1e-7 is plenty for a smearing)."""
+    base = _bases(keys, stream, event)
     counters = np.asarray(counters).astype(np.uint64) * np.uint64(2)
-    u1 = uniform(keys, stream, counters)
-    u2 = uniform(keys, stream, counters + np.uint64(1))
+    u1 = _uniform(base, counters)
+    counters += np.uint64(1)
+    u2 = _uniform(base, counters)
     return np.sqrt(-2.0 * np.log(u1)), (2.0 * np.pi * u2).astype(np.float32)
 
 
-def normal(keys: np.ndarray, stream: int, counters: np.ndarray) -> np.ndarray:
-    """Standard normal numbers, one per (key, counter) (Box–Muller on two uniforms)."""
-    radius, angle = _box_muller(keys, stream, counters)
+def normal(keys: np.ndarray, stream: int, counters: np.ndarray,
+           event: np.ndarray | None = None) -> np.ndarray:
+    """Standard normal numbers, one per (key, counter) (Box–Muller on two uniforms); keys
+    as :func:`uniform`'s."""
+    radius, angle = _box_muller(keys, stream, counters, event)
     return radius * np.cos(angle)
 
 
-def normal_pair(keys: np.ndarray, stream: int, counters: np.ndarray
-                ) -> tuple[np.ndarray, np.ndarray]:
+def normal_pair(keys: np.ndarray, stream: int, counters: np.ndarray,
+                event: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Two independent standard normal numbers per (key, counter); the first is
     :func:`normal`'s."""
-    radius, angle = _box_muller(keys, stream, counters)
+    radius, angle = _box_muller(keys, stream, counters, event)
     return radius * np.cos(angle), radius * np.sin(angle)

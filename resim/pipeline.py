@@ -133,6 +133,7 @@ class Pipeline:
         card = self.card
         names = card.variation_names
         detector, pileup = [], []
+        with_pileup = any(p is not None for _, p in self._setups)
         for j in jobs:
             v = card.variations[j.variation]
             own = (names[j.variation], j.event, j.realization, j.attempt)
@@ -140,8 +141,9 @@ class Pipeline:
             base = (cast(str, v.base), j.event, 0, j.attempt)
             detector.append(derive_key(card.run.seed, "detector",
                                        *(base if v.stage == "pileup" else own)))
-            pileup.append(derive_key(card.run.seed, "pileup",
-                                     *(base if v.stage == "detector" else own)))
+            if with_pileup:
+                pileup.append(derive_key(card.run.seed, "pileup",
+                                         *(base if v.stage == "detector" else own)))
         return np.array(detector, np.uint64), np.array(pileup, np.uint64)
 
     def _detect(self, particles: FinalState, jobs: list[Job]) -> tuple[FinalState, np.ndarray]:
@@ -151,6 +153,7 @@ class Pipeline:
         detector_keys, pileup_keys = self._keys(jobs)
         which = self._setup_of[np.fromiter((j.variation for j in jobs), np.int64, len(jobs))]
         n_pileup = np.zeros(len(jobs), np.int64)
+        pt_min = self.card.jets.constituent_pt_min
         parts, order = [], []
         per_realization = particles.offsets[-1] / max(len(jobs), 1)
         for s, (detector, pileup) in enumerate(self._setups):
@@ -160,17 +163,20 @@ class Pipeline:
             step = max(1, int(DETECTOR_PARTICLES_AT_ONCE / max(expected, 1.0)))
             for first in range(0, len(mine), step):
                 these = mine[first:first + step]
-                seen = particles if len(these) == len(jobs) else particles.take(these)
+                seen = _realizations(particles, these)
                 if pileup is not None:
                     with self.timer.step("pileup"):
                         overlaid = overlay(seen, self.pileup_library, pileup_keys[these],
                                            pileup)
                         seen, n_pileup[these] = overlaid.particles, overlaid.n_pileup
-                candidates = detector.simulate(seen, detector_keys[these])
-                if pileup is not None:
+                if pileup is None:  # the detector drops the soft candidates itself
+                    candidates = detector.simulate(seen, detector_keys[these], pt_min)
+                else:  # mitigation sees them all
+                    candidates = detector.simulate(seen, detector_keys[these])
                     with self.timer.step("mitigation"):
                         candidates = mitigate(candidates, overlaid.vertex_z,
                                               overlaid.n_pileup, pileup)
+                    candidates = _above(candidates, pt_min)
                 parts.append(candidates)
                 order.append(these)
         candidates = FinalState.concatenate(parts)
@@ -179,7 +185,7 @@ class Pipeline:
             candidates = candidates.take(np.argsort(position))
         # The realizations' records (heavy hadrons, decay products) are the particles'.
         candidates.history = particles.history
-        return _above(candidates, self.card.jets.constituent_pt_min), n_pileup
+        return candidates, n_pileup
 
     def block(self, first: int, last: int) -> tuple[dict[str, dict[str, np.ndarray]], BlockStats]:
         """Output tables for hard events [first, last)."""
@@ -227,6 +233,16 @@ class Pipeline:
         stats = BlockStats(events=last - first, realizations=len(real.jobs) + len(real.copies),
                            jets=len(tables["jets"]["pt"]), failed=sum(real.failed.values()))
         return tables, stats
+
+
+def _realizations(particles: FinalState, these: np.ndarray) -> FinalState:
+    """Realizations ``these`` of ``particles`` as the detector needs them (not their
+    records): views of the columns if they are consecutive, else a copy."""
+    if len(these) and these[-1] - these[0] == len(these) - 1 and (np.diff(these) == 1).all():
+        start, stop = particles.offsets[these[0]], particles.offsets[these[-1] + 1]
+        return FinalState({c: v[start:stop] for c, v in particles.columns.items()},
+                          particles.offsets[these[0]:these[-1] + 2] - start)
+    return particles.take(these)
 
 
 def _above(particles: FinalState, pt_min: float) -> FinalState:

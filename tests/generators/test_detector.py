@@ -15,13 +15,15 @@ import pytest
 import resim
 from resim.card import CardError, load_card, parse_card
 from resim.detector_spec import merge, parse, preset_text
-from resim.generators.calorimeter import CellGrid
+from resim.generators.bins import Bins, Resolution, Table
+from resim.generators.calorimeter import CellGrid, _cells_hit
 from resim.generators.detector import CANDIDATE_COLUMNS, Detector
 from resim.generators.final_state import FinalState
 from resim.generators.propagation import (
     from_beam_line,
     helix_impact_parameters,
     impact_parameters,
+    remainder,
     to_cylinder,
 )
 from resim.generators.seeds import derive_key, normal, normal_pair, uniform
@@ -127,6 +129,17 @@ def test_helices_reach_the_cylinder_and_the_closed_form_agrees():
     assert np.allclose(np.cos(phi_b - np.arctan2(y, x)), 1.0)
 
 
+def test_remainder_is_numpys_bit_for_bit():
+    period = 2 * np.pi
+    k = np.arange(-5, 6) * period
+    x = np.concatenate([k, np.nextafter(k, np.inf), np.nextafter(k, -np.inf), k / 2,
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-320, -1e-320],
+                        np.random.default_rng(3).uniform(-5 * period, 5 * period, 200_000)])
+    with np.errstate(invalid="ignore"):
+        assert np.array_equal(remainder(x, period).view(np.int64),
+                              np.mod(x, period).view(np.int64))
+
+
 def test_helix_impact_parameters_are_the_closest_approach():
     rng = np.random.default_rng(1)
     n = 300
@@ -169,6 +182,49 @@ def test_cells_are_found_and_contain_their_points():
     assert ((lo <= eta[inside]) & (eta[inside] < hi)).all()
     assert ((plo <= phi[inside] + 1e-12) & (phi[inside] < phi_hi + 1e-12)).all()
     assert grid.n_cells == 2 * 36 + 340 * 360 + 3 * 18
+
+
+def test_table_lookups_are_the_specs_own_evaluation():
+    """The detector's O(1) lookups give the spec's binary-search values exactly, on the
+    bin edges, between them, beyond them and on each side of every edge."""
+    spec = cms().spec
+    tr = spec.tracking
+    rng = np.random.default_rng(5)
+    for table in (tr.charged_hadron.efficiency, tr.electron.efficiency, tr.muon.efficiency,
+                  tr.d0_resolution, tr.dz_resolution, spec.identification.photon,
+                  spec.identification.electron):
+        edges = np.array([*table.eta_edges, *table.pt_edges])
+        near = np.concatenate([edges, np.nextafter(edges, -np.inf), np.nextafter(edges, np.inf)])
+        x = np.concatenate([near, rng.uniform(-1, 6, 5000), np.exp(rng.uniform(-4, 7, 5000)),
+                            [0.0, -0.0, 1e300, -1e300]])
+        for pt, eta in ((x, rng.permutation(x)), (rng.permutation(x), x)):
+            assert np.array_equal(Table(table)(pt, eta), table(pt, eta))
+        odd = np.array([np.inf, -np.inf, np.nan, 1.0])  # searched: no grid cell
+        assert np.array_equal(Table(table)(odd, odd[::-1]), table(odd, odd[::-1]))
+    for cls in (tr.charged_hadron, tr.electron, tr.muon):
+        x = np.concatenate([np.asarray(cls.resolution.eta_edges), rng.uniform(0, 6, 5000)])
+        pt = np.exp(rng.uniform(-3, 8, len(x)))
+        assert np.array_equal(Resolution(cls.resolution)(pt, x), cls.resolution(pt, x))
+    edges = np.array([0.1, 0.2227, 0.2720, 1.0, 134.7])
+    x = np.concatenate([rng.uniform(-1, 200, 10_000), edges, np.nextafter(edges, -1)])
+    assert np.array_equal(Bins(edges).index(x), np.searchsorted(edges, x, side="right") - 1)
+
+
+def test_cells_are_grouped_as_a_stable_sort_would():
+    """The radix grouping of deposits by (realization, cell): the same groups, group
+    order and entry order as np.unique and a stable argsort, for keys of 32 bits and
+    wider."""
+    rng = np.random.default_rng(0)
+    for n_events, n_cells in ((134, 123_192), (40_000, 123_192), (3, 50)):
+        event = np.sort(rng.integers(0, n_events, 30_000))
+        cell = rng.integers(0, n_cells, 30_000)
+        e, c, group, order, starts = _cells_hit(event, cell, n_cells)
+        key = event * n_cells + cell
+        unique, inverse = np.unique(key, return_inverse=True)
+        assert np.array_equal(e * n_cells + c, unique)
+        assert np.array_equal(group, inverse)
+        assert np.array_equal(order, np.argsort(key, kind="stable"))
+        assert np.array_equal(starts, np.searchsorted(key[order], unique))
 
 
 # --------------------------------------------------- parametrizations, as measured

@@ -1,0 +1,120 @@
+"""The detector's binned parametrizations and cell rings, looked up in O(1) per particle.
+
+:mod:`resim.detector_spec` defines the tables (:class:`~resim.detector_spec.BinnedTable`,
+:class:`~resim.detector_spec.TrackResolution`) and evaluates them with
+``np.searchsorted``: a binary search per particle, which for the 34 pT bins of the
+impact-parameter resolutions costs more than all the arithmetic around it. Here the same
+values come from a uniform fine grid over the edges (its cells at most half as wide as
+the narrowest bin), which names each value's bin or a neighbour, corrected by comparing
+with that bin's two edges: the same bins as the binary search, exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from resim.detector_spec import BinnedTable, TrackResolution
+
+
+class Bins:
+    """Bins between sorted ``edges``: :meth:`rank` is
+    ``np.searchsorted(edges, x, side="right")``, the number of edges at or below x (0
+    below the first edge: bin ``rank - 1``)."""
+
+    #: Up to this many edges, counting the edges passed costs fewer passes than the grid.
+    FEW = 4
+
+    def __init__(self, edges: Sequence[float] | np.ndarray):
+        e = np.asarray(edges, float)
+        self.edges = e
+        widths = np.diff(e)
+        step = 0.5 * widths.min() if len(widths) and widths.min() > 0 else 1.0
+        n = int(np.ceil((e[-1] - e[0]) / step)) + 1
+        self._last = n
+        self._scale, self._offset = 1.0 / step, e[0] / step
+        # The rank of each fine cell's lower edge (int32); the edges around each rank r,
+        # [below[r], above[r]), padded with ±inf.
+        self._guess = np.searchsorted(e, e[0] + step * np.arange(n + 1), side="right"
+                                      ).astype(np.int32)
+        self._below = np.concatenate([[-np.inf], e])
+        self._above = np.concatenate([e, [np.inf]])
+
+    def rank(self, x: np.ndarray) -> np.ndarray:
+        """The number of edges at or below each ``x`` (int64)."""
+        x = np.asarray(x, float)
+        if not np.isfinite(x).all():  # NaN has no cell in the grid: search
+            return np.searchsorted(self.edges, x, side="right")
+        if len(self.edges) <= self.FEW:
+            rank = (x >= self.edges[0]).astype(np.int64)
+            for edge in self.edges[1:]:
+                rank += x >= edge
+            return rank
+        # Any fine cell within one of x's names x's bin or a neighbour (a cell is at most
+        # half a bin wide): one comparison on each side corrects the guess.
+        fine = x * self._scale
+        fine -= self._offset
+        np.clip(fine, 0, self._last, out=fine)
+        guess = self._guess[fine.astype(np.int32)]
+        rank = (x >= self._above[guess]).astype(np.int64)
+        rank += guess
+        rank -= x < self._below[guess]
+        return rank
+
+    def index(self, x: np.ndarray) -> np.ndarray:
+        """The bin of each ``x``: ``np.searchsorted(edges, x, side="right") - 1``."""
+        return self.rank(x) - 1
+
+
+class Table:
+    """A :class:`~resim.detector_spec.BinnedTable`'s values, as its ``__call__`` gives them
+    (0 outside its |η| edges and below its first pT edge)."""
+
+    def __init__(self, table: BinnedTable):
+        self.eta = Bins(table.eta_edges)
+        self.pt = Bins(table.pt_edges)
+        values = np.asarray(table.values, float)
+        # Rows of zeros below and above the |η| bins, a column of zeros below the pT bins:
+        # every (row + 1, column + 1) then names its value, outside ones included.
+        padded = np.zeros((values.shape[0] + 2, values.shape[1] + 1))
+        padded[1:-1, 1:] = values
+        self._flat = padded.ravel()
+        self._columns = padded.shape[1]
+
+    def index(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+        """Each particle's entry: :meth:`at` gives its value (here, or in a table with the
+        same edges)."""
+        index = self.eta.rank(abs_eta)
+        index *= self._columns
+        index += self.pt.rank(pt)
+        return index
+
+    def at(self, index: np.ndarray) -> np.ndarray:
+        return self._flat[index]
+
+    def same_bins(self, other: Table) -> bool:
+        """Whether ``other`` has the same edges (so the same :meth:`index`)."""
+        return (np.array_equal(self.eta.edges, other.eta.edges)
+                and np.array_equal(self.pt.edges, other.pt.edges))
+
+    def __call__(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+        return self.at(self.index(pt, abs_eta))
+
+
+class Resolution:
+    """A :class:`~resim.detector_spec.TrackResolution`: sqrt(constant² + (slope·pT)²) per
+    |η| bin, 0 outside."""
+
+    def __init__(self, resolution: TrackResolution):
+        self.eta = Bins(resolution.eta_edges)
+        self._constant = np.concatenate([[0.0], resolution.constant, [0.0]])
+        self._slope = np.concatenate([[0.0], resolution.slope, [0.0]])
+
+    def __call__(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
+        row = self.eta.rank(abs_eta)
+        a, b = self._constant[row], self._slope[row] * pt
+        return np.sqrt(a * a + b * b)
+
+
+__all__ = ["Bins", "Resolution", "Table"]
