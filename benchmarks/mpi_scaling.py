@@ -146,7 +146,7 @@ def run_once(ranks: int, card: Path, events: int, directory: Path, nice: int = 0
                cpu=sum(t["cpu_seconds"] for t in timings))
 
 
-def main() -> None:
+def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--card", type=Path, default=CARD)
     parser.add_argument("--events", type=int, default=600)
@@ -160,36 +160,46 @@ def main() -> None:
                              "users' processes on a shared machine; reported)")
     parser.add_argument("--retries", type=int, default=3,
                         help="repeat a run during which others used --max-load cores or more")
-    args = parser.parse_args()
-    card = load_card(args.card)
-    per_event = card.realizations_per_event
-    print(f"card {args.card.name}: {args.events} hard events x {per_event} realizations "
-          f"(simple shower); {os.cpu_count()} cores; load average "
-          f"{os.getloadavg()[0]:.2f} at start; niceness {args.nice}")
+    return parser.parse_args()
+
+
+def _undisturbed_run(args: argparse.Namespace, r: int, ranks: int, independent: bool,
+                     tmp: Path) -> Run:
+    """One run, repeated (up to ``--retries`` times) while others used the cores it needs."""
+    for attempt in range(args.retries + 1):
+        before = wait_for_quiet(args.max_load, args.wait)
+        run = run_once(ranks, args.card, args.events, tmp, args.nice, independent)
+        # Others may use the cores this run leaves free without disturbing it.
+        disturbed = run.foreign >= args.max_load + (os.cpu_count() or 1) - ranks
+        what = ("2 plain processes" if independent else
+                f"{ranks} rank{'s' if ranks > 1 else ' '}        ")
+        print(f"  round {r + 1}, {what}: "
+              f"wall {run.wall:6.1f} s = set-up {run.setup:4.1f} + generating "
+              f"{run.work:5.1f} + rest {run.wall - run.setup - run.work:4.1f}; "
+              f"others used {before:.2f} cores before, {run.foreign:.2f} during; "
+              f"{1e3 * run.cpu_per_realization:.2f} CPU ms per realization"
+              + ("  [disturbed: again]" if disturbed and attempt < args.retries
+                 else ""))
+        if not disturbed:
+            break
+    return run
+
+
+def _measure(args: argparse.Namespace) -> tuple[dict[int, list[Run]], list[Run]]:
+    """Runs at 1 and 2 ranks, and pairs of independent processes (the machine's ceiling),
+    alternating their order round by round."""
     runs: dict[int, list[Run]] = {1: [], 2: []}
-    pairs: list[Run] = []  # two independent processes: the machine's ceiling
+    pairs: list[Run] = []
     kinds = [(1, False), (2, False), (2, True)]
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
             for ranks, independent in (kinds if r % 2 == 0 else kinds[::-1]):
-                for attempt in range(args.retries + 1):
-                    before = wait_for_quiet(args.max_load, args.wait)
-                    run = run_once(ranks, args.card, args.events, Path(tmp), args.nice,
-                                   independent)
-                    # Others may use the cores this run leaves free without disturbing it.
-                    disturbed = run.foreign >= args.max_load + (os.cpu_count() or 1) - ranks
-                    what = ("2 plain processes" if independent else
-                            f"{ranks} rank{'s' if ranks > 1 else ' '}        ")
-                    print(f"  round {r + 1}, {what}: "
-                          f"wall {run.wall:6.1f} s = set-up {run.setup:4.1f} + generating "
-                          f"{run.work:5.1f} + rest {run.wall - run.setup - run.work:4.1f}; "
-                          f"others used {before:.2f} cores before, {run.foreign:.2f} during; "
-                          f"{1e3 * run.cpu_per_realization:.2f} CPU ms per realization"
-                          + ("  [disturbed: again]" if disturbed and attempt < args.retries
-                             else ""))
-                    if not disturbed:
-                        break
+                run = _undisturbed_run(args, r, ranks, independent, Path(tmp))
                 (pairs if independent else runs[ranks]).append(run)
+    return runs, pairs
+
+
+def _report(runs: dict[int, list[Run]], pairs: list[Run]) -> None:
     med = {n: {"steady": statistics.median(x.steady_rate for x in rs),
                "wall": statistics.median(x.wall_rate for x in rs),
                "foreign": statistics.median(x.foreign for x in rs)}
@@ -216,6 +226,17 @@ def main() -> None:
     print(f"median CPU used by other processes during the runs: "
           f"{med[1]['foreign']:.2f} cores (1 rank), {med[2]['foreign']:.2f} cores (2 ranks); "
           f"load average {os.getloadavg()[0]:.2f} at the end (includes these runs)")
+
+
+
+def main() -> None:
+    args = _arguments()
+    card = load_card(args.card)
+    per_event = card.realizations_per_event
+    print(f"card {args.card.name}: {args.events} hard events x {per_event} realizations "
+          f"(simple shower); {os.cpu_count()} cores; load average "
+          f"{os.getloadavg()[0]:.2f} at start; niceness {args.nice}")
+    _report(*_measure(args))
 
 
 if __name__ == "__main__":

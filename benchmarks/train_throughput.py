@@ -226,28 +226,7 @@ def main(jets: int, particles: int, steps: int, repeats: int, encoders: str, siz
         real_batch(jets, particles, data)
     counts = batch["mask"].sum(1).float()
     names = [n.strip() for n in encoders.split(",") if n.strip()]
-    size = SIZES[sizes]
-    closures = {name: training_step(build_encoder(
-        name, features, **({k: v for k, v in size.items() if name != "transformer" or
-                            k != "pair_embed_dims"} if name != "particlenet" else {})), batch)
-        for name in names}
-    reference: dict[str, list[str]] = {}
-    if weaver_available():
-        for ours in ("part", "transformer"):
-            if ours not in names:
-                continue
-            for trim in (True, False):
-                theirs = f"weaver {ours}" + ("" if trim else " no-trim")
-                weaver_sizes = {k: v for k, v in size.items()
-                                if ours == "part" or k != "pair_embed_dims"}
-                closures[theirs] = training_step(
-                    WeaverParT(features, with_pairs=ours == "part", trim=trim,
-                               **weaver_sizes), batch)
-                reference.setdefault(ours, []).append(theirs)
-    else:
-        click.echo("weaver-core is not installed (pip install --no-deps weaver-core): "
-                   "skipping the reference ParT")
-
+    closures, reference = _steps(names, SIZES[sizes], features, batch)
     # The loader is timed in the same interleaved rounds as the steps (same machine load).
     closures["loader"] = loader_step(jets, particles, data)
     click.echo(f"batch {jets} {'synthetic' if synthetic else 'resim'} jets x {particles} "
@@ -255,7 +234,38 @@ def main(jets: int, particles: int, steps: int, repeats: int, encoders: str, siz
                f"{features} features, {sizes} sizes, {torch.get_num_threads()} threads, "
                f"{repeats} rounds x {steps} steps; load average {os.getloadavg()[0]:.1f} on "
                f"{os.cpu_count()} cores")
-    rounds = step_rounds(closures, steps, repeats)
+    _report(step_rounds(closures, steps, repeats), reference, names, jets)
+
+
+def _steps(names: list[str], size: dict, features: int, batch: dict
+           ) -> tuple[dict[str, Callable[[], None]], dict[str, list[str]]]:
+    """A training step per encoder, and, with weaver-core installed, of weaver's ParT and
+    transformer beside ours (``reference``: ours -> the names of weaver's)."""
+    closures = {name: training_step(build_encoder(
+        name, features, **({k: v for k, v in size.items() if name != "transformer" or
+                            k != "pair_embed_dims"} if name != "particlenet" else {})), batch)
+        for name in names}
+    reference: dict[str, list[str]] = {}
+    if not weaver_available():
+        click.echo("weaver-core is not installed (pip install --no-deps weaver-core): "
+                   "skipping the reference ParT")
+        return closures, reference
+    for ours in ("part", "transformer"):
+        if ours not in names:
+            continue
+        for trim in (True, False):
+            theirs = f"weaver {ours}" + ("" if trim else " no-trim")
+            weaver_sizes = {k: v for k, v in size.items()
+                            if ours == "part" or k != "pair_embed_dims"}
+            closures[theirs] = training_step(
+                WeaverParT(features, with_pairs=ours == "part", trim=trim,
+                           **weaver_sizes), batch)
+            reference.setdefault(ours, []).append(theirs)
+    return closures, reference
+
+
+def _report(rounds: dict[str, list[float]], reference: dict[str, list[str]],
+            names: list[str], jets: int) -> None:
     loader = jets / statistics.median(rounds.pop("loader"))
     click.echo(f"{'model':<26}{'jets/s':>9}  {'ours / it: median (16-84 %)':>28}")
     for name, times in rounds.items():
