@@ -53,6 +53,8 @@ DEFAULT_OUTPUT = Path("resim.h5")
 #: Most hard events in a run: a truth object's group id, ``event * 16 + k``
 #: (:data:`resim.truth.MAX_OBJECTS` = 16), is stored as int64.
 MAX_EVENTS = 2**59
+#: Largest run seed: seeds are stored, and derived, as 64-bit integers.
+MAX_SEED = 2**63 - 1
 #: Shipped sets of variations a card takes with ``[variations] preset = "NAME"``
 #: (``cards/variations/NAME.toml``).
 VARIATION_PRESETS = ("standard",)
@@ -196,7 +198,7 @@ class Variation:
 @dataclass(frozen=True)
 class Run:
     events: int = declared(100, minimum=1, at_most=MAX_EVENTS)
-    seed: int = declared(1, minimum=0)
+    seed: int = declared(1, minimum=0, at_most=MAX_SEED)
     output: Path = declared(DEFAULT_OUTPUT)
     #: Hard events re-simulated together; output does not depend on it.
     batch_events: int | None = declared(None, minimum=1)
@@ -258,11 +260,10 @@ class Card:
         """The card with command-line options applied (they win over the file)."""
         run = self.run
         if events is not None:
-            _check(self.path, "--events", 1 <= events <= MAX_EVENTS,
-                   f"must be in [1, {MAX_EVENTS}], got {events}")
+            _check_integer(self.path, "--events", events, 1, MAX_EVENTS)
             run = dataclasses.replace(run, events=events)
         if seed is not None:
-            _check(self.path, "--seed", 0 <= seed < 2**63, f"must be >= 0, got {seed}")
+            _check_integer(self.path, "--seed", seed, 0, MAX_SEED)
             run = dataclasses.replace(run, seed=seed)
         if output is not None:
             run = dataclasses.replace(run, output=Path(output))
@@ -644,6 +645,12 @@ class _Table(Table):
             out.append(PythiaSetting(table.key(setting), f"{setting} = {pythia_value(value)}",
                                      value))
         return tuple(out)
+
+
+def _check_integer(card: Path, key: str, value: int, minimum: int, at_most: int) -> None:
+    """A command-line integer, worded as the card's own keys are (:meth:`Table.integer`)."""
+    _check(card, key, value >= minimum, f"must be an integer >= {minimum}, got {value}")
+    _check(card, key, value <= at_most, f"must be an integer <= {at_most}, got {value}")
 
 
 def _check(card: Path, key: str, ok: bool, message: str) -> None:

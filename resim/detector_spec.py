@@ -6,7 +6,9 @@ with its source) and may override any of its keys by the same key path; a variat
 override keys again with its own ``detector = { ... }`` table. Tables merge key by key,
 so ``[detector.tracking.d0_resolution] values = [...]`` keeps the preset's bin edges.
 
-The parametrizations are evaluated here, as columnar numpy over many particles at once:
+The parametrizations are defined here, each with a plain numpy evaluation that states its
+formula (the tests' reference; the simulation looks the same values up faster, bit for bit,
+in :mod:`resim.generators.bins`):
 piecewise-constant tables in (|η|, pT) (:class:`BinnedTable`: efficiencies, impact-
 parameter resolutions), the relative track-pT resolution (:class:`TrackResolution`) and
 the calorimeter energy resolution (:class:`EnergyResolution`). The simulation that uses
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -236,6 +239,8 @@ def _floats(t: Table, name: str, length: int | None = None, minimum: float | Non
     if not ok or (length is not None and len(value) != length):
         what = f"{length} numbers" if length is not None else "numbers"
         t.fail(name, f"must be a list of {what}, got {value!r}")
+    if not all(map(math.isfinite, value)):
+        t.fail(name, f"must be finite numbers, got {value!r}")
     if minimum is not None and min(value) < minimum:
         t.fail(name, f"values must be >= {minimum}, got {value!r}")
     if increasing and any(b <= a for a, b in itertools.pairwise(value)):
@@ -253,6 +258,8 @@ def _rows(t: Table, name: str, n_rows: int, n_cols: int, minimum: float | None =
         t.fail(name, f"must be {n_rows} lists of {n_cols} numbers (one per bin), "
                f"got {value!r}")
     flat = [v for r in value for v in r]
+    if not all(map(math.isfinite, flat)):
+        t.fail(name, f"must be finite numbers, got {value!r}")
     if minimum is not None and min(flat) < minimum:
         t.fail(name, f"values must be >= {minimum}")
     if at_most is not None and max(flat) > at_most:

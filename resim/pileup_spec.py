@@ -15,6 +15,7 @@ describes every key.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from importlib import resources
 from typing import TYPE_CHECKING, Any
@@ -116,7 +117,8 @@ def _puppi(t: Table) -> PuppiSpec:
     t.allow(*declared_keys(PuppiSpec))
     edges = t.raw.get("eta_edges")
     if not (isinstance(edges, list) and len(edges) >= 2 and all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in edges)
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in edges)
             and edges[0] >= 0 and all(b > a for a, b in itertools.pairwise(edges))):
         t.fail("eta_edges", f"must be at least two increasing numbers >= 0, got {edges!r}")
     n = len(edges) - 1

@@ -14,6 +14,7 @@ errors their own type.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -41,6 +42,13 @@ def _shown(value: Any) -> Any:
     return [_shown(v) for v in value] if isinstance(value, tuple | list) else value
 
 
+def _has_nan(value: Any) -> bool:
+    """A NaN in ``value`` or its lists (TOML spells it ``nan``; every range check passes it)."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    return isinstance(value, list | tuple) and any(map(_has_nan, value))
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -54,6 +62,10 @@ class Table:
         self.source, self.raw, self.prefix = source, raw, prefix
         if not isinstance(raw, dict):
             self.fail("", f"must be a table, got {type(raw).__name__}")
+        # Checked here, for every reader: no setting means NaN, and NaN passes any bound.
+        for name, value in raw.items():
+            if _has_nan(value):
+                self.fail(name, f"must be a number, got {_shown(value)!r}")
 
     # -- where -------------------------------------------------------------------------
     def key(self, name: str) -> str:
@@ -123,6 +135,8 @@ class Table:
         if value is None:
             return None
         value = float(value)
+        if math.isinf(value) and not (isinstance(default, float) and math.isinf(default)):
+            self.fail(name, f"must be finite, got {value}")
         self._check_range(name, value, minimum, above, at_most, below)
         return value
 
@@ -133,6 +147,8 @@ class Table:
                 isinstance(v, int | float) and not isinstance(v, bool) for v in value):
             self.fail(name, f"must be a list of {length} numbers, got {_shown(value)!r}")
         for v in value:
+            if math.isinf(v):
+                self.fail(name, f"must be finite numbers, got {_shown(value)!r}")
             self._check_range(name, float(v), minimum, None, None, None)
         return tuple(float(v) for v in value)
 
