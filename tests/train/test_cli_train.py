@@ -159,6 +159,15 @@ def test_config_mistakes_are_one_line(tmp_path: Path, top_dataset: Path) -> None
     assert code == 2 and "no shipped config of that name" in err
     code, _, err = run("train", "--data", top_dataset, "--output", tmp_path / "out")
     assert code == 2 and "give --config" in err
+    # a method's setting out of its range: one line before any training (temperature 0
+    # used to train, then fail in the probes' eigenvalues)
+    for config, setting, words in [
+            ("rs3l_part", "method.temperature=0", "rs3l: temperature must be > 0, got 0"),
+            ("vicreg_part", "method.gamma=0", "vicreg: the weights must be >= 0 and gamma"),
+            ("jepa_part", "method.ema_start=1.5", "jepa: need 0 <= ema_start <= ema_end")]:
+        code, _, err = run("train", "--config", config, "--data", top_dataset, "--output",
+                           tmp_path / "out", "--set", setting)
+        assert code == 2 and words in err and "\n" not in err.rstrip("\n"), err
     assert not (tmp_path / "out").exists()
 
 

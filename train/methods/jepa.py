@@ -227,6 +227,9 @@ class JEPA(Method):
         if n_targets < 1 or not 0.0 < target_fraction < 1.0:
             raise ValueError(f"jepa: need n_targets >= 1 and 0 < target_fraction < 1, got "
                              f"{n_targets}, {target_fraction}")
+        if not 0.0 <= ema_start <= ema_end <= 1.0:
+            raise ValueError(f"jepa: need 0 <= ema_start <= ema_end <= 1, got {ema_start}, "
+                             f"{ema_end}")
         if total_steps is not None and (isinstance(total_steps, bool) or
                                         not isinstance(total_steps, int) or total_steps < 1):
             raise ValueError(f"jepa: total_steps must be >= 1 (an integer; or unset: the "
