@@ -205,7 +205,7 @@ def _abort(comm, err: BaseException, output: Path | None) -> None:
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object instead of text.")
 @click.option("--plot", type=click.Path(path_type=Path), metavar="FILE",
-              help="Also draw jet mass, multiplicity and pT per label/variation to FILE.")
+              help="Also draw jet mass and multiplicity per label/variation to FILE.")
 def inspect(path: Path, as_json: bool, plot: Path | None) -> None:
     """Summarise a data set: groups, jets per variation and label, failures."""
     from .dataset import JetDataset
