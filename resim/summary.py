@@ -83,6 +83,16 @@ def describe(ds: JetDataset) -> dict[str, Any]:
                 **{name: int((f["splitting"] == k).sum()) for k, name in SPLITTINGS.items()}}
 
     setups = variation_setups(a, ds.variations)
+    levels = [(j, lv) for j, lv in enumerate(ds.levels) if (level == j).any()]
+
+    def per_variation(i: int, v: str) -> dict[str, Any]:
+        """A variation's jets, its set-up and, in a file of two levels, each level apart
+        (the totals mix particle- and detector-level jets, which differ by design)."""
+        out = {**stats(var == i), **setups[v]}
+        if len(levels) > 1:
+            out["per_level"] = {lv: stats((var == i) & (level == j)) for j, lv in levels}
+        return out
+
     return {
         "path": str(ds.path),
         "card": a.get("card_path"),
@@ -96,11 +106,9 @@ def describe(ds: JetDataset) -> dict[str, Any]:
         "n_hard_failed": int(a["n_hard_failed"]),
         "variations": {v: int((var == i).sum()) for i, v in enumerate(ds.variations)},
         "labels": {lb: int((group_label == i).sum()) for i, lb in enumerate(ds.labels)},
-        "per_variation": {v: {**stats(var == i), **setups[v]}
-                          for i, v in enumerate(ds.variations)},
+        "per_variation": {v: per_variation(i, v) for i, v in enumerate(ds.variations)},
         "per_label": {lb: stats(lab == i) for i, lb in enumerate(ds.labels)},
-        "per_level": {lv: stats(level == i) for i, lv in enumerate(ds.levels)
-                      if (level == i).any()},
+        "per_level": {lv: stats(level == j) for j, lv in levels},
         "flavour_per_label": ({lb: flavours(lab == i) for i, lb in enumerate(ds.labels)}
                               if flavour is not None else None),
         "group_sizes": {int(k): int(n) for k, n in zip(*np.unique(group_size,
@@ -121,6 +129,29 @@ def _pileup_text(p: dict[str, Any] | None) -> str:
     return f"mu {p['mu']:g}" + (f" {p['mitigation']}" if p.get("mitigation") else "")
 
 
+def _variation_rows(per_variation: dict[str, dict[str, Any]]) -> list[str]:
+    """One row per variation (per variation and level in a file of two levels): the stage
+    it re-runs from and, in files with pileup, its mu and mitigation, which only its
+    detector-level jets see."""
+    with_pileup = any(s.get("pileup") for s in per_variation.values())
+    with_levels = any("per_level" in s for s in per_variation.values())
+    head = (f"  {'variation':<16}" + (f"{'level':<10}" if with_levels else "")
+            + f"{'stage':<15}" + (f"{'pileup':<16}" if with_pileup else "")
+            + f"{'jets':>9}{'<mass>/GeV':>12}{'<constituents>':>16}")
+    lines = [head]
+    for v, s in per_variation.items():
+        for lv, row in (s["per_level"].items() if with_levels else [(None, s)]):
+            if lv is not None and not row["jets"]:
+                continue
+            pileup = s.get("pileup") if lv in (None, "detector") else None
+            lines.append(f"  {v:<16}" + (f"{lv:<10}" if with_levels else "")
+                         + f"{s.get('stage') or '-':<15}"
+                         + (f"{_pileup_text(pileup):<16}" if with_pileup else "")
+                         + f"{row['jets']:>9}{_fmt(row['mean_mass'], '.1f'):>12}"
+                         f"{_fmt(row['mean_constituents'], '.1f'):>16}")
+    return lines
+
+
 def as_text(d: dict[str, Any]) -> str:
     lines = [
         f"{d['path']}  (card {d['card']}, seed {d['seed']}, made {d['created']})",
@@ -129,16 +160,7 @@ def as_text(d: dict[str, Any]) -> str:
         f"lost, {d['n_hard_failed']} hard events failed",
         "",
     ]
-    # The stage a variation re-runs from and, in files with pileup, its mu and mitigation
-    # (that of its detector-level jets; particle-level jets never see pileup).
-    with_pileup = any(s.get("pileup") for s in d["per_variation"].values())
-    pileup_head = f"{'pileup':<16}" if with_pileup else ""
-    lines.append(f"  {'variation':<16}{'stage':<15}{pileup_head}{'jets':>9}{'<mass>/GeV':>12}"
-                 f"{'<constituents>':>16}")
-    for v, s in d["per_variation"].items():
-        pileup = f"{_pileup_text(s.get('pileup')):<16}" if with_pileup else ""
-        lines.append(f"  {v:<16}{s.get('stage') or '-':<15}{pileup}{s['jets']:>9}"
-                     f"{_fmt(s['mean_mass'], '.1f'):>12}{_fmt(s['mean_constituents'], '.1f'):>16}")
+    lines += _variation_rows(d["per_variation"])
     lines += ["", f"  {'label':<16}{'groups':>9}{'jets':>9}{'<mass>/GeV':>12}"]
     for lb, s in d["per_label"].items():
         lines.append(f"  {lb:<16}{d['labels'][lb]:>9}{s['jets']:>9}"

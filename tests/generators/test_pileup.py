@@ -402,17 +402,29 @@ def test_mu_is_a_variation_setting(pileup_dataset):
 def test_inspect_shows_each_variations_stage_mu_and_mitigation(pileup_dataset):
     result = CliRunner().invoke(main, ["inspect", str(pileup_dataset)])
     assert result.exit_code == 0, result.output
-    rows = {line.split()[0]: line.split()[1:5] for line in result.output.splitlines()
+    # a row per variation and level: only detector-level jets see pileup
+    rows = {tuple(line.split()[:2]): line.split()[2:6] for line in result.output.splitlines()
             if line.split() and line.split()[0] in resim.open(pileup_dataset).variations}
-    assert rows == {"nominal": ["shower", "mu", "50", "puppi"],
-                    "redraw": ["pileup", "mu", "50", "puppi"],
-                    "no_pileup": ["pileup", "mu", "0", "puppi"],
-                    "unmitigated": ["pileup", "mu", "50", "none"],
-                    "chs": ["pileup", "mu", "50", "chs"],
-                    "pu140": ["pileup", "mu", "140", "puppi"]}
+    setups = {"nominal": ["shower", "mu", "50", "puppi"],
+              "redraw": ["pileup", "mu", "50", "puppi"],
+              "no_pileup": ["pileup", "mu", "0", "puppi"],
+              "unmitigated": ["pileup", "mu", "50", "none"],
+              "chs": ["pileup", "mu", "50", "chs"],
+              "pu140": ["pileup", "mu", "140", "puppi"]}
+    assert {v for v, _ in rows} == set(setups)
+    for v, setup in setups.items():
+        assert rows[v, "detector"] == setup
+        assert rows[v, "particle"][:2] == [setup[0], "-"]
     d = json.loads(CliRunner().invoke(main, ["inspect", str(pileup_dataset), "--json"]).output)
     assert d["per_variation"]["pu140"]["pileup"] == {"mu": 140, "mitigation": "puppi"}
     assert d["per_variation"]["chs"]["stage"] == "pileup"
+    # the totals mix the levels; per level, pileup raises only the detector-level mass
+    levels = d["per_variation"]["unmitigated"]["per_level"]
+    assert levels["particle"]["jets"] + levels["detector"]["jets"] == \
+        d["per_variation"]["unmitigated"]["jets"]
+    no_pileup = d["per_variation"]["no_pileup"]["per_level"]
+    assert levels["particle"]["mean_mass"] == no_pileup["particle"]["mean_mass"]
+    assert levels["detector"]["mean_mass"] > no_pileup["detector"]["mean_mass"] + 20
 
 
 def test_stored_candidates_carry_their_vertex_weight_and_origin(pileup_dataset):
