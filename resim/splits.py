@@ -14,6 +14,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from .generators.seeds import mix64
+
 SPLITS = ("train", "val", "test")
 DEFAULT_FRACTIONS: dict[str, float] = {"train": 0.8, "val": 0.1, "test": 0.1}
 
@@ -22,11 +24,8 @@ _SPLIT_SALT = 0x5EED_5B1175
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64's finaliser: a bijective scramble of uint64 values."""
-    x = x + np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    """One SplitMix64 step: add its golden-ratio increment, then scramble."""
+    return mix64(x + np.uint64(0x9E3779B97F4A7C15))
 
 
 def unit_hash(values: np.ndarray, salt: int) -> np.ndarray:
