@@ -354,7 +354,8 @@ def export_(files: tuple[Path, ...], fmt: str, output: Path, classes: tuple[str,
                            max_particles=max_particles, fractions=parse_fractions(fractions),
                            overwrite=overwrite, progress=not quiet)
     per_split = ", ".join(f"{split} {sum(n.values())}" for split, n in summary["jets"].items())
-    click.echo(f"{output}: {per_split} jets in {len(summary['classes'])} classes "
+    n = len(summary["classes"])
+    click.echo(f"{output}: {per_split} jets in {n} class{'es' if n != 1 else ''} "
                f"({', '.join(summary['classes'])}); manifest {output / 'resim_export.json'}")
 
 

@@ -72,9 +72,12 @@ class Progress:
         now = time.monotonic()
         if now - self._last_line >= self.every or self.done >= self.total:
             self._last_line = now
-            click.echo(f"{self.label}: {self.done}/{self.total} events "
-                       f"({100 * self.done / max(self.total, 1):.0f}%), {self._counts()}",
-                       file=self.stream)
+            click.echo(f"{self.label}: {self._line()}", file=self.stream)
+
+    def _line(self) -> str:
+        """The status as a log line (no terminal): what the bar would show, in words."""
+        return (f"{self.done}/{self.total} events ({100 * self.done / max(self.total, 1):.0f}%),"
+                f" {self._counts()}")
 
     def close(self) -> None:
         if self._bar is not None:
@@ -92,3 +95,7 @@ class JetProgress(Progress):
 
     def _status(self) -> str:
         return f"{self._rate():.0f} jets/s"
+
+    def _line(self) -> str:
+        return (f"{self.done}/{self.total} jets ({100 * self.done / max(self.total, 1):.0f}%),"
+                f" {self._status()}")

@@ -7,7 +7,7 @@ import io
 import re
 import time
 
-from resim.progress import Progress
+from resim.progress import JetProgress, Progress
 
 
 class Terminal(io.StringIO):
@@ -39,6 +39,15 @@ def test_batch_log_line_every_interval_and_at_the_end():
     line = log.getvalue().strip()
     assert re.fullmatch(r"generating: 6/6 events \(100%\), \d+ realizations/s, 12 jets, "
                         r"2 failed, ETA 0:00:00", line), line
+
+
+def test_jet_progress_log_line_counts_jets():
+    """``resim export`` / ``convert`` count jets: their batch-log line says so."""
+    log = io.StringIO()
+    bar = JetProgress(192, label="exporting (omnilearned)", stream=log, every=3600)
+    bar.update(192, 192, 192, 0)
+    line = log.getvalue().strip()
+    assert re.fullmatch(r"exporting \(omnilearned\): 192/192 jets \(100%\), \d+ jets/s", line), line
 
 
 def test_eta_after_a_resume_counts_only_this_runs_pace():
