@@ -276,12 +276,12 @@ def declared_keys(cls: type) -> tuple[str, ...]:
     return _keys(cls, None)
 
 
-def read(cls: type[T], t: Table, *, also: Sequence[str] = (), **given: Any) -> T:
-    """A ``cls`` (a dataclass) from the table ``t``: its :func:`declared` keys and ``also``
-    are the keys allowed (in that order; those of a section in it); each key field not in
+def read(cls: type[T], t: Table, **given: Any) -> T:
+    """A ``cls`` (a dataclass) from the table ``t``: its :func:`declared` keys are the keys
+    allowed (in that order; those of a section in it); each key field not in
     ``given`` is read by its reader or type with its default and checks (a dataclass-typed
     one as a table); ``given`` holds the fields the caller reads itself."""
-    t.allow(*declared_keys(cls), *also)
+    t.allow(*declared_keys(cls))
     hints = typing.get_type_hints(cls)
     sections: dict[str | None, Table] = {None: t}
     values = {}
@@ -324,14 +324,17 @@ def _typed(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
         return (t.choice(name, default, rule.choices, rule.required) if rule.choices
                 else t.string(name, default, rule.required))
     if kind is Path:
-        return Path(t.string(name, str(default)))
+        value = t.string(name, None if default is None else str(default), rule.required)
+        return None if value is None else Path(value)
     item = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else None
     if item is int:
         return t.integers(name, default, minimum=rule.minimum)  # type: ignore[arg-type]
     if item is float:
-        return t.numbers(name, default, rule.length or 0, minimum=rule.minimum)
+        if rule.length is None:
+            raise TypeError(f"{name}: a list of numbers needs its declared length")
+        return t.numbers(name, default, rule.length, minimum=rule.minimum)
     if item is str:
         return t.strings(name, default, rule.required)
-    if typing.get_origin(item) is tuple:
+    if typing.get_origin(item) is tuple and typing.get_args(item)[0] is int:
         return t.integer_lists(name)
     raise TypeError(f"{name}: no reader for {kind!r}")
