@@ -573,6 +573,10 @@ def _variation_section(v: _Table, section: str, card_raw: dict[str, Any] | None,
     for key, why in shared.items():
         if key in override.raw:
             override.fail(key, why)
+    own = [k for k in card_raw if k not in shared]  # what a variation may override
+    for key in override.raw:
+        if key not in own:
+            override.fail(key, f"unknown key (allowed here: {', '.join(own)})")
     raw = detector_spec.merge(card_raw, override.raw)
     return parse(_Table(v.source, raw, override.prefix))
 

@@ -329,6 +329,10 @@ def test_card_pileup_section_and_its_errors(tmp_path):
     assert "variations.pu.pileup.library: is the card's" in error(bad)
     bad["variations"]["pu"] = {"stage": "pileup", "pileup": {"mu": "many"}}
     assert "variations.pu.pileup.mu: must be a number" in error(bad)
+    # a typo offers only what a variation may override (not the card's preset, library)
+    bad["variations"]["pu"] = {"stage": "pileup", "pileup": {"mitgation": "chs"}}
+    assert error(bad).endswith("variations.pu.pileup.mitgation: unknown key (allowed here: "
+                               "mu, mitigation, luminous_region, chs, puppi)")
     bad["variations"]["pu"] = {"stage": "pileup", "settings": {"PhaseSpace:pTHatMin": 1.0}}
     assert "re-runs only the pileup" in error(bad)
     bad = card_with()
