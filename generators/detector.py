@@ -87,8 +87,9 @@ class Detector:
     def shares(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ECAL, HCAL) energy shares of particles with PDG ids ``pid``."""
         apid = np.abs(pid)
-        row = np.minimum(apid, _LOOKUP - 1)
-        ecal, hcal = self._ecal_share[row], self._hcal_share[row]
+        # Clipping to the last row: ids beyond the table are set below.
+        ecal = self._ecal_share.take(apid, mode="clip")
+        hcal = self._hcal_share.take(apid, mode="clip")
         large = np.flatnonzero(apid >= _LOOKUP)
         if len(large):
             ecal[large], hcal[large] = self.spec.default_fraction
@@ -212,14 +213,15 @@ class Detector:
                 "E": np.sqrt(px * px + py * py + pz * pz + mass2), "mass2": mass2,
                 "resolution": resolution, "smeared": smeared, "abs_eta": abs_eta}
 
-    def _impact_parameters(self, tracks: dict[str, np.ndarray], c: dict[str, np.ndarray],
-                           event: np.ndarray, index: np.ndarray, keys: np.ndarray
-                           ) -> dict[str, np.ndarray]:
-        """Smeared d0, dz of ``tracks`` (of their particles' helices) and their
-        uncertainties (at the tracker's pT, before any calorimeter rescaling)."""
+    def _impact_parameters(self, tracks: dict[str, np.ndarray],
+                           particle: dict[str, np.ndarray], event: np.ndarray,
+                           index: np.ndarray, keys: np.ndarray) -> dict[str, np.ndarray]:
+        """Smeared d0, dz of ``tracks`` (of their particles' helices: ``particle``, the
+        columns of each track's particle) and their uncertainties (at the tracker's pT,
+        before any calorimeter rescaling)."""
         tr, rows = self.spec.tracking, tracks["row"]
         smeared, abs_eta = tracks["smeared"], tracks["abs_eta"]
-        vx, vy, vz, px, py, pz, charge = (np.asarray(c[name][rows], float) for name in (
+        vx, vy, vz, px, py, pz, charge = (np.asarray(particle[name], float) for name in (
             "vx", "vy", "vz", "px", "py", "pz", "charge"))
         d0, dz = helix_impact_parameters(vx, vy, vz, px, py, pz, charge,
                                          self.spec.geometry.magnetic_field, ON_AXIS)
@@ -243,28 +245,33 @@ class Detector:
         # Charged candidates.
         px, py = tracks["px"], tracks["py"]
         pt2 = px * px + py * py
-        if pt_min > 0:
+        if pt_min > 0:  # (their calorimeter terms are spent)
             hard = np.flatnonzero(pt2 >= pt_min * pt_min)
-            tracks, pt2 = {name: v[hard] for name, v in tracks.items()}, pt2[hard]
+            tracks = {name: tracks[name][hard] for name in (
+                "row", "px", "py", "pz", "E", "smeared", "abs_eta")}
+            pt2 = pt2[hard]
         tr = tracks["row"]
-        charge = np.asarray(c["charge"][tr])
+        # The particles' columns the kept tracks need, gathered once.
+        particle = {name: c[name][tr] for name in (
+            "vx", "vy", "vz", "px", "py", "pz", "charge", "pid")}
+        charge = np.asarray(particle["charge"])
         sign = 1 - 2 * (charge < 0)
-        apid = np.abs(c["pid"][tr])
-        pt = np.sqrt(pt2)
-        abs_eta = np.abs(np.arcsinh(tracks["pz"] / np.maximum(pt, 1e-12)))
+        apid = np.abs(particle["pid"])
         kind = np.full(len(tr), CHARGED_HADRON, np.int8)
         pid = 211 * sign
         for code, lepton in ((11, ELECTRON), (13, MUON)):
             table = self._identified[code]
             sel = np.flatnonzero(apid == code)
+            pt = np.sqrt(pt2[sel])
+            abs_eta = np.abs(np.arcsinh(tracks["pz"][sel] / np.maximum(pt, 1e-12)))
             passed = uniform(keys, _LEPTON_ID, index[tr[sel]], event[tr[sel]]) < table(
-                pt[sel], abs_eta[sel])
+                pt, abs_eta)
             kind[sel[passed]] = lepton
             pid[sel[passed]] = -code * sign[sel[passed]]
         charged = {"px": tracks["px"], "py": tracks["py"], "pz": tracks["pz"],
-                   "E": tracks["E"], "pid": pid, "charge": charge, "vx": c["vx"][tr],
-                   "vy": c["vy"][tr], "vz": c["vz"][tr], "kind": kind,
-                   **self._impact_parameters(tracks, c, event, index, keys)}
+                   "E": tracks["E"], "pid": pid, "charge": charge, "vx": particle["vx"],
+                   "vy": particle["vy"], "vz": particle["vz"], "kind": kind,
+                   **self._impact_parameters(tracks, particle, event, index, keys)}
 
         # Neutral candidates: photons (ECAL), then neutral hadrons (HCAL).
         n_p = len(photons.energy)

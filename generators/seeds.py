@@ -16,6 +16,7 @@ vectorised call.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -43,6 +44,14 @@ def derive_seed(card_seed: int, *coordinates: int | str) -> int:
 def derive_key(card_seed: int, *coordinates: int | str) -> int:
     """A 64-bit key for counter-based random numbers (:func:`uniform`, :func:`normal`)."""
     return _digest(card_seed, coordinates)
+
+
+def derive_keys(card_seed: int, coordinates: Iterable[tuple[int | str, ...]]) -> np.ndarray:
+    """:func:`derive_key` of each of ``coordinates`` (uint64): a block's keys in one call."""
+    prefix, blake2b = f"{card_seed}/", hashlib.blake2b
+    return np.fromiter((int.from_bytes(blake2b((prefix + "/".join(map(str, c))).encode(),
+                                               digest_size=8).digest(), "little")
+                        for c in coordinates), np.uint64)
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
