@@ -57,10 +57,11 @@ class Bins:
         fine -= self._offset
         np.maximum(fine, 0, out=fine)  # np.clip, without its overhead
         np.minimum(fine, self._last, out=fine)
-        guess = self._guess[fine.astype(np.int32)]
-        rank = (x >= self._above[guess]).astype(np.int64)
+        # take: for int32 indices, twice as fast as indexing (which converts them).
+        guess = self._guess.take(fine.astype(np.int32))
+        rank = (x >= self._above.take(guess)).astype(np.int64)
         rank += guess
-        rank -= x < self._below[guess]
+        rank -= x < self._below.take(guess)
         return rank
 
     def index(self, x: np.ndarray) -> np.ndarray:

@@ -74,7 +74,7 @@ def _bases(keys: np.ndarray, stream: int, event: np.ndarray | None) -> np.ndarra
     (scrambling each key once, not once per draw), else from ``keys``."""
     salt = np.uint64((stream + 1) * _STREAM % 2**64)  # Python ints: no uint64 overflow
     base = mix64(np.asarray(keys, np.uint64) ^ salt)
-    return base if event is None else base[event]
+    return base if event is None else base.take(event)
 
 
 def _uniform(base: np.ndarray, counters: np.ndarray) -> np.ndarray:
