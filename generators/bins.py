@@ -34,12 +34,11 @@ class Bins:
         n = int(np.ceil((e[-1] - e[0]) / step)) + 1
         self._last = n
         self._scale, self._offset = 1.0 / step, e[0] / step
-        # The rank of each fine cell's lower edge (int32); the edges around each rank r,
-        # [below[r], above[r]), padded with ±inf.
-        self._guess = np.searchsorted(e, e[0] + step * np.arange(n + 1), side="right"
-                                      ).astype(np.int32)
-        self._below = np.concatenate([[-np.inf], e])
-        self._above = np.concatenate([e, [np.inf]])
+        # Per fine cell: the rank of its lower edge, and the edges around that rank r,
+        # [below, above), padded with ±inf: three lookups by the same index.
+        self._guess = np.searchsorted(e, e[0] + step * np.arange(n + 1), side="right")
+        self._below = np.concatenate([[-np.inf], e]).take(self._guess)
+        self._above = np.concatenate([e, [np.inf]]).take(self._guess)
 
     def rank(self, x: np.ndarray) -> np.ndarray:
         """The number of edges at or below each ``x`` (int64)."""
@@ -55,11 +54,12 @@ class Bins:
         # half a bin wide): one comparison on each side corrects the guess.
         fine = x * self._scale
         fine -= self._offset
-        np.clip(fine, 0, self._last, out=fine)
-        guess = self._guess[fine.astype(np.int32)]
-        rank = (x >= self._above[guess]).astype(np.int64)
-        rank += guess
-        rank -= x < self._below[guess]
+        np.maximum(fine, 0, out=fine)  # np.clip, without its overhead
+        np.minimum(fine, self._last, out=fine)
+        cell = fine.astype(np.intp)
+        rank = (x >= self._above.take(cell)).astype(np.int64)
+        rank += self._guess.take(cell)
+        rank -= x < self._below.take(cell)
         return rank
 
     def index(self, x: np.ndarray) -> np.ndarray:

@@ -56,10 +56,10 @@ class CellGrid:
 
     def bounds(self, cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(η low, η high, φ low, φ high) of cells."""
-        ring = self.ring[cells]
-        width = 2 * np.pi / self.phi_bins[ring]
-        phi_lo = -np.pi + (cells - self.first[ring]) * width
-        return self.eta_edges[ring], self.eta_edges[ring + 1], phi_lo, phi_lo + width
+        ring = self.ring.take(cells)  # int32: gathers by it with take, not indexing
+        width = 2 * np.pi / self.phi_bins.take(ring)
+        phi_lo = -np.pi + (cells - self.first.take(ring)) * width
+        return self.eta_edges.take(ring), self.eta_edges.take(ring + 1), phi_lo, phi_lo + width
 
 
 @dataclass
@@ -121,11 +121,11 @@ class Calorimeter:
         event, cell, group, by_cell, starts = _cells_hit(d.event, d.cell, n)
         m = len(cell)
         true = _sums(group, d.energy, m)
-        track_group = group[d.track_of]
+        track_group = group.take(d.track_of)
         tracks = _sums(track_group, d.track_energy, m)
         track_s2 = _sums(track_group, d.track_sigma2, m)
-        ring = self.grid.ring[cell]
-        coefficients = self._a[ring], self._b[ring], self._c[ring]
+        ring = self.grid.ring.take(cell)  # int32: take gathers by it twice as fast
+        coefficients = self._a.take(ring), self._b.take(ring), self._c.take(ring)
         sigma = _sigma(true, *coefficients)
         energy = lognormal(true, sigma, normal(keys, self.stream, cell, event)) * spec.energy_scale
         sigma = _sigma(energy, *coefficients)  # Delphes: at the measured energy
@@ -157,7 +157,7 @@ class Calorimeter:
             eta, phi = 0.5 * (eta_lo + eta_hi), 0.5 * (phi_lo + phi_hi)
         top = _leading(d.energy, by_cell, starts) if leading else np.full(m, -1, np.int64)
         return Measured(event=event[c], cell=cell[c], energy=excess[c], eta=eta, phi=phi,
-                        leading=top[c], track_scale=scale[track_group])
+                        leading=top[c], track_scale=scale.take(track_group))
 
 
 def _sigma(energy: np.ndarray, a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:

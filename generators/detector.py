@@ -87,8 +87,9 @@ class Detector:
     def shares(self, pid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(ECAL, HCAL) energy shares of particles with PDG ids ``pid``."""
         apid = np.abs(pid)
-        row = np.minimum(apid, _LOOKUP - 1)
-        ecal, hcal = self._ecal_share[row], self._hcal_share[row]
+        # Clipping to the last row: ids beyond the table are set below.
+        ecal = self._ecal_share.take(apid, mode="clip")
+        hcal = self._hcal_share.take(apid, mode="clip")
         large = np.flatnonzero(apid >= _LOOKUP)
         if len(large):
             ecal[large], hcal[large] = self.spec.default_fraction
@@ -131,11 +132,13 @@ class Detector:
         # most decay products) take the closed form; the others follow their helices.
         axis = in_tracker & (made_at < ON_AXIS)
         a = np.flatnonzero(axis)
+        # (take: gathers by an index array ~1.4 times as fast as indexing does)
         at_eta[a], at_phi[a], seen[a] = from_beam_line(
-            vz[a], px[a], py[a], pz[a], charge[a], geo.magnetic_field, geo.tracker_radius,
-            geo.tracker_half_length)
+            vz.take(a), px.take(a), py.take(a), pz.take(a), charge.take(a),
+            geo.magnetic_field, geo.tracker_radius, geo.tracker_half_length)
         d = np.flatnonzero(in_tracker & ~axis)
-        x, y, z, seen[d] = to_cylinder(vx[d], vy[d], vz[d], px[d], py[d], pz[d], charge[d],
+        x, y, z, seen[d] = to_cylinder(vx.take(d), vy.take(d), vz.take(d), px.take(d),
+                                       py.take(d), pz.take(d), charge.take(d),
                                        geo.magnetic_field, geo.tracker_radius,
                                        geo.tracker_half_length)
         at_eta[d] = np.arcsinh(z / np.maximum(np.sqrt(x * x + y * y), 1e-9))
@@ -153,7 +156,7 @@ class Detector:
         measured = []
         for calo, share in ((self.ecal, e_share), (self.hcal, h_share)):
             dep = np.flatnonzero(seen & (share > 0))
-            cell = calo.grid.cell(at_eta[dep], at_phi[dep])
+            cell = calo.grid.cell(at_eta.take(dep), at_phi.take(dep))
             if (cell < 0).any():
                 hit = np.flatnonzero(cell >= 0)
                 dep, cell = dep[hit], cell[hit]
@@ -162,7 +165,7 @@ class Detector:
             trk = np.flatnonzero(position[tr] >= 0)
             track_e = tracks["E"][trk] * share[tr[trk]]
             m = calo.measure(Deposits(
-                event=event[dep], cell=cell, energy=energy[dep] * share[dep],
+                event=event.take(dep), cell=cell, energy=energy.take(dep) * share.take(dep),
                 track_of=position[tr[trk]], track_energy=track_e,
                 track_sigma2=(tracks["resolution"][trk] * track_e) ** 2),
                 keys, leading)
@@ -183,10 +186,10 @@ class Detector:
         over the found ones (``row``: their particle); :meth:`_impact_parameters` adds
         theirs."""
         tr = self.spec.tracking
-        apid = np.abs(c["pid"][rows])
-        pt = pt[rows]
-        abs_eta = np.abs(np.arcsinh(c["pz"][rows] / np.maximum(pt, 1e-12)))
-        ev = event[rows]
+        apid = np.abs(c["pid"].take(rows))
+        pt = pt.take(rows)
+        abs_eta = np.abs(np.arcsinh(c["pz"].take(rows) / np.maximum(pt, 1e-12)))
+        ev = event.take(rows)
 
         def by_class(tables: dict[int, Table] | dict[int, Resolution]) -> np.ndarray:
             out = tables[0](pt, abs_eta)
@@ -199,12 +202,12 @@ class Detector:
         efficiency = np.minimum(by_class(self._efficiency) * tr.efficiency_scale, 1.0)
         # Uniform numbers are > 0: only particles with an efficiency need a draw.
         found = np.flatnonzero(efficiency > 0)
-        found = found[uniform(keys, _TRACK_FOUND, index[rows[found]], ev[found])
-                      < efficiency[found]]
-        rows, pt, abs_eta, ev, apid = rows[found], pt[found], abs_eta[found], ev[found], apid[found]
+        found = found[uniform(keys, _TRACK_FOUND, index.take(rows.take(found)), ev.take(found))
+                      < efficiency.take(found)]
+        rows, pt, abs_eta, ev, apid = (v.take(found) for v in (rows, pt, abs_eta, ev, apid))
         resolution = np.minimum(by_class(self._resolution) * tr.resolution_scale, 1.0)
-        smeared = lognormal(pt, resolution * pt, normal(keys, _TRACK_PT, index[rows], ev))
-        px, py, pz, e = (np.asarray(c[name][rows], float) for name in ("px", "py", "pz", "E"))
+        smeared = lognormal(pt, resolution * pt, normal(keys, _TRACK_PT, index.take(rows), ev))
+        px, py, pz, e = (np.asarray(c[name].take(rows), float) for name in ("px", "py", "pz", "E"))
         mass2 = np.maximum(e * e - px * px - py * py - pz * pz, 0.0)
         scale = smeared / pt
         px, py, pz = px * scale, py * scale, pz * scale
@@ -212,14 +215,15 @@ class Detector:
                 "E": np.sqrt(px * px + py * py + pz * pz + mass2), "mass2": mass2,
                 "resolution": resolution, "smeared": smeared, "abs_eta": abs_eta}
 
-    def _impact_parameters(self, tracks: dict[str, np.ndarray], c: dict[str, np.ndarray],
-                           event: np.ndarray, index: np.ndarray, keys: np.ndarray
-                           ) -> dict[str, np.ndarray]:
-        """Smeared d0, dz of ``tracks`` (of their particles' helices) and their
-        uncertainties (at the tracker's pT, before any calorimeter rescaling)."""
+    def _impact_parameters(self, tracks: dict[str, np.ndarray],
+                           particle: dict[str, np.ndarray], event: np.ndarray,
+                           index: np.ndarray, keys: np.ndarray) -> dict[str, np.ndarray]:
+        """Smeared d0, dz of ``tracks`` (of their particles' helices: ``particle``, the
+        columns of each track's particle) and their uncertainties (at the tracker's pT,
+        before any calorimeter rescaling)."""
         tr, rows = self.spec.tracking, tracks["row"]
         smeared, abs_eta = tracks["smeared"], tracks["abs_eta"]
-        vx, vy, vz, px, py, pz, charge = (np.asarray(c[name][rows], float) for name in (
+        vx, vy, vz, px, py, pz, charge = (np.asarray(particle[name], float) for name in (
             "vx", "vy", "vz", "px", "py", "pz", "charge"))
         d0, dz = helix_impact_parameters(vx, vy, vz, px, py, pz, charge,
                                          self.spec.geometry.magnetic_field, ON_AXIS)
@@ -243,28 +247,33 @@ class Detector:
         # Charged candidates.
         px, py = tracks["px"], tracks["py"]
         pt2 = px * px + py * py
-        if pt_min > 0:
+        if pt_min > 0:  # (their calorimeter terms are spent)
             hard = np.flatnonzero(pt2 >= pt_min * pt_min)
-            tracks, pt2 = {name: v[hard] for name, v in tracks.items()}, pt2[hard]
+            tracks = {name: tracks[name].take(hard) for name in (
+                "row", "px", "py", "pz", "E", "smeared", "abs_eta")}
+            pt2 = pt2[hard]
         tr = tracks["row"]
-        charge = np.asarray(c["charge"][tr])
+        # The particles' columns the kept tracks need, gathered once.
+        particle = {name: c[name].take(tr) for name in (
+            "vx", "vy", "vz", "px", "py", "pz", "charge", "pid")}
+        charge = np.asarray(particle["charge"])
         sign = 1 - 2 * (charge < 0)
-        apid = np.abs(c["pid"][tr])
-        pt = np.sqrt(pt2)
-        abs_eta = np.abs(np.arcsinh(tracks["pz"] / np.maximum(pt, 1e-12)))
+        apid = np.abs(particle["pid"])
         kind = np.full(len(tr), CHARGED_HADRON, np.int8)
         pid = 211 * sign
         for code, lepton in ((11, ELECTRON), (13, MUON)):
             table = self._identified[code]
             sel = np.flatnonzero(apid == code)
+            pt = np.sqrt(pt2[sel])
+            abs_eta = np.abs(np.arcsinh(tracks["pz"][sel] / np.maximum(pt, 1e-12)))
             passed = uniform(keys, _LEPTON_ID, index[tr[sel]], event[tr[sel]]) < table(
-                pt[sel], abs_eta[sel])
+                pt, abs_eta)
             kind[sel[passed]] = lepton
             pid[sel[passed]] = -code * sign[sel[passed]]
         charged = {"px": tracks["px"], "py": tracks["py"], "pz": tracks["pz"],
-                   "E": tracks["E"], "pid": pid, "charge": charge, "vx": c["vx"][tr],
-                   "vy": c["vy"][tr], "vz": c["vz"][tr], "kind": kind,
-                   **self._impact_parameters(tracks, c, event, index, keys)}
+                   "E": tracks["E"], "pid": pid, "charge": charge, "vx": particle["vx"],
+                   "vy": particle["vy"], "vz": particle["vz"], "kind": kind,
+                   **self._impact_parameters(tracks, particle, event, index, keys)}
 
         # Neutral candidates: photons (ECAL), then neutral hadrons (HCAL).
         n_p = len(photons.energy)

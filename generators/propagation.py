@@ -109,27 +109,31 @@ def from_beam_line(z: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray
     φ0 − α/2, turning clockwise for r > 0, and has length 2|r| sin(α/2))."""
     pt = np.sqrt(px * px + py * py)
     phi = np.arctan2(py, px)
-    eta = np.arcsinh(pz / np.maximum(pt, 1e-300))
     moving = pt > 1e-9
     bent = (q != 0) & moving & (bz != 0)
     charged = np.flatnonzero(bent)
     # Lines from the axis keep their direction (a particle at z != 0 sees another η).
-    line = np.flatnonzero(~bent & moving & (z != 0))
+    lines = ~bent & moving & (z != 0)
+    line = np.flatnonzero(lines)
+    # The momentum's η is the answer only for the rest (few: most are bent or lines).
+    eta = np.empty(len(pt))
+    rest = np.flatnonzero(~(bent | lines))
+    eta[rest] = np.arcsinh(pz.take(rest) / np.maximum(pt.take(rest), 1e-300))
     if len(line):
-        z_l, pz_l, pt_l = z[line], pz[line], pt[line]
+        z_l, pz_l, pt_l = z.take(line), pz.take(line), pt.take(line)
         s_r = radius / pt_l  # steps of p to the barrel, and to an endcap
         s = np.minimum(s_r, _to_endcap(z_l, pz_l, half_length))
         eta[line] = np.arcsinh((z_l + s * pz_l) / (s * pt_l))
     reaches = moving.copy()
     if len(charged):
-        pt_c = pt[charged]
-        r = 1000.0 * pt_c / (C_LIGHT * q[charged] * bz)
+        pt_c = pt.take(charged)
+        r = 1000.0 * pt_c / (C_LIGHT * q.take(charged) * bz)
         radius_h = np.abs(r)
         half_chord = radius / (2.0 * radius_h)
-        alpha_r = 2.0 * np.arcsin(np.minimum(half_chord, 1.0))
-        alpha_r[~(half_chord <= 1.0)] = np.inf
-        rise = pz[charged] / pt_c * radius_h  # dz per unit turning angle
-        z_c = z[charged]
+        alpha_r = np.where(half_chord <= 1.0, 2.0 * np.arcsin(np.minimum(half_chord, 1.0)),
+                           np.inf)
+        rise = pz.take(charged) / pt_c * radius_h  # dz per unit turning angle
+        z_c = z.take(charged)
         alpha = np.minimum(alpha_r, _to_endcap(z_c, rise, half_length))
         ok = np.isfinite(alpha)
         alpha[~ok] = 0.0
@@ -137,7 +141,7 @@ def from_beam_line(z: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray
         rho = 2.0 * radius_h * np.abs(half_sine)
         zc = z_c + alpha * rise
         eta[charged] = np.arcsinh(zc / np.maximum(rho, 1e-300))
-        chord = phi[charged] - np.copysign(0.5, r) * alpha + np.pi * (half_sine < 0)
+        chord = phi.take(charged) - np.copysign(0.5, r) * alpha + np.pi * (half_sine < 0)
         phi[charged] = remainder(chord + np.pi, 2 * np.pi) - np.pi
         reaches[charged] = ok
     return eta, phi, reaches

@@ -28,7 +28,7 @@ from .generators.mitigation import mitigate
 from .generators.pileup import MinimumBias, make_library, overlay
 from .generators.pythia_setup import pythia_version
 from .generators.resimulate import Resimulator, job_table
-from .generators.seeds import derive_key
+from .generators.seeds import derive_keys
 from .jets import make_jets
 from .layout import as_table, empty_tables
 from .store import parts_dir
@@ -131,20 +131,19 @@ class Pipeline:
         its coordinates. A ``stage = "pileup"`` realization keeps its base's detector
         seeds (only pileup changes), a ``stage = "detector"`` one its base's pileup."""
         card = self.card
-        names = card.variation_names
+        names, stages = card.variation_names, [v.stage for v in card.variations]
         detector, pileup = [], []
         with_pileup = any(p is not None for _, p in self._setups)
         for j in jobs:
-            v = card.variations[j.variation]
+            stage = stages[j.variation]
             own = (names[j.variation], j.event, j.realization, j.attempt)
             # A base is set, and used, for detector- and pileup-stage variations only.
-            base = (cast(str, v.base), j.event, 0, j.attempt)
-            detector.append(derive_key(card.run.seed, "detector",
-                                       *(base if v.stage == "pileup" else own)))
+            base = (cast(str, card.variations[j.variation].base), j.event, 0, j.attempt)
+            detector.append(("detector", *(base if stage == "pileup" else own)))
             if with_pileup:
-                pileup.append(derive_key(card.run.seed, "pileup",
-                                         *(base if v.stage == "detector" else own)))
-        return np.array(detector, np.uint64), np.array(pileup, np.uint64)
+                pileup.append(("pileup", *(base if stage == "detector" else own)))
+        return (derive_keys(card.run.seed, detector),
+                derive_keys(card.run.seed, pileup))
 
     def _detect(self, particles: FinalState, jobs: list[Job]) -> tuple[FinalState, np.ndarray]:
         """Candidates of every realization as its jets see them (each variation's pileup,
