@@ -25,13 +25,22 @@ class Bins:
 
     #: Up to this many edges, counting the edges passed costs fewer passes than the grid.
     FEW = 4
+    #: Most fine cells a grid may have (8 MB a table): bins much narrower than their range
+    #: (a card's choice) are searched instead, with the same result.
+    MAX_CELLS = 1 << 20
 
     def __init__(self, edges: Sequence[float] | np.ndarray):
         e = np.asarray(edges, float)
         self.edges = e
+        self._grid = False
+        if len(e) <= self.FEW:
+            return
         widths = np.diff(e)
-        step = 0.5 * widths.min() if len(widths) and widths.min() > 0 else 1.0
+        step = 0.5 * widths.min() if widths.min() > 0 else 1.0
         n = int(np.ceil((e[-1] - e[0]) / step)) + 1
+        if n > self.MAX_CELLS:
+            return
+        self._grid = True
         self._last = n
         self._scale, self._offset = 1.0 / step, e[0] / step
         # Per fine cell: the rank of its lower edge, and the edges around that rank r,
@@ -43,13 +52,15 @@ class Bins:
     def rank(self, x: np.ndarray) -> np.ndarray:
         """The number of edges at or below each ``x`` (int64)."""
         x = np.asarray(x, float)
-        if not np.isfinite(x).all():  # NaN has no cell in the grid: search
+        if not np.isfinite(x).all():  # NaN has no cell in the grid, nor a count: search
             return np.searchsorted(self.edges, x, side="right")
         if len(self.edges) <= self.FEW:
             rank = (x >= self.edges[0]).astype(np.int64)
             for edge in self.edges[1:]:
                 rank += x >= edge
             return rank
+        if not self._grid:
+            return np.searchsorted(self.edges, x, side="right")
         # Any fine cell within one of x's names x's bin or a neighbour (a cell is at most
         # half a bin wide): one comparison on each side corrects the guess.
         fine = x * self._scale
@@ -67,7 +78,7 @@ class Bins:
         return self.rank(x) - 1
 
 
-class Table:
+class TableLookup:
     """A :class:`~resim.detector_spec.BinnedTable`'s values, as its ``__call__`` gives them
     (0 outside its |η| edges and below its first pT edge)."""
 
@@ -93,7 +104,7 @@ class Table:
     def at(self, index: np.ndarray) -> np.ndarray:
         return self._flat[index]
 
-    def same_bins(self, other: Table) -> bool:
+    def same_bins(self, other: TableLookup) -> bool:
         """Whether ``other`` has the same edges (so the same :meth:`index`)."""
         return (np.array_equal(self.eta.edges, other.eta.edges)
                 and np.array_equal(self.pt.edges, other.pt.edges))
@@ -117,4 +128,4 @@ class Resolution:
         return np.sqrt(a * a + b * b)
 
 
-__all__ = ["Bins", "Resolution", "Table"]
+__all__ = ["Bins", "Resolution", "TableLookup"]

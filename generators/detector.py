@@ -37,7 +37,7 @@ import numpy as np
 from resim.detector_spec import DetectorSpec
 from resim.layout import CHARGED_HADRON, ELECTRON, MUON, NEUTRAL_HADRON, PHOTON
 
-from .bins import Resolution, Table
+from .bins import Resolution, TableLookup
 from .calorimeter import Calorimeter, Deposits, Measured, lognormal
 from .final_state import COLUMNS, FinalState
 from .propagation import from_beam_line, helix_impact_parameters, to_cylinder
@@ -67,12 +67,12 @@ class Detector:
         tr = spec.tracking
         # Track classes by |PDG id| (0: charged hadrons): efficiencies, pT resolutions.
         classes = {0: tr.charged_hadron, 11: tr.electron, 13: tr.muon}
-        self._efficiency = {code: Table(c.efficiency) for code, c in classes.items()}
+        self._efficiency = {code: TableLookup(c.efficiency) for code, c in classes.items()}
         self._resolution = {code: Resolution(c.resolution) for code, c in classes.items()}
-        self._d0, self._dz = Table(tr.d0_resolution), Table(tr.dz_resolution)
+        self._d0, self._dz = TableLookup(tr.d0_resolution), TableLookup(tr.dz_resolution)
         ident = spec.identification
-        self._identified = {11: Table(ident.electron), 13: Table(ident.muon)}
-        self._photon = Table(ident.photon)
+        self._identified = {11: TableLookup(ident.electron), 13: TableLookup(ident.muon)}
+        self._photon = TableLookup(ident.photon)
         # Shares by |PDG id|: a table for ids below _LOOKUP (every stable hadron), the
         # listed ids beyond it (e.g. neutralinos) looked up one by one.
         self._ecal_share, self._hcal_share = (np.full(_LOOKUP, float(f))
@@ -191,7 +191,7 @@ class Detector:
         abs_eta = np.abs(np.arcsinh(c["pz"].take(rows) / np.maximum(pt, 1e-12)))
         ev = event.take(rows)
 
-        def by_class(tables: dict[int, Table] | dict[int, Resolution]) -> np.ndarray:
+        def by_class(tables: dict[int, TableLookup] | dict[int, Resolution]) -> np.ndarray:
             out = tables[0](pt, abs_eta)
             for code in (11, 13):
                 lepton = np.flatnonzero(apid == code)

@@ -15,7 +15,7 @@ import pytest
 import resim
 from resim.card import CardError, load_card, parse_card
 from resim.detector_spec import merge, parse, preset_text
-from resim.generators.bins import Bins, Resolution, Table
+from resim.generators.bins import Bins, Resolution, TableLookup
 from resim.generators.calorimeter import CellGrid, _cells_hit
 from resim.generators.detector import CANDIDATE_COLUMNS, Detector
 from resim.generators.final_state import FinalState
@@ -198,9 +198,9 @@ def test_table_lookups_are_the_specs_own_evaluation():
         x = np.concatenate([near, rng.uniform(-1, 6, 5000), np.exp(rng.uniform(-4, 7, 5000)),
                             [0.0, -0.0, 1e300, -1e300]])
         for pt, eta in ((x, rng.permutation(x)), (rng.permutation(x), x)):
-            assert np.array_equal(Table(table)(pt, eta), table(pt, eta))
+            assert np.array_equal(TableLookup(table)(pt, eta), table(pt, eta))
         odd = np.array([np.inf, -np.inf, np.nan, 1.0])  # searched: no grid cell
-        assert np.array_equal(Table(table)(odd, odd[::-1]), table(odd, odd[::-1]))
+        assert np.array_equal(TableLookup(table)(odd, odd[::-1]), table(odd, odd[::-1]))
     for cls in (tr.charged_hadron, tr.electron, tr.muon):
         x = np.concatenate([np.asarray(cls.resolution.eta_edges), rng.uniform(0, 6, 5000)])
         pt = np.exp(rng.uniform(-3, 8, len(x)))
@@ -208,6 +208,10 @@ def test_table_lookups_are_the_specs_own_evaluation():
     edges = np.array([0.1, 0.2227, 0.2720, 1.0, 134.7])
     x = np.concatenate([rng.uniform(-1, 200, 10_000), edges, np.nextafter(edges, -1)])
     assert np.array_equal(Bins(edges).index(x), np.searchsorted(edges, x, side="right") - 1)
+    # bins far narrower than their range (a card's choice) would need a huge grid: searched
+    narrow = np.array([0.0, 1e-9, 1.0, 5.0, 10.0])
+    assert not Bins(narrow)._grid and Bins(edges)._grid
+    assert np.array_equal(Bins(narrow).rank(x), np.searchsorted(narrow, x, side="right"))
 
 
 def test_cells_are_grouped_as_a_stable_sort_would():
