@@ -310,6 +310,12 @@ def _typed(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
         kind = next(k for k in typing.get_args(kind) if k is not type(None))
     if dataclasses.is_dataclass(kind):
         return read(kind, t.table(name, rule.required))  # type: ignore[arg-type]
+    if typing.get_origin(kind) is tuple:
+        return _typed_list(t, name, typing.get_args(kind)[0], default, rule)
+    return _typed_scalar(t, name, kind, default, rule)
+
+
+def _typed_scalar(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
     if kind is bool:
         return t.boolean(name, default)
     if kind is int:
@@ -326,7 +332,11 @@ def _typed(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
     if kind is Path:
         value = t.string(name, None if default is None else str(default), rule.required)
         return None if value is None else Path(value)
-    item = typing.get_args(kind)[0] if typing.get_origin(kind) is tuple else None
+    raise TypeError(f"{name}: no reader for {kind!r}")
+
+
+def _typed_list(t: Table, name: str, item: Any, default: Any, rule: Rule) -> Any:
+    """A ``tuple[item, ...]`` key: a TOML list of ``item``."""
     if item is int:
         return t.integers(name, default, minimum=rule.minimum)  # type: ignore[arg-type]
     if item is float:
@@ -337,4 +347,4 @@ def _typed(t: Table, name: str, kind: Any, default: Any, rule: Rule) -> Any:
         return t.strings(name, default, rule.required)
     if typing.get_origin(item) is tuple and typing.get_args(item)[0] is int:
         return t.integer_lists(name)
-    raise TypeError(f"{name}: no reader for {kind!r}")
+    raise TypeError(f"{name}: no reader for a list of {item!r}")
