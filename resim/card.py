@@ -24,7 +24,7 @@ from typing import Any, cast
 from . import detector_spec, pileup_spec
 from .detector_spec import DetectorSpec
 from .pileup_spec import PileupSpec
-from .schema import Check, SchemaError, Shipped, Table, declared, read
+from .schema import SchemaError, Shipped, Table, declared, read
 
 #: Variation names used across the project (cards, trainer configs, plots).
 STANDARD_VARIATIONS = (
@@ -82,14 +82,6 @@ class PythiaSetting:
     @property
     def name(self) -> str:
         return self.line.split("=", 1)[0].strip()
-
-
-def _one_of(choices: Sequence[str]) -> Check:
-    """A check that a string is one of ``choices`` (a card's own wording)."""
-    def check(t: Table, name: str, value: str) -> None:
-        if value not in choices:
-            t.fail(name, f"must be one of {', '.join(choices)}, got {value!r}")
-    return check
 
 
 def _pythia_settings(t: Table, name: str, default: Any) -> tuple[PythiaSetting, ...]:
@@ -150,7 +142,7 @@ class Objects:
 
 @dataclass(frozen=True)
 class Jets:
-    algorithm: str = declared("antikt", check=_one_of(JET_ALGORITHMS))
+    algorithm: str = declared("antikt", choices=JET_ALGORITHMS)
     radius: float = declared(0.8, above=0.0, at_most=3.0)
     pt_min: float = declared(500.0, minimum=0.0)
     pt_max: float = declared(math.inf, above=0.0)
@@ -180,7 +172,7 @@ class Variation:
 
     name: str  # the key of its table
     realizations: int = declared(1, minimum=1)
-    stage: str = declared("shower", check=_one_of(STAGES))
+    stage: str = declared("shower", choices=STAGES)
     settings: tuple[PythiaSetting, ...] = declared((), reader=_pythia_settings)
     #: The detector this variation's realizations go through: the card's ``[detector]``
     #: with the variation's own ``detector = { ... }`` overrides (None: no detector; read
