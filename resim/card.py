@@ -24,7 +24,7 @@ from typing import Any, cast
 from . import detector_spec, pileup_spec
 from .detector_spec import DetectorSpec
 from .pileup_spec import PileupSpec
-from .schema import SchemaError, Shipped, Table, declared, read
+from .schema import SchemaError, Shipped, Table, declared, read, rule_of
 
 #: Variation names used across the project (cards, trainer configs, plots).
 STANDARD_VARIATIONS = (
@@ -252,10 +252,10 @@ class Card:
         """The card with command-line options applied (they win over the file)."""
         run = self.run
         if events is not None:
-            _check_integer(self.path, "--events", events, 1, MAX_EVENTS)
+            _check_option(self.path, "--events", "events", events)
             run = dataclasses.replace(run, events=events)
         if seed is not None:
-            _check_integer(self.path, "--seed", seed, 0, MAX_SEED)
+            _check_option(self.path, "--seed", "seed", seed)
             run = dataclasses.replace(run, seed=seed)
         if output is not None:
             run = dataclasses.replace(run, output=Path(output))
@@ -643,12 +643,9 @@ class _Table(Table):
         return tuple(out)
 
 
-def _check_integer(card: Path, key: str, value: int, minimum: int, at_most: int) -> None:
-    """A command-line integer, worded as the card's own keys are (:meth:`Table.integer`)."""
-    _check(card, key, value >= minimum, f"must be an integer >= {minimum}, got {value}")
-    _check(card, key, value <= at_most, f"must be an integer <= {at_most}, got {value}")
-
-
-def _check(card: Path, key: str, ok: bool, message: str) -> None:
-    if not ok:
-        raise CardError(card, key, message)
+def _check_option(card: Path, option: str, name: str, value: int) -> None:
+    """A command-line value for ``run.NAME``, checked by that key's declared bounds and
+    worded as the card's own keys are."""
+    rule = rule_of(Run, name)
+    _Table(card, {option: value}).integer(option, None, cast(int, rule.minimum),
+                                          at_most=cast(int, rule.at_most))

@@ -271,6 +271,12 @@ def _keys(cls: type, section: str | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
+def rule_of(cls: type, name: str) -> Rule:
+    """The checks field ``name`` of ``cls`` declares (e.g. to check a command-line value
+    that overrides the key by the same rule)."""
+    return next(r for f, r in _declared(cls) if f.name == name)
+
+
 def declared_keys(cls: type) -> tuple[str, ...]:
     """The keys ``cls`` declares, in order (those :func:`read` allows)."""
     return _keys(cls, None)
