@@ -7,8 +7,12 @@ split changes which rank makes an event, never what the event contains.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import stat
+import struct
 import sys
+import termios
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -300,9 +304,47 @@ def stop_all(comm: Comm, grace: float = STOP_GRACE_SECONDS, poll: float = 0.05,
         del requests  # the abort ends them
     if report is not None:
         report()
-        sys.stderr.flush()
+    _hand_over_output()
     comm.Abort(code)
     os._exit(code)  # MPI_Abort has returned here, now and then, in MPICH 5
+
+
+def _hand_over_output() -> None:
+    """Flush stdout and stderr and wait until whatever reads them has taken every byte:
+    under mpiexec that is a pipe to Hydra's proxy, which drops what is still in the pipe
+    when the job is aborted, so the stop's one line was lost now and then."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    wait_until_read([fd for fd in (1, 2) if _is_pipe(fd)])
+
+
+def wait_until_read(pipes: list[int], timeout: float = 5.0, poll: float = 0.01) -> bool:
+    """Wait until the readers of the pipes ``pipes`` (write ends) have read everything
+    written to them, at most ``timeout`` seconds; whether they have."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pipes = [fd for fd in pipes if _unread_bytes(fd) > 0]
+        if not pipes:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(poll)
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def _unread_bytes(fd: int) -> int:
+    """Bytes written to the pipe ``fd`` that its reader has not read yet (FIONREAD); 0
+    where the system cannot say."""
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"))[0])
+    except OSError:
+        return 0
 
 
 def _answer_stop(comm: Comm, status: Any) -> bool:

@@ -1,8 +1,13 @@
-"""The one-rank stand-in for MPI answers the calls resim makes as MPI would for one rank."""
+"""The one-rank stand-in for MPI answers the calls resim makes as MPI would for one rank;
+a stopping rank's last line reaches whatever reads its output."""
+
+import os
+import threading
+import time
 
 import pytest
 
-from resim.parallel import SerialComm, stop_requested
+from resim.parallel import SerialComm, stop_requested, wait_until_read
 
 
 class _Status:
@@ -49,3 +54,21 @@ def test_a_single_rank_refuses_what_would_hang_or_go_nowhere():
     comm.isend("x", dest=0, tag=3)
     assert not comm.iprobe(source=1)
     assert not stop_requested(comm)  # a stop request needs another rank
+
+
+def test_the_last_line_before_an_abort_waits_until_its_reader_has_taken_it():
+    """mpiexec's proxy drops what is still in a rank's pipe when the job is aborted."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"error: stopped by SIGTERM\n")
+        assert not wait_until_read([write_end], timeout=0.1)  # nobody reads: gives up
+        taken = []
+        reader = threading.Timer(0.3, lambda: taken.append(os.read(read_end, 100)))
+        began = time.monotonic()
+        reader.start()
+        assert wait_until_read([write_end], timeout=10)
+        assert time.monotonic() - began >= 0.3 and taken == [b"error: stopped by SIGTERM\n"]
+        reader.join()
+    finally:
+        os.close(read_end)
+        os.close(write_end)
