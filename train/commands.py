@@ -43,15 +43,16 @@ def fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
-def run_reporting_errors(action: Callable[[], Any]) -> Any:
-    """Run ``action``; config and run problems become one-line errors (exit code 2)."""
+def run_reporting_errors(action: Callable[[], Any], overrides: Overrides | None = None) -> Any:
+    """Run ``action``; config and run problems become one-line errors (exit code 2), naming
+    the option that gave a bad value as the user typed it."""
     from .config import ConfigError
     from .loop import RunError
 
     try:
         return action()
     except (ConfigError, RunError) as err:
-        fail(str(err))
+        fail(str(err) if overrides is None else overrides.as_typed(str(err)))
     finally:
         import torch.distributed as dist
 
@@ -59,13 +60,29 @@ def run_reporting_errors(action: Callable[[], Any]) -> Any:
             dist.destroy_process_group()
 
 
-def _overrides(epochs: int | None, max_jets: int | None, given: Sequence[str]) -> list[str]:
-    out = list(given)
-    if epochs is not None:
-        out.append(f"run.epochs={epochs}")
-    if max_jets is not None:
-        out.append(f"data.max_jets={max_jets}")
-    return out
+class Overrides:
+    """A command's config overrides: ``--set``'s, then those its own options make, with the
+    option each came from, so that an error names ``--epochs 0`` rather than the
+    ``--set run.epochs=0`` it became."""
+
+    def __init__(self, given: Sequence[str], epochs: int | None, max_jets: int | None):
+        self.items = list(given)
+        self._typed: dict[str, str] = {}
+        if epochs is not None:
+            self.add(f"run.epochs={epochs}", f"--epochs {epochs}")
+        if max_jets is not None:
+            self.add(f"data.max_jets={max_jets}", f"--max-jets {max_jets}")
+
+    def add(self, item: str, typed: str) -> None:
+        """The override ``item``, made by the command-line option ``typed``."""
+        self.items.append(item)
+        self._typed[item] = typed
+
+    def as_typed(self, message: str) -> str:
+        """``message`` (a config error's) naming options as they were typed."""
+        for item, typed in self._typed.items():
+            message = message.replace(f"(--set {item})", f"({typed})")
+        return message
 
 
 def _load(name: str | None) -> Any:
@@ -117,10 +134,10 @@ def train(config_name: str | None, data: tuple[Path, ...], output: Path, epochs:
         if config_name is None and not resume:
             fail("give --config CONFIG (a file or a shipped config; see `resim configs`)")
         return pretrain(_load(config_name), list(data), output, resume=resume,
-                        overwrite=overwrite, overrides=_overrides(epochs, max_jets, overrides),
-                        progress=not quiet)
+                        overwrite=overwrite, overrides=extra.items, progress=not quiet)
 
-    _report(output, run_reporting_errors(run))
+    extra = Overrides(overrides, epochs, max_jets)
+    _report(output, run_reporting_errors(run, extra))
 
 
 @click.command()
@@ -158,22 +175,24 @@ def finetune(checkpoint: Path | None, data: tuple[Path, ...], output: Path,
         from .finetune import classes_override
         from .finetune import finetune as run_finetune
 
-        extra = _overrides(epochs, max_jets, overrides)
         if fraction is not None:
-            extra.append(f"finetune.fraction={fraction}")
+            extra.add(f"finetune.fraction={fraction}", f"--fraction {fraction}")
         if frozen:
-            extra.append('finetune.backbone="fixed"')
+            extra.add('finetune.backbone="fixed"', "--frozen")
         if variations:
-            extra.append("data.variations=[" + ", ".join(f'"{v}"' for v in variations) + "]")
+            extra.add("data.variations=[" + ", ".join(f'"{v}"' for v in variations) + "]",
+                      " ".join(f"--variations {v}" for v in variations))
         if head is not None:
-            extra.append(f'finetune.head="{head}"')
+            extra.add(f'finetune.head="{head}"', f"--head {head}")
         if classes:
-            extra.append(classes_override(_parse_classes(classes)))
+            extra.add(classes_override(_parse_classes(classes)),
+                      " ".join(f"--classes {c}" for c in classes))
         name = config_name or (None if resume else "finetune")
         return run_finetune(_load(name), list(data), output, checkpoint, resume=resume,
-                            overwrite=overwrite, overrides=extra, progress=not quiet)
+                            overwrite=overwrite, overrides=extra.items, progress=not quiet)
 
-    _report(output, run_reporting_errors(run))
+    extra = Overrides(overrides, epochs, max_jets)
+    _report(output, run_reporting_errors(run, extra))
 
 
 def _parse_classes(items: Sequence[str]) -> dict[str, list[str]]:
@@ -243,7 +262,7 @@ def evaluate(checkpoint: Path, data: tuple[Path, ...], output: Path, split: str,
         return run_evaluate(checkpoint, list(data), output, split=split, variations=chosen,
                             signal=signal, max_jets=max_jets, overwrite=overwrite)
 
-    m = run_reporting_errors(run)
+    m = run_reporting_errors(run, Overrides((), None, max_jets))
     if shift:
         from .evaluate import format_shift_table
 
@@ -287,7 +306,7 @@ def probe(checkpoint: Path, data: tuple[Path, ...], output: Path, classes: tuple
         return run_probe(checkpoint, list(data), output, classes=mapping, max_jets=max_jets,
                          overwrite=overwrite)
 
-    result = run_reporting_errors(run)
+    result = run_reporting_errors(run, Overrides((), None, max_jets))
     from .probe import summary_lines
 
     width = max(len(r[0]) for r in summary_lines(result))

@@ -151,6 +151,14 @@ def test_config_mistakes_are_one_line(tmp_path: Path, top_dataset: Path) -> None
     code, _, err = run("train", "--config", "rs3l_part", "--data", top_dataset, "--output",
                        tmp_path / "out", "--set", "optimizer.lr=0")
     assert code == 2 and "(--set optimizer.lr=0): optimizer.lr: must be > 0" in err
+    # a bad value from a command's own option is named as it was typed
+    code, _, err = run("train", "--config", "rs3l_part", "--data", top_dataset, "--output",
+                       tmp_path / "out", "--epochs", "0")
+    assert code == 2 and err.endswith("rs3l_part.toml (--epochs 0): run.epochs: must be an "
+                                      "integer >= 1, got 0\n"), err
+    code, _, err = run("finetune", "--data", top_dataset, "--output", tmp_path / "out",
+                       "--fraction", "2")
+    assert code == 2 and "(--fraction 2.0): finetune.fraction: must be <= 1.0" in err, err
     code, _, err = run("train", "--config", "rs3l_part", "--data", tmp_path / "none.h5",
                        "--output", tmp_path / "out")
     assert code == 2 and "none.h5: no such data set file" in err
