@@ -125,11 +125,22 @@ def generate(card_name: str, output: Path | None, events: int | None, seed: int 
     same whatever N is.
     """
     from .output import OutputError, checked_output
-    from .parallel import AnotherRankFailedError, stand_by, world
+    from .parallel import (
+        AnotherRankFailedError,
+        MpiUnavailableError,
+        launcher_rank,
+        stand_by,
+        world,
+    )
 
     if resume and overwrite:
         _fail("--resume and --overwrite exclude each other")
-    comm = world()
+    try:
+        comm = world()
+    except MpiUnavailableError:
+        if launcher_rank() == 0:  # every rank finds it: one says it
+            raise
+        sys.exit(2)
     rank = comm.Get_rank()
     card = None
     try:

@@ -23,6 +23,8 @@ from .errors import ResimError
 _LAUNCHER_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 #: Those of them that say how many ranks the launcher started.
 _SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE")
+#: Those that say which rank a process is (readable without MPI).
+_RANK_VARS = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK")
 
 
 class MpiUnavailableError(ResimError, RuntimeError):
@@ -135,6 +137,13 @@ class _Sent:
 
 def launched_by_mpi() -> bool:
     return any(os.environ.get(v) for v in _LAUNCHER_VARS)
+
+
+def launcher_rank() -> int:
+    """This process's rank as its MPI launcher set it (0 without one): for speaking once
+    when MPI itself cannot be used."""
+    given = next((os.environ[v] for v in _RANK_VARS if os.environ.get(v)), "0")
+    return int(given) if given.isdigit() else 0
 
 
 def world() -> Comm:

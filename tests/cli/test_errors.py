@@ -108,6 +108,10 @@ def test_mpiexec_without_mpi4py_is_one_line_saying_what_to_install(monkeypatch, 
     assert message.endswith("pip install 'resim[mpi]' in this environment, or run without "
                             "mpiexec/srun")
     assert not out.exists()
+    monkeypatch.setenv("PMI_RANK", "1")  # the other ranks say nothing
+    result = CliRunner().invoke(main, ["generate", "--card", "smoke", "--output", str(out),
+                                       "--quiet"])
+    assert result.exit_code == 2 and result.stderr == "" and not out.exists()
 
 
 def test_a_hard_event_with_too_many_objects_names_the_card_key(monkeypatch, tmp_path):
