@@ -22,7 +22,7 @@ from resim.flavour import SPLITTINGS
 from resim.generate import generate
 from resim.generators.hard_process import OUTGOING, HardProcessSource
 
-from .test_physics import peak
+from .peaks import peak
 
 NEW_CARDS = {"hqqqq": ("hqqqq",), "hlnuqq": ("hlnuqq",), "tbl": ("tbl",), "zbb": ("zbb",),
              "qcdflavour": ("light", "c", "b", "g")}

@@ -9,7 +9,7 @@ import awkward as ak
 import numpy as np
 import pytest
 import vector
-from scipy.stats import gaussian_kde, ks_2samp
+from scipy.stats import ks_2samp
 
 import resim
 from resim.card import load_card
@@ -19,13 +19,9 @@ from resim.generators.pythia_setup import configure, initialize, new_pythia
 from resim.jets import make_jets
 from resim.truth import TruthObjects
 
+from .peaks import peak
+
 CARDS = Path(__file__).parents[1] / "cards"
-
-
-def peak(values: np.ndarray, lo: float, hi: float) -> float:
-    """Position of the maximum of a kernel density estimate (stabler than a histogram mode)."""
-    grid = np.linspace(lo, hi, 1001)
-    return float(grid[np.argmax(gaussian_kde(values)(grid))])
 
 
 def nominal(path: Path) -> ak.Array:

@@ -13,7 +13,7 @@ import pytest
 from resim.generators.pileup import LIBRARY_FILE
 from resim.store import _SLACK_BYTES, parts_dir, segments
 
-from .test_scaleout import RESUME, assert_same_data
+from .runs import RESUME, assert_same_data
 
 BIN = Path(sys.executable).parent
 

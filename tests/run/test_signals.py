@@ -21,7 +21,7 @@ import resim.generate as resim_generate
 from resim.card import load_card
 from resim.store import SegmentWriter, parts_dir
 
-from .test_scaleout import (
+from .runs import (
     RESUME,
     assert_same_data,
     command,
