@@ -162,7 +162,9 @@ def from_beam_line(z: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray
         eta[charged] = np.arcsinh(zc / np.maximum(rho, tiny))
         pi = pt.dtype.type(np.pi)  # (a Python float times booleans would be float64)
         chord = phi.take(charged) - np.copysign(0.5, r) * alpha + pi * (half_sine < 0)
-        phi[charged] = remainder(chord + np.pi, 2 * np.pi) - np.pi
+        # into [-π, π] by whole turns (rounding: fewer passes than remainder)
+        chord -= np.rint(chord * (0.5 / np.pi)) * (2 * np.pi)
+        phi[charged] = chord
         reaches[charged] = ok
     return eta, phi, reaches
 
