@@ -21,7 +21,8 @@ from resim.detector_spec import BinnedTable, TrackResolution
 class Bins:
     """Bins between sorted ``edges``: :meth:`rank` is
     ``np.searchsorted(edges, x, side="right")``, the number of edges at or below x (0
-    below the first edge: bin ``rank - 1``)."""
+    below the first edge: bin ``rank - 1``). Float32 ``x`` is compared with the edges
+    rounded to float32 (comparing across precisions costs numpy three times as much)."""
 
     #: Up to this many edges, counting the edges passed costs fewer passes than the grid.
     FEW = 4
@@ -33,6 +34,8 @@ class Bins:
         e = np.asarray(edges, float)
         self.edges = e
         self._grid = False
+        # edges, and below and above of the grid's cells: float64 and float32
+        self._at = {np.dtype(np.float64): (e,), np.dtype(np.float32): (e.astype(np.float32),)}
         if len(e) <= self.FEW:
             return
         widths = np.diff(e)
@@ -46,21 +49,27 @@ class Bins:
         # Per fine cell: the rank of its lower edge, and the edges around that rank r,
         # [below, above), padded with ±inf: three lookups by the same index.
         self._guess = np.searchsorted(e, e[0] + step * np.arange(n + 1), side="right")
-        self._below = np.concatenate([[-np.inf], e]).take(self._guess)
-        self._above = np.concatenate([e, [np.inf]]).take(self._guess)
+        for dtype, (edges,) in self._at.items():
+            self._at[dtype] = (edges, np.concatenate([[-np.inf], edges]).take(self._guess),
+                               np.concatenate([edges, [np.inf]]).take(self._guess))
 
     def rank(self, x: np.ndarray) -> np.ndarray:
         """The number of edges at or below each ``x`` (int64)."""
-        x = np.asarray(x, float)
+        x = np.asarray(x)
+        if x.dtype != np.float32:
+            x = x.astype(float, copy=False)
+        at = self._at[x.dtype]
+        edges = at[0]
         if not np.isfinite(x).all():  # NaN has no cell in the grid, nor a count: search
-            return np.searchsorted(self.edges, x, side="right")
-        if len(self.edges) <= self.FEW:
-            rank = (x >= self.edges[0]).astype(np.int64)
-            for edge in self.edges[1:]:
+            return np.searchsorted(edges, x, side="right")
+        if len(edges) <= self.FEW:
+            rank = (x >= edges[0]).astype(np.int64)
+            for edge in edges[1:]:
                 rank += x >= edge
             return rank
         if not self._grid:
-            return np.searchsorted(self.edges, x, side="right")
+            return np.searchsorted(edges, x, side="right")
+        below, above = at[1:]
         # Any fine cell within one of x's names x's bin or a neighbour (a cell is at most
         # half a bin wide): one comparison on each side corrects the guess.
         fine = x * self._scale
@@ -68,9 +77,9 @@ class Bins:
         np.maximum(fine, 0, out=fine)  # np.clip, without its overhead
         np.minimum(fine, self._last, out=fine)
         cell = fine.astype(np.intp)
-        rank = (x >= self._above.take(cell)).astype(np.int64)
+        rank = (x >= above.take(cell)).astype(np.int64)
         rank += self._guess.take(cell)
-        rank -= x < self._below.take(cell)
+        rank -= x < below.take(cell)
         return rank
 
     def index(self, x: np.ndarray) -> np.ndarray:
@@ -80,15 +89,15 @@ class Bins:
 
 class TableLookup:
     """A :class:`~resim.detector_spec.BinnedTable`'s values, as its ``__call__`` gives them
-    (0 outside its |η| edges and below its first pT edge)."""
+    (0 outside its |η| edges and below its first pT edge), as ``dtype``."""
 
-    def __init__(self, table: BinnedTable):
+    def __init__(self, table: BinnedTable, dtype: type = np.float64):
         self.eta = Bins(table.eta_edges)
         self.pt = Bins(table.pt_edges)
         values = np.asarray(table.values, float)
         # Rows of zeros below and above the |η| bins, a column of zeros below the pT bins:
         # every (row + 1, column + 1) then names its value, outside ones included.
-        padded = np.zeros((values.shape[0] + 2, values.shape[1] + 1))
+        padded = np.zeros((values.shape[0] + 2, values.shape[1] + 1), dtype)
         padded[1:-1, 1:] = values
         self._flat = padded.ravel()
         self._columns = padded.shape[1]
@@ -102,7 +111,7 @@ class TableLookup:
         return index
 
     def at(self, index: np.ndarray) -> np.ndarray:
-        return self._flat[index]
+        return self._flat.take(index)
 
     def same_bins(self, other: TableLookup) -> bool:
         """Whether ``other`` has the same edges (so the same :meth:`index`)."""
@@ -115,16 +124,16 @@ class TableLookup:
 
 class Resolution:
     """A :class:`~resim.detector_spec.TrackResolution`: sqrt(constant² + (slope·pT)²) per
-    |η| bin, 0 outside."""
+    |η| bin, 0 outside, as ``dtype``."""
 
-    def __init__(self, resolution: TrackResolution):
+    def __init__(self, resolution: TrackResolution, dtype: type = np.float64):
         self.eta = Bins(resolution.eta_edges)
-        self._constant = np.concatenate([[0.0], resolution.constant, [0.0]])
-        self._slope = np.concatenate([[0.0], resolution.slope, [0.0]])
+        self._constant = np.concatenate([[0.0], resolution.constant, [0.0]]).astype(dtype)
+        self._slope = np.concatenate([[0.0], resolution.slope, [0.0]]).astype(dtype)
 
     def __call__(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
         row = self.eta.rank(abs_eta)
-        a, b = self._constant[row], self._slope[row] * pt
+        a, b = self._constant.take(row), self._slope.take(row) * pt
         return np.sqrt(a * a + b * b)
 
 

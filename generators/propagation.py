@@ -38,26 +38,38 @@ def impact_parameters(px: np.ndarray, py: np.ndarray, pz: np.ndarray, vx: np.nda
 
 class Helices:
     """Helices of charged particles: signed radius r (mm; > 0 turns clockwise seen from
-    +z), axis (xc, yc), and the angle θ0 of the start point seen from the axis."""
+    +z), axis (xc, yc), and the angle θ0 of the start point seen from the axis.
+
+    ``coarse``: angles (arctan2, sine, cosine) in single precision, ~15 times faster in
+    numpy; positions then err by ~5e-7 of the radius (0.5 mm for a 1 TeV track: ample
+    for finding a calorimeter cell, ~20 mm wide, not for impact parameters)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, px: np.ndarray, py: np.ndarray,
-                 q: np.ndarray, bz: float):
+                 q: np.ndarray, bz: float, coarse: bool = False):
+        self.coarse = coarse
         pt = np.sqrt(px * px + py * py)
         self.r = 1000.0 * pt / (C_LIGHT * q * bz)
         self.turn = np.sign(self.r)  # the angle seen from the axis falls by turn * alpha
-        phi0 = np.arctan2(py, px)
-        self.xc = x + self.r * np.sin(phi0)
-        self.yc = y - self.r * np.cos(phi0)
+        phi0 = self._angle(np.arctan2, py, px)
+        self.xc = x + self.r * self._angle(np.sin, phi0)
+        self.yc = y - self.r * self._angle(np.cos, phi0)
         self.radius = np.abs(self.r)
-        self.theta0 = np.arctan2(y - self.yc, x - self.xc)
+        self.theta0 = self._angle(np.arctan2, y - self.yc, x - self.xc)
         self.d = np.sqrt(self.xc * self.xc + self.yc * self.yc)  # beam line to axis
-        self.theta_c = np.arctan2(self.yc, self.xc)
+        self.theta_c = self._angle(np.arctan2, self.yc, self.xc)
         self.slope = np.divide(1.0, pt, out=np.zeros_like(pt), where=pt > 0)  # 1/pT
+
+    def _angle(self, f: np.ufunc, *args: np.ndarray) -> np.ndarray:
+        """``f(*args)``, in single precision if coarse."""
+        if not self.coarse:
+            return f(*args)
+        return f(*(a.astype(np.float32) for a in args)).astype(np.float64)
 
     def at(self, alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Transverse position after turning by ``alpha`` (>= 0)."""
         theta = self.theta0 - self.turn * alpha
-        return self.xc + self.radius * np.cos(theta), self.yc + self.radius * np.sin(theta)
+        return (self.xc + self.radius * self._angle(np.cos, theta),
+                self.yc + self.radius * self._angle(np.sin, theta))
 
     def to_radius(self, radius: float) -> np.ndarray:
         """Turning angle (0, 2π) at which each helix first reaches ``radius`` (inf: never).
@@ -94,7 +106,9 @@ def helix_impact_parameters(x: np.ndarray, y: np.ndarray, z: np.ndarray, px: np.
     if len(off):
         h = Helices(x[off], y[off], px[off], py[off], q[off], bz)
         xa, ya, alpha = h.closest_approach()
-        direction = (h.theta_c + np.pi) - h.turn * np.pi / 2  # momentum at the closest point
+        # The momentum's direction at the closest point, and its sine and cosine in
+        # single precision (errors of 1e-7 times |(xa, ya)| ~ d0).
+        direction = ((h.theta_c + np.pi) - h.turn * np.pi / 2).astype(np.float32)
         d0[off] = xa * np.sin(direction) - ya * np.cos(direction)
         dz[off] = z[off] + h.radius * alpha * pz[off] * h.slope
     return d0, dz
@@ -106,8 +120,13 @@ def from_beam_line(z: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray
     """(η, φ, reaches) of the point where particles leaving the beam line at z meet the
     cylinder's surface: :func:`to_cylinder` in closed form for this common case (a helix
     from the axis turns by α = 2 asin(R / 2r) to the barrel; its chord points at
-    φ0 − α/2, turning clockwise for r > 0, and has length 2|r| sin(α/2))."""
+    φ0 − α/2, turning clockwise for r > 0, and has length 2|r| sin(α/2)).
+
+    Computed in the momenta's precision: float32 is ample (η and φ to ~1e-7 for cells
+    ~0.02 wide; every step is well conditioned, unlike :meth:`Helices.to_radius`'s) and
+    several times faster."""
     pt = np.sqrt(px * px + py * py)
+    tiny = _tiny(pt.dtype)
     phi = np.arctan2(py, px)
     moving = pt > 1e-9
     bent = (q != 0) & moving & (bz != 0)
@@ -116,9 +135,9 @@ def from_beam_line(z: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray
     lines = ~bent & moving & (z != 0)
     line = np.flatnonzero(lines)
     # The momentum's η is the answer only for the rest (few: most are bent or lines).
-    eta = np.empty(len(pt))
+    eta = np.empty(len(pt), pt.dtype)
     rest = np.flatnonzero(~(bent | lines))
-    eta[rest] = np.arcsinh(pz.take(rest) / np.maximum(pt.take(rest), 1e-300))
+    eta[rest] = np.arcsinh(pz.take(rest) / np.maximum(pt.take(rest), tiny))
     if len(line):
         z_l, pz_l, pt_l = z.take(line), pz.take(line), pt.take(line)
         s_r = radius / pt_l  # steps of p to the barrel, and to an endcap
@@ -127,7 +146,7 @@ def from_beam_line(z: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray
     reaches = moving.copy()
     if len(charged):
         pt_c = pt.take(charged)
-        r = 1000.0 * pt_c / (C_LIGHT * q.take(charged) * bz)
+        r = 1000.0 * pt_c / (C_LIGHT * q.take(charged).astype(pt.dtype) * bz)
         radius_h = np.abs(r)
         half_chord = radius / (2.0 * radius_h)
         alpha_r = np.where(half_chord <= 1.0, 2.0 * np.arcsin(np.minimum(half_chord, 1.0)),
@@ -140,19 +159,23 @@ def from_beam_line(z: np.ndarray, px: np.ndarray, py: np.ndarray, pz: np.ndarray
         half_sine = np.sin(0.5 * alpha)  # < 0 after more than a full turn (to an endcap)
         rho = 2.0 * radius_h * np.abs(half_sine)
         zc = z_c + alpha * rise
-        eta[charged] = np.arcsinh(zc / np.maximum(rho, 1e-300))
-        chord = phi.take(charged) - np.copysign(0.5, r) * alpha + np.pi * (half_sine < 0)
-        phi[charged] = remainder(chord + np.pi, 2 * np.pi) - np.pi
+        eta[charged] = np.arcsinh(zc / np.maximum(rho, tiny))
+        pi = pt.dtype.type(np.pi)  # (a Python float times booleans would be float64)
+        chord = phi.take(charged) - np.copysign(0.5, r) * alpha + pi * (half_sine < 0)
+        # into [-π, π] by whole turns (rounding: fewer passes than remainder)
+        chord -= np.rint(chord * (0.5 / np.pi)) * (2 * np.pi)
+        phi[charged] = chord
         reaches[charged] = ok
     return eta, phi, reaches
 
 
 def to_cylinder(x: np.ndarray, y: np.ndarray, z: np.ndarray, px: np.ndarray, py: np.ndarray,
-                pz: np.ndarray, q: np.ndarray, bz: float, radius: float,
-                half_length: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                pz: np.ndarray, q: np.ndarray, bz: float, radius: float, half_length: float,
+                coarse: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Where particles starting inside the cylinder (radius, half_length) cross its
     surface: (x, y, z, reaches). ``reaches`` is False for a particle that never does (at
-    rest, or circling at constant z)."""
+    rest, or circling at constant z). ``coarse``: the helices' angles in single precision
+    (:class:`Helices`)."""
     ox, oy, oz = np.array(x, float), np.array(y, float), np.array(z, float)
     pt2 = px * px + py * py
     moving = pt2 > 1e-18
@@ -175,7 +198,7 @@ def to_cylinder(x: np.ndarray, y: np.ndarray, z: np.ndarray, px: np.ndarray, py:
     h_i = np.flatnonzero(charged)
     reaches = straight.copy()
     if len(h_i):
-        h = Helices(x[h_i], y[h_i], px[h_i], py[h_i], q[h_i], bz)
+        h = Helices(x[h_i], y[h_i], px[h_i], py[h_i], q[h_i], bz, coarse)
         alpha_r = h.to_radius(radius)
         # z advances by radius * alpha * pz / pT per turning angle alpha
         alpha_z = _to_endcap(z[h_i], pz[h_i] * h.slope * h.radius, half_length)
@@ -196,16 +219,22 @@ def _to_endcap(z: np.ndarray, dz_per_step: np.ndarray, half_length: float) -> np
     return steps
 
 
+def _tiny(dtype: np.dtype) -> float:
+    """A floor for divisors: tiny, yet its reciprocal times a momentum stays finite."""
+    return 1e-300 if dtype == np.float64 else 1e-30
+
+
 def remainder(x: np.ndarray, period: float) -> np.ndarray:
     """``np.mod(x, period)`` for period > 0, bit for bit, but several times faster:
     numpy's goes through ``fmod``, slow beyond one period; here |x| < 2 periods (every
     angle sum in this module) takes at most two exact subtractions (Sterbenz) and the
     addition numpy itself makes for negative x."""
-    m = x - period * (x >= period) + period * (x < -period)
-    m += period * (m < 0)  # also makes -0.0 +0.0, as numpy does
-    far = np.flatnonzero(~(np.abs(x) < 2 * period))  # and NaN
+    p = x.dtype.type(period)  # in x's precision (times booleans: float64 otherwise)
+    m = x - p * (x >= p) + p * (x < -p)
+    m += p * (m < 0)  # also makes -0.0 +0.0, as numpy does
+    far = np.flatnonzero(~(np.abs(x) < 2 * p))  # and NaN
     if len(far):
-        m[far] = np.mod(x[far], period)
+        m[far] = np.mod(x[far], p)
     return m
 
 

@@ -77,50 +77,74 @@ def _bases(keys: np.ndarray, stream: int, event: np.ndarray | None) -> np.ndarra
     return base if event is None else base.take(event)
 
 
-def _uniform(base: np.ndarray, counters: np.ndarray) -> np.ndarray:
+def _draws(base: np.ndarray, counters: np.ndarray) -> np.ndarray:
+    """64 random bits per counter (uint64)."""
     x = np.asarray(counters).astype(np.uint64)
     x += np.uint64(1)
     x *= _GOLDEN
     x += base
-    _scramble(x)
-    x >>= np.uint64(11)
-    u = x.astype(np.float64)
-    u += 0.5
-    u *= 2.0**-53
+    return _scramble(x)
+
+
+def _unit(k: np.ndarray, bits: int, dtype: type) -> np.ndarray:
+    """(k + 1/2) / 2**bits for integers 0 <= k < 2**bits (uint64): in (0, 1), never 0
+    or 1 when ``dtype`` holds ``bits + 1`` significant bits."""
+    # through int64 (exact below 2**63): numpy converts int64, not uint64, with SIMD
+    u = k.view(np.int64).astype(dtype)
+    u += dtype(0.5)
+    u *= dtype(2.0**-bits)
     return u
 
 
+def _uniform(base: np.ndarray, counters: np.ndarray, bits: int = 53,
+             dtype: type = np.float64) -> np.ndarray:
+    """Uniform numbers in (0, 1) from the top ``bits`` bits of each counter's draw."""
+    x = _draws(base, counters)
+    x >>= np.uint64(64 - bits)
+    return _unit(x, bits, dtype)
+
+
 def uniform(keys: np.ndarray, stream: int, counters: np.ndarray,
-            event: np.ndarray | None = None) -> np.ndarray:
+            event: np.ndarray | None = None, single: bool = False) -> np.ndarray:
     """Uniform numbers in (0, 1), one per (key, counter), for random-number ``stream``.
-    With ``event``, draw i uses key ``keys[event[i]]`` (the same numbers, made faster)."""
-    return _uniform(_bases(keys, stream, event), counters)
+    With ``event``, draw i uses key ``keys[event[i]]`` (the same numbers, made faster).
+    ``single``: float32 numbers from the top 23 bits of the same draws (steps of 1.2e-7,
+    plenty for a cut on an efficiency or a point in a cell)."""
+    base = _bases(keys, stream, event)
+    return _uniform(base, counters, 23, np.float32) if single else _uniform(base, counters)
 
 
 def _box_muller(keys: np.ndarray, stream: int, counters: np.ndarray,
-                event: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """(radius, angle) of Box–Muller from the uniforms at counters 2c and 2c + 1; the
-    angle in single precision, where numpy's sine and cosine are vectorised (in double
-    precision they cost 20 times more, and 1e-7 is plenty for a smearing)."""
-    base = _bases(keys, stream, event)
-    counters = np.asarray(counters).astype(np.uint64) * np.uint64(2)
-    u1 = _uniform(base, counters)
-    counters += np.uint64(1)
-    u2 = _uniform(base, counters)
-    return np.sqrt(-2.0 * np.log(u1)), (2.0 * np.pi * u2).astype(np.float32)
+                event: np.ndarray | None, single: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(radius, angle) of Box–Muller from one draw per counter: the radius's uniform
+    from its top 41 bits (so |z| reaches 7.6, beyond which a normal lies with probability
+    2e-13), the angle's from the low 23 bits. The angle in single precision, where
+    numpy's sine and cosine are vectorised (in double precision they cost 20 times more,
+    and 1e-7 is plenty for a smearing). ``single``: the radius too, from the logarithm of
+    a double-precision uniform (float32 would round uniforms near 1 to 1)."""
+    x = _draws(_bases(keys, stream, event), counters)
+    angle = _unit(x & np.uint64((1 << 23) - 1), 23, np.float32)
+    angle *= np.float32(2.0 * np.pi)
+    x >>= np.uint64(23)
+    r2 = np.log(_unit(x, 41, np.float64))
+    r2 *= -2.0
+    if single:
+        r2 = r2.astype(np.float32)
+    return np.sqrt(r2, out=r2), angle
 
 
 def normal(keys: np.ndarray, stream: int, counters: np.ndarray,
-           event: np.ndarray | None = None) -> np.ndarray:
-    """Standard normal numbers, one per (key, counter) (Box–Muller on two uniforms); keys
-    as :func:`uniform`'s."""
-    radius, angle = _box_muller(keys, stream, counters, event)
+           event: np.ndarray | None = None, single: bool = False) -> np.ndarray:
+    """Standard normal numbers, one per (key, counter) (Box–Muller); keys
+    as :func:`uniform`'s; ``single``: float32."""
+    radius, angle = _box_muller(keys, stream, counters, event, single)
     return radius * np.cos(angle)
 
 
 def normal_pair(keys: np.ndarray, stream: int, counters: np.ndarray,
-                event: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                event: np.ndarray | None = None, single: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
     """Two independent standard normal numbers per (key, counter); the first is
     :func:`normal`'s."""
-    radius, angle = _box_muller(keys, stream, counters, event)
+    radius, angle = _box_muller(keys, stream, counters, event, single)
     return radius * np.cos(angle), radius * np.sin(angle)
