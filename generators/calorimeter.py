@@ -120,10 +120,6 @@ class Calorimeter:
         self._a, self._b, self._c = ((x * spec.resolution_scale**2).astype(np.float32)
                                      for x in spec.resolution.coefficients(centre))
 
-    def sigma(self, energy: np.ndarray, ring: np.ndarray) -> np.ndarray:
-        """Energy resolution of cells in rings ``ring`` (the cell centre's η)."""
-        return _sigma(energy, self._a[ring], self._b[ring], self._c[ring])
-
     def measure(self, d: Deposits, keys: np.ndarray, leading: bool = False) -> Measured:
         """Smear every hit cell, subtract tracks, make neutral candidates (and find each
         one's leading deposit if ``leading``)."""

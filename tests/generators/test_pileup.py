@@ -26,7 +26,7 @@ from resim.generators.seeds import derive_key
 from resim.layout import ELECTRON, MUON, NEUTRAL_HADRON, TABLES
 from resim.pileup_spec import parse, preset_text
 
-from .test_detector import undocumented_keys
+from .documented import undocumented_keys
 
 CARDS = Path(__file__).parents[1] / "cards"
 
