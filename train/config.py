@@ -281,6 +281,11 @@ class Config:
             return self
         return parse_config(self.text, self.source, (*self.overrides, *overrides))
 
+    def error(self, key: str, message: str) -> ConfigError:
+        """An error about ``key`` found after reading (e.g. building the encoder), naming
+        the override that set it, as reading does."""
+        return config_error(self.source, self.overrides, key, message)
+
     def require(self, *sections: str) -> None:
         """Raise if a section a command needs is missing (``[encoder]``, ``[method]``)."""
         for name in sections:
@@ -318,12 +323,17 @@ def parse_config(text: str, source: str = "<config>", overrides: Sequence[str] =
     try:
         return _parse(raw, text, source, tuple(overrides))
     except ConfigError as err:
-        # Name the override when the bad value came from the command line.
-        for item in reversed(overrides):
-            key = item.partition("=")[0].strip()
-            if err.key == key or err.key.startswith(key + "."):
-                raise ConfigError(f"{source} (--set {item})", err.key, err.message) from None
-        raise
+        raise config_error(source, overrides, err.key, err.message) from None
+
+
+def config_error(source: str, overrides: Sequence[str], key: str, message: str) -> ConfigError:
+    """The error for ``key`` of config ``source``, naming the override when the bad value
+    came from the command line."""
+    for item in reversed(overrides):
+        name = item.partition("=")[0].strip()
+        if key == name or key.startswith(name + "."):
+            return ConfigError(f"{source} (--set {item})", key, message)
+    return ConfigError(source, key, message)
 
 
 def _parse(raw: dict[str, Any], text: str, source: str, overrides: tuple[str, ...]) -> Config:

@@ -19,6 +19,7 @@ from .checkpoint import Checkpoint, EncoderSpec
 from .config import Config, ConfigError
 from .data import JetData, PretrainBatches
 from .encoders import Encoder, build_encoder
+from .encoders.base import SettingError
 from .features import FEATURES, N_FEATURES, feature_names, known_features
 from .loop import (
     CHECKPOINT,
@@ -45,7 +46,7 @@ def build_encoder_from(config: Config, n_features: int = N_FEATURES) -> Encoder:
     try:
         return build_encoder(config.encoder.name, n_features, **config.encoder.settings)
     except (TypeError, ValueError) as err:
-        raise ConfigError(config.source, "encoder", str(err)) from None
+        raise config.error(_setting_key("encoder", err), str(err)) from None
 
 
 def build_pretraining(config: Config, n_features: int = N_FEATURES) -> Method:
@@ -57,7 +58,12 @@ def build_pretraining(config: Config, n_features: int = N_FEATURES) -> Method:
     try:
         return build_method(config.method.name, encoder, **config.method.settings)
     except (TypeError, ValueError) as err:
-        raise ConfigError(config.source, "method", str(err)) from None
+        raise config.error(_setting_key("method", err), str(err)) from None
+
+
+def _setting_key(section: str, err: Exception) -> str:
+    """The key path of a build error: the setting it names, else the section."""
+    return f"{section}.{err.key}" if isinstance(err, SettingError) else section
 
 
 def augmentation(config: Config) -> Callable | None:

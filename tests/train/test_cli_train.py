@@ -170,7 +170,8 @@ def test_config_mistakes_are_one_line(tmp_path: Path, top_dataset: Path) -> None
     # a method's setting out of its range: one line before any training (temperature 0
     # used to train, then fail in the probes' eigenvalues)
     for config, setting, words in [
-            ("rs3l_part", "method.temperature=0", "rs3l: temperature must be > 0, got 0"),
+            ("rs3l_part", "method.temperature=0",
+             "(--set method.temperature=0): method.temperature: must be a finite number > 0"),
             ("vicreg_part", "method.gamma=0", "vicreg: the weights must be >= 0 and gamma"),
             ("jepa_part", "method.ema_start=1.5", "jepa: need 0 <= ema_start <= ema_end")]:
         code, _, err = run("train", "--config", config, "--data", top_dataset, "--output",

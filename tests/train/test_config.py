@@ -117,6 +117,41 @@ def test_overrides_are_checked_like_the_file(tmp_path: Path) -> None:
     assert (again.run.epochs, again.optimizer.lr) == (3, 3e-4)
 
 
+@pytest.mark.parametrize(("override", "words"), [
+    ("encoder.num_heads=0", "integer >= 1, got 0"),
+    ("encoder.embed_dims=[]", "one or more layer widths >= 1"),
+    ("encoder.embed_dims=[-4, 16]", "layer widths >= 1, got [-4, 16]"),
+    ("encoder.pair_embed_dims=[0]", "layer widths >= 1"),
+    ("encoder.num_cls_layers=0", "integer >= 1"),
+    ("encoder.length_groups=0", "integer >= 1"),
+    ("method.temperature=inf", "finite number > 0, got inf"),
+    ("method.head_dims=[0]", "layer widths >= 1"),
+    ("encoder.name=particlenet|encoder.k=0", "integer >= 1"),
+    ("encoder.name=particlenet|encoder.coordinates=100", "between 1 and the 15 input"),
+    ("encoder.name=particlenet|encoder.edge_dims=[]", "at least one EdgeConv block"),
+    ("method.name=jepa|method.predictor_heads=0", "integer >= 1"),
+    ("method.name=mpm|method.decoder_dim=0", "integer >= 1"),
+    ("method.name=vicreg|method.eps=inf", "finite number > 0"),
+])
+def test_settings_that_cannot_build_a_network_name_the_key(tmp_path: Path, override: str,
+                                                           words: str) -> None:
+    """Sizes out of range were a ZeroDivisionError or IndexError ("a bug in resim"), or
+    built a network whose output ignores its input (no class-attention block, k = 0)."""
+    path = write(tmp_path, GOOD.replace("num_layers = 2", "embed_dims = [16, 16]\nnum_heads = 2"
+                                        "\nnum_layers = 1\nnum_cls_layers = 1"))
+    *others, bad = override.split("|")
+    if "particlenet" in override:
+        path = write(tmp_path, "[encoder]\nname = 'particlenet'\n[method]\nname = 'rs3l'\n")
+        others = []
+    key = bad.partition("=")[0]
+    config = load_config(path, [*others, bad])
+    with pytest.raises(ConfigError) as err:
+        build_pretraining(config)
+    assert err.value.key == key
+    assert str(err.value).startswith(f"{path} (--set {bad}): {key}: must ")
+    assert words in err.value.message
+
+
 def test_one_view_for_objectives_without_positives() -> None:
     """MPM and JEPA treat every jet on its own: one view per group is allowed for them."""
     for name in ("mpm_part", "jepa_transformer"):
