@@ -338,6 +338,10 @@ def finetune(
     frame = spec.get("frame", "lab")
     probe = open_data(data, level=config.data.level)
     classes = class_mapping(config, probe.labels)
+    if len(classes) < 2:
+        raise RunError(f"data: every jet of {', '.join(str(p) for p in data)} is labelled "
+                       f"{', '.join(probe.labels)}: a classifier needs two classes or more; "
+                       "add data of another label (e.g. --data qcd.h5)")
     jets = open_data(data, classes, level=config.data.level)
     train = labelled_jets(config, jets, "train", rt, fraction=ft.fraction, shuffle=True,
                           features=names, frame=frame)

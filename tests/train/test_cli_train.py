@@ -159,6 +159,14 @@ def test_config_mistakes_are_one_line(tmp_path: Path, top_dataset: Path) -> None
     code, _, err = run("finetune", "--data", top_dataset, "--output", tmp_path / "out",
                        "--fraction", "2")
     assert code == 2 and "(--fraction 2.0): finetune.fraction: must be <= 1.0" in err, err
+    # one label, hence one class: it trained a classifier with nothing to tell apart
+    scratch = tmp_path / "scratch.toml"
+    scratch.write_text(FINETUNE + TINY_TRANSFORMER)
+    code, _, err = run("finetune", "--config", scratch, "--data", top_dataset, "--output",
+                       tmp_path / "out")
+    assert code == 2 and err == (f"error: data: every jet of {top_dataset} is labelled top: a "
+                                 "classifier needs two classes or more; add data of another "
+                                 "label (e.g. --data qcd.h5)\n"), err
     code, _, err = run("train", "--config", "rs3l_part", "--data", tmp_path / "none.h5",
                        "--output", tmp_path / "out")
     assert code == 2 and "none.h5: no such data set file" in err
