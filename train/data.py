@@ -255,6 +255,9 @@ class JetData:
         for path in self.paths:
             with _open_checked(path) as ds:
                 held.append({LEVELS[k] for k in np.unique(ds.column("jets", "level"))})
+        for path, h in zip(self.paths, held, strict=True):
+            if not h:  # not a level problem: its card's cuts kept no jet
+                raise DatasetError(f"{path}: holds no jets")
         if level == "auto":
             common = next((lv for lv in LEVELS if all(lv in h for h in held)), None)
             if common is None:

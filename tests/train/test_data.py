@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -448,6 +449,17 @@ def test_bad_paths_and_files_give_clear_errors(top_dataset, tmp_path):
         JetData(tmp_path / "running.h5")
     with pytest.raises(ValueError, match="no data set paths"):
         JetData([])
+
+
+def test_a_file_without_jets_is_named(top_dataset, tmp_path, generate_card):
+    """A data set whose cuts kept no jet was reported as files of "different levels"."""
+    card = tmp_path / "nothing.toml"
+    card.write_text((CARDS / "top_small.toml").read_text().replace(
+        "pt_min = 500.0\npt_max = 1000.0", "pt_min = 6000.0\npt_max = 7000.0"))
+    empty = generate_card(card, events=2)
+    for paths in (empty, [top_dataset, empty]):
+        with pytest.raises(DatasetError, match=rf"^{re.escape(str(empty))}: holds no jets$"):
+            JetData(paths)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
