@@ -466,7 +466,7 @@ def _cap(groups: np.ndarray, rows_per_group: np.ndarray, key: np.ndarray,
     if max_jets is None:
         return groups
     order = np.argsort(key[groups], kind="stable")
-    fits = np.cumsum(rows_per_group[order]) <= max_jets
+    fits = np.cumsum(rows_per_group[groups[order]]) <= max_jets
     return np.sort(groups[order[fits]])
 
 

@@ -126,6 +126,14 @@ def test_fraction_subsets_are_nested_and_deterministic(top_dataset, qcd_dataset)
     large = PretrainBatches(paths, max_jets=100)
     assert len(small.groups) * 2 <= 40 < (len(small.groups) + 1) * 2
     assert set(small.groups) < set(large.groups)
+    # labelled jets: at most max_jets rows, whatever the groups' sizes (the cap used to
+    # count another group's rows: --max-jets 10 gave 13 nominal jets)
+    data = JetData(paths)
+    for variations in ("nominal", "all"):
+        every = LabelledJets(data, split="all", variations=variations)
+        for cap in (10, 50, every.n_jets - 1):  # groups of up to 4 jets
+            capped = LabelledJets(data, split="all", variations=variations, max_jets=cap)
+            assert cap - 4 < capped.n_jets <= cap, (variations, cap)
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -506,3 +514,4 @@ def test_a_fraction_selecting_nothing_is_an_error(top_dataset):
         LabelledJets(data, split="all", fraction=tiny)
     with pytest.raises(ValueError, match="views"):
         ViewPolicy(views=True)
+
