@@ -467,6 +467,10 @@ def _cap(groups: np.ndarray, rows_per_group: np.ndarray, key: np.ndarray,
         return groups
     order = np.argsort(key[groups], kind="stable")
     fits = np.cumsum(rows_per_group[groups[order]]) <= max_jets
+    if len(groups) and not fits.any():  # else blamed on the split, fraction or variations
+        raise ValueError(f"max_jets = {max_jets} holds no whole group (subsets take whole "
+                         f"groups in a fixed order; the first has "
+                         f"{rows_per_group[groups[order[0]]]} jets)")
     return np.sort(groups[order[fits]])
 
 

@@ -515,3 +515,14 @@ def test_a_fraction_selecting_nothing_is_an_error(top_dataset):
     with pytest.raises(ValueError, match="views"):
         ViewPolicy(views=True)
 
+
+def test_a_max_jets_below_the_first_group_is_named(top_dataset):
+    """It was reported as the split, fraction or variations selecting no jets."""
+    data = JetData(top_dataset)
+    with pytest.raises(ValueError, match=r"^max_jets = 1 holds no whole group .*the first "
+                                         r"has [2-9] jets\)$"):
+        LabelledJets(data, split="all", variations="all", max_jets=1)
+    with pytest.raises(ValueError, match=r"^max_jets = 1 holds no whole group .*has 2 jets"):
+        PretrainBatches(data, max_jets=1)
+    assert LabelledJets(data, split="all", max_jets=1).n_jets == 1  # nominal: 1 a group
+
