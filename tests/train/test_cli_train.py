@@ -122,7 +122,8 @@ def test_train_finetune_evaluate(top_dataset: Path, qcd_dataset: Path, tmp_path:
     assert code == 2 and "holds an evaluation" in err
     code, _, err = run("evaluate", "--checkpoint", pre / "last.pt", *data, "--output",
                        tmp_path / "ev2")
-    assert code == 2 and "not a fine-tuning checkpoint" in err
+    assert code == 2 and err.startswith(f"error: {pre / 'last.pt'}: not a fine-tuning "
+                                        "checkpoint (kind 'pretrain')"), err
     assert not (tmp_path / "ev2").exists()
     code, _, err = run("finetune", "--checkpoint", pre / "last.pt", *data, "--output",
                        tmp_path / "ft2", "--classes", "qcd")
