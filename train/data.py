@@ -772,6 +772,9 @@ class LabelledJets(_Epochs):
         if variations == "all":
             return names
         chosen = [variations] if isinstance(variations, str) else list(variations)
+        if "all" in chosen and "all" not in names:
+            raise ValueError(f"variations: 'all' stands alone, not in a list of names "
+                             f"({', '.join(chosen)})")
         unknown = [v for v in chosen if v not in names]
         if not chosen or unknown:
             raise ValueError(f"variations: {unknown or chosen!r} not in the data (it has "

@@ -499,6 +499,7 @@ def test_bad_pretraining_arguments_name_the_argument(top_dataset, kwargs, messag
     ({"fraction": 0.0}, "fraction"),
     ({"fraction": 1.5}, "fraction"),
     ({"variations": ["vincia"]}, "variations.*vincia"),
+    ({"variations": ["all", "nominal"]}, r"^variations: 'all' stands alone.*\(all, nominal\)$"),
     ({"batch_size": 0}, "batch_size"),
     ({"split": "validation"}, "split"),
 ])
