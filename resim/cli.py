@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -84,6 +85,11 @@ class _Commands(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit,
                 click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`resim configs | head -3`): stop quietly, as cat does,
+            # with stdout on /dev/null so the interpreter's last flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(128 + signal.SIGPIPE)
         except (Exception, KeyboardInterrupt) as err:
             if debugging():
                 raise

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -86,6 +88,15 @@ def test_errors_a_command_meets_are_one_line_with_their_exit_code(monkeypatch, e
     assert message.startswith("error: ") and "\n" not in message
     if isinstance(error, OSError):
         assert message == f"error: {error.filename}: {error.strerror}"
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    """`resim configs | head -3` printed "error: Broken pipe" (exit code 1)."""
+    proc = subprocess.Popen([sys.executable, "-m", "resim.cli", "configs"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command writes its first line (imports take longer)
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (128 + signal.SIGPIPE, b"")
 
 
 def test_command_line_mistakes_stay_click_s_usage_errors():
