@@ -215,6 +215,8 @@ class JetData:
         index = [self._read_index(p, LEVELS.index(self.level)) for p in self.paths]
         self.labels = _union([i["labels"] for i in index])
         self.variations = _union([i["variations"] for i in index])
+        #: each file's ``run_id`` attribute ("" if it has none): which run made it
+        self.run_ids = tuple(i["run_id"] for i in index)
         self.classes, class_of_label = self._check_classes(classes)
         label_code = {name: k for k, name in enumerate(self.labels)}
         variation_code = {name: k for k, name in enumerate(self.variations)}
@@ -279,6 +281,7 @@ class JetData:
                    ("group", "event", "label", "variation", "n_constituents", "level")}
             labels, variations = ds.labels, ds.variations
             split = str(ds.attrs.get("split", ""))
+            run_id = str(ds.attrs.get("run_id", ""))  # converted benchmarks have none
             stages = ds.summary.get("stages", {}) if ds.attrs.get("summary") else {}
         # The chosen level's jets (a group's are contiguous: rows by group, level, ...);
         # offsets stay those of the file. At particle level, copies are left out.
@@ -307,7 +310,7 @@ class JetData:
         first = np.zeros(n, bool)
         first[np.unique(key, return_index=True)[1]] = True
         return {
-            "labels": labels, "variations": variations, "start": start,
+            "labels": labels, "variations": variations, "start": start, "run_id": run_id,
             "split": SPLITS.index(split) if split else -1,
             "size": np.diff(np.append(start, n)).astype(np.int32),
             "event": col["event"][start], "id": col["group"][start],

@@ -69,6 +69,7 @@ from .loop import (
 from .pretrain import (
     Paths,
     build_encoder_from,
+    check_same_data,
     checkpoint_features,
     encoder_from_checkpoint,
     encoder_spec,
@@ -359,6 +360,12 @@ def finetune(
     calibrated = 0
     if model.frozen and not resume:
         calibrated = calibrate_encoder(encoder, config, jets, frame, rt, names)
+    record = {"paths": [str(Path(p).resolve()) for p in data], "run_ids": list(jets.run_ids),
+              "labels": list(jets.labels), "variations": list(jets.variations),
+              "n_train_jets": train.n_jets, "trained_on": list(train.variation_names),
+              "level": jets.level}
+    if resume:
+        check_same_data(state, record)
     extra = {
         "kind": "finetune",
         "encoder": spec,
@@ -371,9 +378,7 @@ def finetune(
         "classes": classes,
         "pretrained": pretrained,
         "features": list(names),
-        "data": {"paths": [str(Path(p).resolve()) for p in data], "labels": list(jets.labels),
-                 "variations": list(jets.variations), "n_train_jets": train.n_jets,
-                 "trained_on": list(train.variation_names), "level": jets.level},
+        "data": record,
     }
     return fit(model, Loader(train, config.run.num_workers), val, config, output, rt,
                resume=resume, overwrite=overwrite, extra=extra, progress=progress,

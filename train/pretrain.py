@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .checkpoint import Checkpoint, EncoderSpec
 from .config import Config, ConfigError
@@ -138,6 +139,18 @@ def stored_paths(state: Checkpoint, paths: Paths | None) -> list[str]:
     return stored
 
 
+def check_same_data(state: Checkpoint, now: Mapping[str, Any]) -> None:
+    """A resumed run reads the files it started on: refuse them if they were remade
+    since (another run's ``run_id``, other jets, labels, variations or level)."""
+    then = state["data"]
+    changed = [k for k in ("run_ids", "n_jets", "n_train_jets", "labels", "variations",
+                           "level") if k in then and k in now and then[k] != now[k]]
+    if changed:
+        raise RunError(f"--resume: {', '.join(now['paths'])}: the data changed since the run "
+                       f"started (other {', '.join(changed)}); resume with the files it "
+                       "started on, or start a new run")
+
+
 def pretrain(
     config: Config | None,
     data: Paths | None,
@@ -185,6 +198,12 @@ def pretrain(
             val = None
     model = build_pretraining(config, len(names))
     assert config.method is not None  # build_pretraining required it
+    record = {"paths": [str(Path(p).resolve()) for p in data], "run_ids": list(jets.run_ids),
+              "labels": list(jets.labels), "variations": list(jets.variations),
+              "n_jets": jets.n_jets, "skipped_groups": train.skipped_groups,
+              "level": jets.level}
+    if resume:
+        check_same_data(state, record)
     extra = {
         "kind": "pretrain",
         "encoder": encoder_spec(config, names),
@@ -192,9 +211,7 @@ def pretrain(
                    # fine-tuning trains the pooling of a fixed backbone if this is false
                    "trains_pooling": bool(model.trains_pooling)},
         "features": list(names),
-        "data": {"paths": [str(Path(p).resolve()) for p in data], "labels": list(jets.labels),
-                 "variations": list(jets.variations), "n_jets": jets.n_jets,
-                 "skipped_groups": train.skipped_groups, "level": jets.level},
+        "data": record,
     }
     from .probe import validation_monitor
 

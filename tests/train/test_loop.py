@@ -7,6 +7,7 @@ Tiny encoders (16 wide, one block, 32 particles) on the session data sets ``top_
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +170,28 @@ def test_output_directory_rules(data: list[Path], tmp_path: Path) -> None:
     assert state["config"]["overrides"] == ["run.epochs=1", "data.max_jets=200"]
     assert state["features"][:2] == ["deta", "dphi"] and "torch" in state["versions"]
     assert state["data"]["labels"] == ["top", "q", "g"]
+
+
+def test_resuming_on_remade_data_is_refused(data: list[Path], tmp_path: Path) -> None:
+    """Another run's file at a run's path: --resume went on training on it, silently."""
+    path = tmp_path / "top.h5"
+
+    def put(source: Path) -> None:  # a data set with its segments, as generate leaves it
+        shutil.rmtree(tmp_path / "top.h5.parts", ignore_errors=True)
+        shutil.copy(source, path)
+        shutil.copytree(source.parent / f"{source.name}.parts", tmp_path / "top.h5.parts")
+
+    put(data[0])
+    pretrain(config(TINY, "run.epochs=1", "data.max_jets=200"), [path, data[1]],
+             tmp_path / "run", progress=False)
+    put(data[1])
+    with pytest.raises(RunError, match=rf"^--resume: {path}, {data[1]}: the data changed "
+                                       r"since the run started \(other run_ids, n_jets, labels\)"):
+        pretrain(None, None, tmp_path / "run", resume=True, progress=False,
+                 overrides=["run.epochs=2"])
+    put(data[0])  # the same files again: it continues
+    assert pretrain(None, None, tmp_path / "run", resume=True, progress=False,
+                    overrides=["run.epochs=2"]).position.epoch == 2
 
 
 def latent_similarity(method, batches) -> tuple[float, float, float, float]:
