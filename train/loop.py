@@ -607,7 +607,8 @@ class TrainingRun(Generic[TrainableT]):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scheduler.lr_lambdas = [self.schedule]  # the current config's (e.g. more epochs)
+        # the current config's (e.g. more epochs), one per parameter group as LambdaLR has
+        self.scheduler.lr_lambdas = [self.schedule] * len(self.optimizer.param_groups)
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
                                strict=True):
             group["lr"] = base * self.schedule(self.scheduler.last_epoch)

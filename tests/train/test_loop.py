@@ -276,6 +276,28 @@ def test_finetuned_encoder_tags_tops(data: list[Path], pretrained: Path,
     assert list(scores["class_names"]) == ["qcd", "top"]
 
 
+def test_finetuning_a_pretrained_encoder_resumes_as_if_never_stopped(
+        data: list[Path], pretrained: Path, tmp_path: Path) -> None:
+    """A floating pre-trained encoder and its head train at two rates (two parameter
+    groups): resuming such a run ended in a ValueError in the learning-rate schedule."""
+    ft = parse_config(FINETUNE, "ft.toml", ["run.epochs=2", "data.max_jets=300"])
+    full = finetune(ft, data, tmp_path / "full", pretrained, progress=False)
+    assert full.position.step // 2 >= 4
+    with pytest.raises(KilledError):
+        finetune(ft.with_overrides(["run.checkpoint_every=2"]), data, tmp_path / "cut",
+                 pretrained, progress=False, on_step=crash_at(3))
+    resumed = finetune(None, None, tmp_path / "cut", resume=True, progress=False)
+    assert resumed.finished and resumed.position == full.position
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" /
+                                                                          "last.pt")
+    assert len(a["optimizer"]["param_groups"]) == 2
+    assert [g["lr"] for g in a["optimizer"]["param_groups"]] == \
+        [g["lr"] for g in b["optimizer"]["param_groups"]]
+    assert_same_state(a["model"], b["model"])
+    assert csv_losses(tmp_path / "full" / "metrics.csv") == \
+        csv_losses(tmp_path / "cut" / "metrics.csv")
+
+
 def test_frozen_backbone_keeps_the_encoder(data: list[Path], pretrained: Path,
                                            tmp_path: Path) -> None:
     ft = parse_config(FINETUNE, "ft.toml", ["finetune.backbone=fixed", "run.epochs=1",
