@@ -211,6 +211,12 @@ class JetData:
     def __init__(self, paths: Paths, classes: Mapping[str, Sequence[str]] | None = None,
                  level: str = "auto"):
         self.paths = tuple(_as_paths(paths))
+        first: dict[Path, Path] = {}
+        for path in self.paths:
+            if path.resolve() in first:  # its groups would count twice, in every split
+                raise DatasetError(f"{first[path.resolve()]} and {path}: the same data set "
+                                   "given twice")
+            first[path.resolve()] = path
         self.level = self._choose_level(level)
         index = [self._read_index(p, LEVELS.index(self.level)) for p in self.paths]
         self.labels = _union([i["labels"] for i in index])

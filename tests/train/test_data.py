@@ -457,6 +457,10 @@ def test_bad_paths_and_files_give_clear_errors(top_dataset, tmp_path):
         JetData(tmp_path / "running.h5")
     with pytest.raises(ValueError, match="no data set paths"):
         JetData([])
+    again = top_dataset.parent / "." / top_dataset.name  # its jets counted twice, silently
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(top_dataset))} and "
+                                           rf"{re.escape(str(again))}: the same data set given"):
+        JetData([top_dataset, again])
 
 
 def test_a_file_without_jets_is_named(top_dataset, tmp_path, generate_card):
