@@ -512,6 +512,10 @@ def fit(
     run = TrainingRun(_on_device(model, config, rt), train, config, output, rt, extra)
     if resuming:
         run.restore(load_checkpoint(output / CHECKPOINT))
+        if run.pos.epoch > config.run.epochs:  # it would end, done, and say it did that many
+            raise RunError(f"--resume: the run in {output} has done {run.pos.epoch} epochs, "
+                           f"more than run.epochs = {config.run.epochs}; give more epochs to "
+                           "train longer")
     else:
         # Ranks share the model's initial weights (seeded before it was built; DDP also
         # broadcasts them) but draw their own dropout masks from here on.

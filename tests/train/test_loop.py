@@ -172,6 +172,19 @@ def test_output_directory_rules(data: list[Path], tmp_path: Path) -> None:
     assert state["data"]["labels"] == ["top", "q", "g"]
 
 
+def test_resuming_with_fewer_epochs_than_done_is_refused(data: list[Path],
+                                                        tmp_path: Path) -> None:
+    """It reported the run finished and rewrote config.toml with the smaller run.epochs."""
+    out = tmp_path / "run"
+    pretrain(config(TINY, "run.epochs=2", "data.max_jets=200"), data, out, progress=False)
+    text = (out / "config.toml").read_text()
+    with pytest.raises(RunError, match=rf"^--resume: the run in {out} has done 2 epochs, more "
+                                       r"than run\.epochs = 1; give more epochs"):
+        pretrain(None, None, out, resume=True, progress=False, overrides=["run.epochs=1"])
+    assert (out / "config.toml").read_text() == text
+    assert pretrain(None, None, out, resume=True, progress=False).finished  # as many: done
+
+
 def test_resuming_on_remade_data_is_refused(data: list[Path], tmp_path: Path) -> None:
     """Another run's file at a run's path: --resume went on training on it, silently."""
     path = tmp_path / "top.h5"
