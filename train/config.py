@@ -400,6 +400,7 @@ def _method(t: Table) -> MethodConfig:
 
 def _augment(t: Table) -> AugmentConfig:
     from .augment import AUGMENTATIONS, build_augmentation
+    from .encoders.base import SettingError
 
     names = t.strings("names", ())
     for name in t:
@@ -409,6 +410,8 @@ def _augment(t: Table) -> AugmentConfig:
     settings = {name: _frozen(t.table(name).raw) for name in t if name != "names"}
     try:
         build_augmentation(list(names), **settings)
+    except SettingError as err:
+        raise ConfigError(t.source, f"{t.here}.{err.key}", str(err)) from None
     except (TypeError, ValueError) as err:
         raise ConfigError(t.source, t.prefix.rstrip("."), str(err)) from None
     return AugmentConfig(names, settings)

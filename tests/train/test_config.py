@@ -78,6 +78,8 @@ name = "rs3l"
     (GOOD + "temprature = 0.2\n", "method.temprature", "unknown setting"),
     (GOOD + "[augment]\nnames = ['rotate', 'twist']\n", "augment", "unknown augmentation"),
     (GOOD + "[augment]\nnames = ['rotate']\n", "data.views.source", "'both'"),
+    (GOOD + "[data.views]\nsource = 'both'\n[augment]\nnames = ['soft']\n[augment.soft]\n"
+     "count = -3\n", "augment.soft.count", "must be a finite number >= 0, got -3"),
     (GOOD + "[[run]]\nepochs = 1\n", "run", "must be a table"),
     (GOOD + "[data.views]\ncount = 1\n", "data.views.count",
      "method 'rs3l' needs positive pairs"),
