@@ -126,7 +126,9 @@ class ViewsConfig:
     mode: str = declared("any", choices=VIEW_MODES)
     variations: tuple[str, ...] = declared(())
     source: str = declared("resim", choices=VIEW_SOURCES)
-    boost: float = declared(0.0, minimum=0.0)
+    # a rapidity: no detector measures jets beyond a few units, and at ~90 float32
+    # momenta overflow (NaN inputs, then a failed eigenvalue solve mid-training)
+    boost: float = declared(0.0, minimum=0.0, at_most=10.0)
     pt_scale: tuple[float, float] = declared((1.0, 1.0), length=2, minimum=0.0,
                                              check=_check_pt_scale)
 

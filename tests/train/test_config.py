@@ -86,6 +86,7 @@ name = "rs3l"
     (GOOD.replace('"rs3l"', '"vicreg"') + "[data.views]\ncount = 1\n", "data.views.count",
      "at least 2 views"),
     (GOOD + "[data.views]\ncount = 0\n", "data.views.count", "integer >= 1"),
+    (GOOD + "[data.views]\nboost = 100.0\n", "data.views.boost", "must be <= 10.0"),
     ("[encoder\nname = 'part'\n", "", "not valid TOML"),
 ])
 def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str, words: str) -> None:
