@@ -135,6 +135,9 @@ def test_overrides_are_checked_like_the_file(tmp_path: Path) -> None:
     ("method.name=jepa|method.predictor_heads=0", "integer >= 1"),
     ("method.name=mpm|method.decoder_dim=0", "integer >= 1"),
     ("method.name=vicreg|method.eps=inf", "finite number > 0"),
+    ("method.var_weight=inf", "finite number >= 0, got inf"),
+    ("method.name=vicreg|method.sim_weight=inf", "finite number >= 0, got inf"),
+    ("method.name=mpm|method.kind_weight=-1.0", "finite number >= 0, got -1.0"),
 ])
 def test_settings_that_cannot_build_a_network_name_the_key(tmp_path: Path, override: str,
                                                            words: str) -> None:

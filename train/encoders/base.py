@@ -62,6 +62,12 @@ def require_widths(key: str, widths: Sequence[int]) -> None:
                                 f"{list(widths)}")
 
 
+def require_weight(key: str, value: float) -> None:
+    """A loss term's weight: a finite number >= 0 (an infinite one makes the loss NaN)."""
+    if not (value >= 0 and math.isfinite(value)):
+        raise SettingError(key, f"must be a finite number >= 0, got {value}")
+
+
 def require_positive(key: str, value: float) -> None:
     """A finite number > 0 (a temperature, an epsilon)."""
     if not (value > 0 and math.isfinite(value)):
