@@ -666,6 +666,10 @@ class TrainingRun(Generic[TrainableT]):
         self.speed.start()
         with self.rt.autocast_context():
             loss, logs = self.net(batch)
+        if not torch.isfinite(loss):  # one step more and every weight is NaN
+            raise RunError(f"the loss is {float(loss.detach())} at step {self.pos.step + 1} "
+                           f"(epoch {self.pos.epoch + 1}): the training diverged; lower "
+                           "optimizer.lr or set optimizer.grad_clip")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.optimizer.grad_clip > 0:

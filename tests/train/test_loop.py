@@ -172,6 +172,15 @@ def test_output_directory_rules(data: list[Path], tmp_path: Path) -> None:
     assert state["data"]["labels"] == ["top", "q", "g"]
 
 
+def test_a_diverging_run_stops_in_one_line(data: list[Path], tmp_path: Path) -> None:
+    """At lr = 1e10 the weights were NaN after two steps; the run went on until the
+    validation monitor's eigenvalue solve failed ("a bug in resim")."""
+    cfg = config(TINY, "run.epochs=2", "data.max_jets=200", "optimizer.lr=1e10")
+    with pytest.raises(RunError, match=r"^the loss is (nan|inf|-inf) at step [2-9] \(epoch 1\): "
+                                       r"the training diverged; lower optimizer\.lr"):
+        pretrain(cfg, data, tmp_path / "run", progress=False)
+
+
 def test_resuming_with_fewer_epochs_than_done_is_refused(data: list[Path],
                                                         tmp_path: Path) -> None:
     """It reported the run finished and rewrote config.toml with the smaller run.epochs."""
