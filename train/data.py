@@ -667,7 +667,7 @@ class PretrainBatches(_Epochs):
             raise ValueError(
                 f"split {self.split!r} of {[str(p) for p in d.paths]} has no group with "
                 f"{self.policy.views} eligible realizations ({self.skipped_groups} skipped; "
-                f"policy {self.policy})")
+                f"data.views: {self.policy})")
 
     def _n_units(self) -> int:
         return len(self.groups)

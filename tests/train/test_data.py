@@ -492,7 +492,8 @@ def test_a_file_without_jets_is_named(top_dataset, tmp_path, generate_card):
     ({"start_batch": 1.5}, "start_batch"),
     ({"classes": {"signal": ["tops"]}}, "classes.signal.*tops"),
     ({"classes": {"a": ["top"], "b": ["top"]}}, "classes.b.*already"),
-    ({"views": 5}, "no group with 5"),
+    ({"views": 5}, r"no group with 5 .*; data\.views: 5 views of any variation, mode 'any', "
+                   r"source 'resim'\)$"),
 ])
 def test_bad_pretraining_arguments_name_the_argument(top_dataset, kwargs, message):
     with pytest.raises(ValueError, match=message):
