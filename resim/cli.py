@@ -22,7 +22,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .card import CardError, load_card, resolve_card_path, shipped_cards
+from .card import CardError, card_text, load_card, resolve_card_path, shipped_cards
 from .errors import ResimError
 from .messages import show_messages
 from .store import exit_if_abandoned
@@ -265,7 +265,7 @@ def cards(name: str | None) -> None:
             first = resolve_card_path(card).read_text().splitlines()[0].lstrip("# ")
             click.echo(f"{card:<10} {first}")
         return
-    click.echo(resolve_card_path(name).read_text(), nl=False)
+    click.echo(card_text(name), nl=False)
 
 
 @main.command()

@@ -298,6 +298,11 @@ class Config:
 # --------------------------------------------------------------------------- reading
 
 
+def config_text(name: str | Path) -> str:
+    """The text of a config file or shipped config (not text: a ConfigError)."""
+    return _SHIPPED.read(name)[1]
+
+
 def resolve_config_path(name: str | Path) -> Path:
     """A config file path, or the name of a shipped config (``rs3l_part``)."""
     return _SHIPPED.resolve(name)
@@ -310,8 +315,8 @@ def shipped_configs() -> list[str]:
 
 def load_config(name: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read and check a config file (or shipped config name), with command-line overrides."""
-    path = resolve_config_path(name)
-    return parse_config(path.read_text(), str(path), tuple(overrides))
+    path, text = _SHIPPED.read(name)
+    return parse_config(text, str(path), tuple(overrides))
 
 
 def parse_config(text: str, source: str = "<config>", overrides: Sequence[str] = ()) -> Config:

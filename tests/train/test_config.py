@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -165,6 +166,22 @@ def test_one_view_for_objectives_without_positives() -> None:
         assert config.data.views.count == 1
     with pytest.raises(ConfigError, match=r"data\.views\.count: method 'simclr' needs positive"):
         load_config("rs3l_part", ["method.name=simclr", "data.views.count=1"])
+
+
+def test_a_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    """--config data.h5 (or `resim configs data.h5`) was a UnicodeDecodeError, "a bug in
+    resim"; cards said 'cannot read the card' already."""
+    from click.testing import CliRunner
+
+    from resim.cli import main
+
+    binary = tmp_path / "data.h5"
+    binary.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)))
+    message = f"{binary}: cannot read the config: not a text (UTF-8) file"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        load_config(binary)
+    result = CliRunner().invoke(main, ["configs", str(binary)])
+    assert (result.exit_code, result.stderr) == (2, f"error: {message}\n")
 
 
 def test_missing_config_lists_shipped_ones() -> None:
