@@ -66,6 +66,8 @@ def describe_exception(err: BaseException) -> tuple[str, int]:
         return os_error_line(err), 2 if err.errno in _PATH_ERRNOS else 1
     if isinstance(err, KeyboardInterrupt):
         return "interrupted", 130
+    if isinstance(err, MemoryError):  # what was asked does not fit, not a bug in resim
+        return f"out of memory: {str(err).splitlines()[0] if str(err) else 'allocating'}", 1
     where = _traceback_file()
     return (f"unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
             f"(a bug in resim; the traceback is in {where}, `resim --debug ...` prints it)",

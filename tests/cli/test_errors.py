@@ -73,6 +73,7 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_a_file(monkeypatch, t
     (FileNotFoundError(2, "No such file or directory", "/no/where.png"), 2),
     (OSError(28, "No space left on device", "/full/disk.h5"), 1),
     (KeyboardInterrupt(), 130),
+    (MemoryError("Unable to allocate 23.8 GiB for an array with shape (64, 100000000)"), 1),
 ])
 def test_errors_a_command_meets_are_one_line_with_their_exit_code(monkeypatch, error, code):
     import resim.cli
@@ -88,6 +89,8 @@ def test_errors_a_command_meets_are_one_line_with_their_exit_code(monkeypatch, e
     assert message.startswith("error: ") and "\n" not in message
     if isinstance(error, OSError):
         assert message == f"error: {error.filename}: {error.strerror}"
+    if isinstance(error, MemoryError):  # was "unexpected MemoryError ... a bug in resim"
+        assert message.startswith("error: out of memory: Unable to allocate 23.8 GiB")
 
 
 def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
