@@ -304,6 +304,11 @@ class Card:
 _SHIPPED = Shipped("resim.cards", "", "card", CardError)
 
 
+def card_text(name: str | Path) -> str:
+    """The text of a card file or shipped card (a file that is not text: a CardError)."""
+    return _SHIPPED.read(name)[1]
+
+
 def resolve_card_path(name: str | Path) -> Path:
     """A card file path, or the name of a shipped card (``smoke`` → ``resim/cards/smoke.toml``)."""
     return _SHIPPED.resolve(name)
@@ -315,12 +320,7 @@ def shipped_cards() -> list[str]:
 
 def load_card(name: str | Path) -> Card:
     """Read and check a card; raises :class:`CardError` on any problem."""
-    path = resolve_card_path(name)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as err:
-        reason = err.strerror if isinstance(err, OSError) else "not a text (UTF-8) file"
-        raise CardError(path, "", f"cannot read the card: {reason}") from None
+    path, text = _SHIPPED.read(name)
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -21,7 +22,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .card import CardError, load_card, resolve_card_path, shipped_cards
+from .card import CardError, card_text, load_card, resolve_card_path, shipped_cards
 from .errors import ResimError
 from .messages import show_messages
 from .store import exit_if_abandoned
@@ -65,6 +66,8 @@ def describe_exception(err: BaseException) -> tuple[str, int]:
         return os_error_line(err), 2 if err.errno in _PATH_ERRNOS else 1
     if isinstance(err, KeyboardInterrupt):
         return "interrupted", 130
+    if isinstance(err, MemoryError):  # what was asked does not fit, not a bug in resim
+        return f"out of memory: {str(err).splitlines()[0] if str(err) else 'allocating'}", 1
     where = _traceback_file()
     return (f"unexpected {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
             f"(a bug in resim; the traceback is in {where}, `resim --debug ...` prints it)",
@@ -84,6 +87,11 @@ class _Commands(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit,
                 click.exceptions.Abort):
             raise
+        except BrokenPipeError:
+            # The reader went away (`resim configs | head -3`): stop quietly, as cat does,
+            # with stdout on /dev/null so the interpreter's last flush cannot fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(128 + signal.SIGPIPE)
         except (Exception, KeyboardInterrupt) as err:
             if debugging():
                 raise
@@ -259,7 +267,7 @@ def cards(name: str | None) -> None:
             first = resolve_card_path(card).read_text().splitlines()[0].lstrip("# ")
             click.echo(f"{card:<10} {first}")
         return
-    click.echo(resolve_card_path(name).read_text(), nl=False)
+    click.echo(card_text(name), nl=False)
 
 
 @main.command()

@@ -213,6 +213,17 @@ class Shipped:
                          f"that name (shipped: {', '.join(self.names())})")
 
 
+    def read(self, name: str | Path) -> tuple[Path, str]:
+        """The path :meth:`resolve` finds for ``name``, and its text; a file that cannot be
+        read as text is this kind's one-line error, not a UnicodeDecodeError."""
+        path = self.resolve(name)
+        try:
+            return path, path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            reason = err.strerror if isinstance(err, OSError) else "not a text (UTF-8) file"
+            raise self.error(path, "", f"cannot read the {self.kind}: {reason}") from None
+
+
 # ------------------------------------------------------------------ declared keys
 
 _RULE = "resim.schema"

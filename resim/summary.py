@@ -208,10 +208,12 @@ def plot(ds: JetDataset, path: Path) -> None:
     with figure(path, (21, 6.5), 1, 3, dpi=90, width_ratios=[1.2, 1, 1]) as (fig, grid):
         axes = grid[0]
         for i, name in enumerate(ds.labels):
-            axes[0].hist(mass[lab == i], bins=bins, histtype="step", lw=2, label=name,
-                         density=True)
+            if (lab == i).any():  # a label without jets has no shape to normalise
+                axes[0].hist(mass[lab == i], bins=bins, histtype="step", lw=2, label=name,
+                             density=True)
         axes[0].set(xlabel="jet mass [GeV]", ylabel="normalised")
-        axes[0].legend(fontsize="small")
+        if len(mass):
+            axes[0].legend(fontsize="small")
         _quartile_rows(axes[1], ncon, var, ds.variations, "constituents per jet")
         _quartile_rows(axes[2], mass, var, ds.variations, "jet mass [GeV]")
         axes[1].set_title("median, 25-75 %", fontsize="small")

@@ -63,12 +63,14 @@ has padding; the data pipeline chooses the padded length.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
 import numpy as np
 
+from .encoders.base import SettingError
 from .features import PHOTON, Particles
 
 Augmentation = Callable[[Particles, np.random.Generator], Particles]
@@ -313,13 +315,34 @@ def build_augmentation(names: Sequence[str],
     for name in names:
         function = AUGMENTATIONS[name]
         cfg = dict(settings.get(name, {}))
-        valid = list(inspect.signature(function).parameters)[2:]
+        params = dict(list(inspect.signature(function).parameters.items())[2:])
         for key in cfg:
-            if key not in valid:
+            if key not in params:
                 raise ValueError(f"augmentation {name!r}: unknown setting {key!r}; valid: "
-                                 f"{', '.join(valid)}")
+                                 f"{', '.join(params)}")
+            _check_setting(name, key, cfg[key], params[key].default)
         steps.append(_bind(function, cfg))
     return compose(*steps)
+
+
+#: Settings with an upper bound (every setting is a number >= 0).
+_AT_MOST = {("split", "probability"): 1.0}
+
+
+def _check_setting(name: str, key: str, value: Any, default: Any) -> None:
+    """Every augmentation setting is a finite number >= 0 (an integer where its default
+    is), checked when the chain is built: applied to the first batch, a negative count
+    raised mid-training, an infinite smearing made NaN inputs."""
+    integer = isinstance(default, int)
+    if isinstance(value, bool) or not isinstance(value, int if integer else int | float):
+        raise SettingError(f"{name}.{key}", f"augmentation {name!r}: must be "
+                                            f"{'an integer' if integer else 'a number'}, got "
+                                            f"{value!r}")
+    high = _AT_MOST.get((name, key), math.inf)
+    if not (math.isfinite(value) and 0 <= value <= high):
+        bound = f"in [0, {high}]" if math.isfinite(high) else "a finite number >= 0"
+        raise SettingError(f"{name}.{key}", f"augmentation {name!r}: must be {bound}, got "
+                                            f"{value}")
 
 
 def _bind(function: Callable[..., Particles], cfg: dict[str, Any]) -> Augmentation:

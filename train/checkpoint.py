@@ -69,6 +69,7 @@ class DataRecord(TypedDict, total=False):
     """The data a run trained on."""
 
     paths: Required[list[str]]  # resolved
+    run_ids: list[str]  # each file's run_id ("" if none): a resumed run checks them
     labels: list[str]
     variations: list[str]
     level: str

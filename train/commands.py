@@ -322,7 +322,7 @@ def probe(checkpoint: Path, data: tuple[Path, ...], output: Path, classes: tuple
 @click.argument("name", required=False)
 def configs(name: str | None) -> None:
     """List the shipped training configs, or print one (to copy and edit)."""
-    from .config import ConfigError, resolve_config_path, shipped_configs
+    from .config import ConfigError, config_text, resolve_config_path, shipped_configs
 
     if name is None:
         for config in shipped_configs():
@@ -330,7 +330,7 @@ def configs(name: str | None) -> None:
             click.echo(f"{config:<22} {first}")
         return
     try:
-        click.echo(resolve_config_path(name).read_text(), nl=False)
+        click.echo(config_text(name), nl=False)
     except ConfigError as err:
         fail(str(err))
 

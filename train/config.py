@@ -126,7 +126,9 @@ class ViewsConfig:
     mode: str = declared("any", choices=VIEW_MODES)
     variations: tuple[str, ...] = declared(())
     source: str = declared("resim", choices=VIEW_SOURCES)
-    boost: float = declared(0.0, minimum=0.0)
+    # a rapidity: no detector measures jets beyond a few units, and at ~90 float32
+    # momenta overflow (NaN inputs, then a failed eigenvalue solve mid-training)
+    boost: float = declared(0.0, minimum=0.0, at_most=10.0)
     pt_scale: tuple[float, float] = declared((1.0, 1.0), length=2, minimum=0.0,
                                              check=_check_pt_scale)
 
@@ -281,6 +283,11 @@ class Config:
             return self
         return parse_config(self.text, self.source, (*self.overrides, *overrides))
 
+    def error(self, key: str, message: str) -> ConfigError:
+        """An error about ``key`` found after reading (e.g. building the encoder), naming
+        the override that set it, as reading does."""
+        return config_error(self.source, self.overrides, key, message)
+
     def require(self, *sections: str) -> None:
         """Raise if a section a command needs is missing (``[encoder]``, ``[method]``)."""
         for name in sections:
@@ -289,6 +296,11 @@ class Config:
 
 
 # --------------------------------------------------------------------------- reading
+
+
+def config_text(name: str | Path) -> str:
+    """The text of a config file or shipped config (not text: a ConfigError)."""
+    return _SHIPPED.read(name)[1]
 
 
 def resolve_config_path(name: str | Path) -> Path:
@@ -303,8 +315,8 @@ def shipped_configs() -> list[str]:
 
 def load_config(name: str | Path, overrides: Sequence[str] = ()) -> Config:
     """Read and check a config file (or shipped config name), with command-line overrides."""
-    path = resolve_config_path(name)
-    return parse_config(path.read_text(), str(path), tuple(overrides))
+    path, text = _SHIPPED.read(name)
+    return parse_config(text, str(path), tuple(overrides))
 
 
 def parse_config(text: str, source: str = "<config>", overrides: Sequence[str] = ()) -> Config:
@@ -318,12 +330,17 @@ def parse_config(text: str, source: str = "<config>", overrides: Sequence[str] =
     try:
         return _parse(raw, text, source, tuple(overrides))
     except ConfigError as err:
-        # Name the override when the bad value came from the command line.
-        for item in reversed(overrides):
-            key = item.partition("=")[0].strip()
-            if err.key == key or err.key.startswith(key + "."):
-                raise ConfigError(f"{source} (--set {item})", err.key, err.message) from None
-        raise
+        raise config_error(source, overrides, err.key, err.message) from None
+
+
+def config_error(source: str, overrides: Sequence[str], key: str, message: str) -> ConfigError:
+    """The error for ``key`` of config ``source``, naming the override when the bad value
+    came from the command line."""
+    for item in reversed(overrides):
+        name = item.partition("=")[0].strip()
+        if key == name or key.startswith(name + "."):
+            return ConfigError(f"{source} (--set {item})", key, message)
+    return ConfigError(source, key, message)
 
 
 def _parse(raw: dict[str, Any], text: str, source: str, overrides: tuple[str, ...]) -> Config:
@@ -390,6 +407,7 @@ def _method(t: Table) -> MethodConfig:
 
 def _augment(t: Table) -> AugmentConfig:
     from .augment import AUGMENTATIONS, build_augmentation
+    from .encoders.base import SettingError
 
     names = t.strings("names", ())
     for name in t:
@@ -399,6 +417,8 @@ def _augment(t: Table) -> AugmentConfig:
     settings = {name: _frozen(t.table(name).raw) for name in t if name != "names"}
     try:
         build_augmentation(list(names), **settings)
+    except SettingError as err:
+        raise ConfigError(t.source, f"{t.here}.{err.key}", str(err)) from None
     except (TypeError, ValueError) as err:
         raise ConfigError(t.source, t.prefix.rstrip("."), str(err)) from None
     return AugmentConfig(names, settings)

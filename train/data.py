@@ -211,10 +211,18 @@ class JetData:
     def __init__(self, paths: Paths, classes: Mapping[str, Sequence[str]] | None = None,
                  level: str = "auto"):
         self.paths = tuple(_as_paths(paths))
+        first: dict[Path, Path] = {}
+        for path in self.paths:
+            if path.resolve() in first:  # its groups would count twice, in every split
+                raise DatasetError(f"{first[path.resolve()]} and {path}: the same data set "
+                                   "given twice")
+            first[path.resolve()] = path
         self.level = self._choose_level(level)
         index = [self._read_index(p, LEVELS.index(self.level)) for p in self.paths]
         self.labels = _union([i["labels"] for i in index])
         self.variations = _union([i["variations"] for i in index])
+        #: each file's ``run_id`` attribute ("" if it has none): which run made it
+        self.run_ids = tuple(i["run_id"] for i in index)
         self.classes, class_of_label = self._check_classes(classes)
         label_code = {name: k for k, name in enumerate(self.labels)}
         variation_code = {name: k for k, name in enumerate(self.variations)}
@@ -255,6 +263,9 @@ class JetData:
         for path in self.paths:
             with _open_checked(path) as ds:
                 held.append({LEVELS[k] for k in np.unique(ds.column("jets", "level"))})
+        for path, h in zip(self.paths, held, strict=True):
+            if not h:  # not a level problem: its card's cuts kept no jet
+                raise DatasetError(f"{path}: holds no jets")
         if level == "auto":
             common = next((lv for lv in LEVELS if all(lv in h for h in held)), None)
             if common is None:
@@ -276,6 +287,7 @@ class JetData:
                    ("group", "event", "label", "variation", "n_constituents", "level")}
             labels, variations = ds.labels, ds.variations
             split = str(ds.attrs.get("split", ""))
+            run_id = str(ds.attrs.get("run_id", ""))  # converted benchmarks have none
             stages = ds.summary.get("stages", {}) if ds.attrs.get("summary") else {}
         # The chosen level's jets (a group's are contiguous: rows by group, level, ...);
         # offsets stay those of the file. At particle level, copies are left out.
@@ -304,7 +316,7 @@ class JetData:
         first = np.zeros(n, bool)
         first[np.unique(key, return_index=True)[1]] = True
         return {
-            "labels": labels, "variations": variations, "start": start,
+            "labels": labels, "variations": variations, "start": start, "run_id": run_id,
             "split": SPLITS.index(split) if split else -1,
             "size": np.diff(np.append(start, n)).astype(np.int32),
             "event": col["event"][start], "id": col["group"][start],
@@ -463,7 +475,11 @@ def _cap(groups: np.ndarray, rows_per_group: np.ndarray, key: np.ndarray,
     if max_jets is None:
         return groups
     order = np.argsort(key[groups], kind="stable")
-    fits = np.cumsum(rows_per_group[order]) <= max_jets
+    fits = np.cumsum(rows_per_group[groups[order]]) <= max_jets
+    if len(groups) and not fits.any():  # else blamed on the split, fraction or variations
+        raise ValueError(f"max_jets = {max_jets} holds no whole group (subsets take whole "
+                         f"groups in a fixed order; the first has "
+                         f"{rows_per_group[groups[order[0]]]} jets)")
     return np.sort(groups[order[fits]])
 
 
@@ -651,7 +667,7 @@ class PretrainBatches(_Epochs):
             raise ValueError(
                 f"split {self.split!r} of {[str(p) for p in d.paths]} has no group with "
                 f"{self.policy.views} eligible realizations ({self.skipped_groups} skipped; "
-                f"policy {self.policy})")
+                f"data.views: {self.policy})")
 
     def _n_units(self) -> int:
         return len(self.groups)
@@ -765,6 +781,9 @@ class LabelledJets(_Epochs):
         if variations == "all":
             return names
         chosen = [variations] if isinstance(variations, str) else list(variations)
+        if "all" in chosen and "all" not in names:
+            raise ValueError(f"variations: 'all' stands alone, not in a list of names "
+                             f"({', '.join(chosen)})")
         unknown = [v for v in chosen if v not in names]
         if not chosen or unknown:
             raise ValueError(f"variations: {unknown or chosen!r} not in the data (it has "

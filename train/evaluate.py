@@ -109,7 +109,10 @@ def _load_classifier(checkpoint: str | Path, max_jets: int | None
                      ) -> tuple[Checkpoint, Classifier, Config]:
     """The checkpoint, its classifier (evaluation mode) and its config (``max_jets`` applied)."""
     state = load_checkpoint(checkpoint)
-    model = classifier_from_checkpoint(state)
+    try:
+        model = classifier_from_checkpoint(state)
+    except RunError as err:
+        raise RunError(f"{checkpoint}: {err}") from None
     stored = state["config"]
     config = parse_config(stored["text"], stored["source"], stored["overrides"])
     if max_jets is not None:

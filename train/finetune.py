@@ -69,6 +69,7 @@ from .loop import (
 from .pretrain import (
     Paths,
     build_encoder_from,
+    check_same_data,
     checkpoint_features,
     encoder_from_checkpoint,
     encoder_spec,
@@ -338,6 +339,10 @@ def finetune(
     frame = spec.get("frame", "lab")
     probe = open_data(data, level=config.data.level)
     classes = class_mapping(config, probe.labels)
+    if len(classes) < 2:
+        raise RunError(f"data: every jet of {', '.join(str(p) for p in data)} is labelled "
+                       f"{', '.join(probe.labels)}: a classifier needs two classes or more; "
+                       "add data of another label (e.g. --data qcd.h5)")
     jets = open_data(data, classes, level=config.data.level)
     train = labelled_jets(config, jets, "train", rt, fraction=ft.fraction, shuffle=True,
                           features=names, frame=frame)
@@ -355,6 +360,12 @@ def finetune(
     calibrated = 0
     if model.frozen and not resume:
         calibrated = calibrate_encoder(encoder, config, jets, frame, rt, names)
+    record = {"paths": [str(Path(p).resolve()) for p in data], "run_ids": list(jets.run_ids),
+              "labels": list(jets.labels), "variations": list(jets.variations),
+              "n_train_jets": train.n_jets, "trained_on": list(train.variation_names),
+              "level": jets.level}
+    if resume:
+        check_same_data(state, record)
     extra = {
         "kind": "finetune",
         "encoder": spec,
@@ -367,9 +378,7 @@ def finetune(
         "classes": classes,
         "pretrained": pretrained,
         "features": list(names),
-        "data": {"paths": [str(Path(p).resolve()) for p in data], "labels": list(jets.labels),
-                 "variations": list(jets.variations), "n_train_jets": train.n_jets,
-                 "trained_on": list(train.variation_names), "level": jets.level},
+        "data": record,
     }
     return fit(model, Loader(train, config.run.num_workers), val, config, output, rt,
                resume=resume, overwrite=overwrite, extra=extra, progress=progress,

@@ -512,6 +512,10 @@ def fit(
     run = TrainingRun(_on_device(model, config, rt), train, config, output, rt, extra)
     if resuming:
         run.restore(load_checkpoint(output / CHECKPOINT))
+        if run.pos.epoch > config.run.epochs:  # it would end, done, and say it did that many
+            raise RunError(f"--resume: the run in {output} has done {run.pos.epoch} epochs, "
+                           f"more than run.epochs = {config.run.epochs}; give more epochs to "
+                           "train longer")
     else:
         # Ranks share the model's initial weights (seeded before it was built; DDP also
         # broadcasts them) but draw their own dropout masks from here on.
@@ -607,7 +611,8 @@ class TrainingRun(Generic[TrainableT]):
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scheduler.lr_lambdas = [self.schedule]  # the current config's (e.g. more epochs)
+        # the current config's (e.g. more epochs), one per parameter group as LambdaLR has
+        self.scheduler.lr_lambdas = [self.schedule] * len(self.optimizer.param_groups)
         for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
                                strict=True):
             group["lr"] = base * self.schedule(self.scheduler.last_epoch)
@@ -661,6 +666,10 @@ class TrainingRun(Generic[TrainableT]):
         self.speed.start()
         with self.rt.autocast_context():
             loss, logs = self.net(batch)
+        if not torch.isfinite(loss):  # one step more and every weight is NaN
+            raise RunError(f"the loss is {float(loss.detach())} at step {self.pos.step + 1} "
+                           f"(epoch {self.pos.epoch + 1}): the training diverged; lower "
+                           "optimizer.lr or set optimizer.grad_clip")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.config.optimizer.grad_clip > 0:

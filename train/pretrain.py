@@ -14,11 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from .checkpoint import Checkpoint, EncoderSpec
 from .config import Config, ConfigError
 from .data import JetData, PretrainBatches
 from .encoders import Encoder, build_encoder
+from .encoders.base import SettingError
 from .features import FEATURES, N_FEATURES, feature_names, known_features
 from .loop import (
     CHECKPOINT,
@@ -45,7 +47,7 @@ def build_encoder_from(config: Config, n_features: int = N_FEATURES) -> Encoder:
     try:
         return build_encoder(config.encoder.name, n_features, **config.encoder.settings)
     except (TypeError, ValueError) as err:
-        raise ConfigError(config.source, "encoder", str(err)) from None
+        raise config.error(_setting_key("encoder", err), str(err)) from None
 
 
 def build_pretraining(config: Config, n_features: int = N_FEATURES) -> Method:
@@ -57,7 +59,12 @@ def build_pretraining(config: Config, n_features: int = N_FEATURES) -> Method:
     try:
         return build_method(config.method.name, encoder, **config.method.settings)
     except (TypeError, ValueError) as err:
-        raise ConfigError(config.source, "method", str(err)) from None
+        raise config.error(_setting_key("method", err), str(err)) from None
+
+
+def _setting_key(section: str, err: Exception) -> str:
+    """The key path of a build error: the setting it names, else the section."""
+    return f"{section}.{err.key}" if isinstance(err, SettingError) else section
 
 
 def augmentation(config: Config) -> Callable | None:
@@ -132,6 +139,18 @@ def stored_paths(state: Checkpoint, paths: Paths | None) -> list[str]:
     return stored
 
 
+def check_same_data(state: Checkpoint, now: Mapping[str, Any]) -> None:
+    """A resumed run reads the files it started on: refuse them if they were remade
+    since (another run's ``run_id``, other jets, labels, variations or level)."""
+    then = state["data"]
+    changed = [k for k in ("run_ids", "n_jets", "n_train_jets", "labels", "variations",
+                           "level") if k in then and k in now and then[k] != now[k]]
+    if changed:
+        raise RunError(f"--resume: {', '.join(now['paths'])}: the data changed since the run "
+                       f"started (other {', '.join(changed)}); resume with the files it "
+                       "started on, or start a new run")
+
+
 def pretrain(
     config: Config | None,
     data: Paths | None,
@@ -179,6 +198,12 @@ def pretrain(
             val = None
     model = build_pretraining(config, len(names))
     assert config.method is not None  # build_pretraining required it
+    record = {"paths": [str(Path(p).resolve()) for p in data], "run_ids": list(jets.run_ids),
+              "labels": list(jets.labels), "variations": list(jets.variations),
+              "n_jets": jets.n_jets, "skipped_groups": train.skipped_groups,
+              "level": jets.level}
+    if resume:
+        check_same_data(state, record)
     extra = {
         "kind": "pretrain",
         "encoder": encoder_spec(config, names),
@@ -186,9 +211,7 @@ def pretrain(
                    # fine-tuning trains the pooling of a fixed backbone if this is false
                    "trains_pooling": bool(model.trains_pooling)},
         "features": list(names),
-        "data": {"paths": [str(Path(p).resolve()) for p in data], "labels": list(jets.labels),
-                 "variations": list(jets.variations), "n_jets": jets.n_jets,
-                 "skipped_groups": train.skipped_groups, "level": jets.level},
+        "data": record,
     }
     from .probe import validation_monitor
 

@@ -175,6 +175,11 @@ def probe_checkpoint(checkpoint: str | Path, data: Paths,
     jets = open_data(data, mapping, level=level)
     frame = state["encoder"].get("frame", "lab")
     sets = _sets(config, jets, checkpoint_features(state), frame, max_jets)
+    for name, split in (("train", "train"), ("test", "test")):
+        if len(sets[name].rows) < 2:  # no spread to measure a rank or fit a line on
+            raise RunError(f"{split} split: {len(sets[name].rows)} nominal jet of the classes "
+                           f"({', '.join(mapping)}); the probe needs two or more (more data, "
+                           "or other --classes)")
     present = [np.unique(jets.group_class[jets.jet_group(sets[s].rows)])
                for s in ("train", "test")]
     labelled = min(len(p) for p in present) >= 2

@@ -62,6 +62,12 @@ class ViewPolicy:
                 raise ValueError(f"variations must be a non-empty list of variation names, "
                                  f"got {self.variations!r}")
 
+    def __str__(self) -> str:
+        """As a config says it (the error of a split without usable groups shows it)."""
+        which = ", ".join(self.variations) if self.variations else "any variation"
+        return (f"{self.views} views of {which}, mode {self.mode!r}, source "
+                f"{self.source!r}")
+
     def check_names(self, names: Sequence[str]) -> None:
         """Raise ValueError if the policy names a variation the data set does not have."""
         wanted = set(self.variations or ())

@@ -99,7 +99,15 @@ def block_tables(block: JetBlock, first_event: int) -> Tables:
             "groups": as_table("groups", groups), "events": as_table("events", events)}
 
 
-def check_output(output: Path, overwrite: bool) -> None:
+def check_output(output: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
+    """``output`` may be written (and is none of ``inputs``, each given once)."""
+    given: dict[Path, Path] = {}
+    for path in inputs:
+        if path.resolve() in given:  # its jets would be converted twice
+            raise ConvertError(f"{given[path.resolve()]} and {path}: the same file given twice")
+        given[path.resolve()] = path
+    if output.resolve() in given:  # --overwrite would replace the input with the output
+        raise ConvertError(f"{output}: is also an input; write the data set elsewhere")
     if output.exists() and not overwrite:
         raise ConvertError(f"{output} exists; remove it or pass --overwrite")
     if not output.parent.is_dir():

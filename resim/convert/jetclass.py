@@ -178,7 +178,7 @@ def convert_jetclass(files: Sequence[str | Path], output: str | Path, *,
     if not files:
         raise ConvertError("no input files")
     paths, output = [Path(f) for f in files], Path(output)
-    check_output(output, overwrite)
+    check_output(output, overwrite, paths)
     trees = [(p, *_open_tree(p)) for p in paths]
     total = sum(t.num_entries for _, t, _ in trees)
     return write_benchmark(output, _blocks(trees, step), labels=LABELS, source="jetclass",

@@ -229,7 +229,7 @@ def convert_toptagging(path: str | Path, output: str | Path, *, split: str | Non
     """Convert one Top Tagging file (``train.h5``, ``val.h5`` or ``test.h5``) into a resim
     data set ``output``, ``rows`` jets at a time. Returns its summary."""
     path, output = Path(path), Path(output)
-    check_output(output, overwrite)
+    check_output(output, overwrite, [path])
     with PandasFrame(path) as frame:
         n_slots = _n_constituents(frame)
         return write_benchmark(output, _blocks(frame, n_slots, rows), labels=LABELS,

@@ -384,6 +384,10 @@ def _block(source: Source, jets: dict[str, np.ndarray], counts: np.ndarray,
 
 
 # --------------------------------------------------------------------------- output
+#: The manifest every export holds (what it is, where from): marks a directory as one.
+MANIFEST = "resim_export.json"
+
+
 class OutputDir:
     """The export directory, written as ``DIR.tmp`` and moved into place when complete."""
 
@@ -391,6 +395,11 @@ class OutputDir:
         self.target = Path(target)
         if self.target.exists() and not overwrite:
             raise ExportError(f"{self.target} exists; remove it or pass --overwrite")
+        if self.target.exists() and not (self.target / MANIFEST).is_file():
+            # --overwrite deletes the whole directory: never a data set or anything else
+            raise ExportError(f"{self.target} is not an export (no {MANIFEST}); --overwrite "
+                              "replaces only an earlier export: remove it yourself or "
+                              "write elsewhere")
         if not self.target.parent.is_dir():
             raise ExportError(f"{self.target.parent}: no such directory")
         self.tmp = self.target.with_name(self.target.name + ".tmp")
@@ -490,7 +499,7 @@ def export(fmt: str, files: Sequence[str | os.PathLike], output: str | os.PathLi
                 written[str(source.path)] = files_of.close()
         data = manifest(fmt, sources, chosen, variations, counts, written,
                         {"max_particles": max_particles, **finish(out, chosen, sources)})
-        out.path("resim_export.json").write_text(json.dumps(data, indent=1) + "\n")
+        out.path(MANIFEST).write_text(json.dumps(data, indent=1) + "\n")
         out.finish()
     except BaseException:
         out.abort()

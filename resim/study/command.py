@@ -38,10 +38,10 @@ def study(config_name: str, output: Path | None, jobs: int | None, report: Path 
     if show:
         from resim.train.config import ConfigError
 
-        from .spec import resolve_study_path
+        from .spec import study_text
 
         try:
-            click.echo(resolve_study_path(config_name).read_text(), nl=False)
+            click.echo(study_text(config_name), nl=False)
         except ConfigError as err:
             fail(str(err))
         return

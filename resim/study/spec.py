@@ -170,6 +170,11 @@ class Study:
 _SHIPPED = Shipped("resim.train", "configs/study", "study", ConfigError)
 
 
+def study_text(name: str | Path) -> str:
+    """The text of a study file or shipped study (not text: a ConfigError)."""
+    return _SHIPPED.read(name)[1]
+
+
 def resolve_study_path(name: str | Path) -> Path:
     """A study file, or the name of a shipped one (``train/configs/study/NAME.toml``)."""
     return _SHIPPED.resolve(name)
@@ -181,8 +186,8 @@ def shipped_studies() -> list[str]:
 
 def load_study(name: str | Path) -> Study:
     """Read and check a study file; every problem is a ConfigError naming the key."""
-    path = resolve_study_path(name)
-    return parse_study(path.read_text(), str(path))
+    path, text = _SHIPPED.read(name)
+    return parse_study(text, str(path))
 
 
 def parse_study(text: str, source: str = "<study>") -> Study:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import re
+import signal
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -71,6 +73,7 @@ def test_an_unexpected_error_is_one_line_and_its_traceback_a_file(monkeypatch, t
     (FileNotFoundError(2, "No such file or directory", "/no/where.png"), 2),
     (OSError(28, "No space left on device", "/full/disk.h5"), 1),
     (KeyboardInterrupt(), 130),
+    (MemoryError("Unable to allocate 23.8 GiB for an array with shape (64, 100000000)"), 1),
 ])
 def test_errors_a_command_meets_are_one_line_with_their_exit_code(monkeypatch, error, code):
     import resim.cli
@@ -86,6 +89,17 @@ def test_errors_a_command_meets_are_one_line_with_their_exit_code(monkeypatch, e
     assert message.startswith("error: ") and "\n" not in message
     if isinstance(error, OSError):
         assert message == f"error: {error.filename}: {error.strerror}"
+    if isinstance(error, MemoryError):  # was "unexpected MemoryError ... a bug in resim"
+        assert message.startswith("error: out of memory: Unable to allocate 23.8 GiB")
+
+
+def test_a_reader_that_stops_reading_ends_the_command_quietly(tmp_path):
+    """`resim configs | head -3` printed "error: Broken pipe" (exit code 1)."""
+    proc = subprocess.Popen([sys.executable, "-m", "resim.cli", "configs"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command writes its first line (imports take longer)
+    _, err = proc.communicate(timeout=120)
+    assert (proc.returncode, err) == (128 + signal.SIGPIPE, b"")
 
 
 def test_command_line_mistakes_stay_click_s_usage_errors():

@@ -217,6 +217,17 @@ def test_jetclass_cli_inspect_and_bad_files(jetclass_files, tmp_path):
     # An existing output is not replaced without --overwrite.
     result = run(main, ["convert", "jetclass", str(files[0]), "-o", str(out)])
     assert result.exit_code == 2 and "exists" in result.stderr
+    # A file given twice was converted twice; an output that is an input was replaced.
+    result = run(main, ["convert", "jetclass", str(files[0]), str(files[1]), str(files[0]),
+                        "-o", str(tmp_path / "twice.h5")])
+    assert (result.exit_code, result.stderr) == (2, f"error: {files[0]} and {files[0]}: the "
+                                                 "same file given twice\n")
+    before = files[1].read_bytes()
+    result = run(main, ["convert", "jetclass", str(files[0]), str(files[1]), "-o",
+                        str(files[1]), "--overwrite"])
+    assert (result.exit_code, result.stderr) == (2, f"error: {files[1]}: is also an input; "
+                                                 "write the data set elsewhere\n")
+    assert files[1].read_bytes() == before and not (tmp_path / "twice.h5").exists()
 
     # A file lacking a branch: the error names the file and the branch; nothing is written.
     bad = write_jetclass(tmp_path / "no_d0.root", arrays[0], drop=("part_d0val",))

@@ -447,6 +447,20 @@ def test_cli_export_errors_name_the_problem_and_write_nothing(sources, tmp_path)
     with pytest.raises(ExportError, match="two inputs named"):
         export_weaver([sources[0], copy / sources[0].name], tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists() and not (tmp_path / "x.tmp").exists()
+    # --overwrite replaces an earlier export only: it made an input data set a directory
+    # (and deleted any directory given as -o)
+    before = sources[0].read_bytes()
+    for target in (sources[0], copy):
+        result = runner.invoke(main, ["export", "--format", "omnilearned", str(sources[0]),
+                                      "-o", str(target), "--overwrite", "--quiet"])
+        assert (result.exit_code, result.stderr) == (2, f"error: {target} is not an export "
+                                                     "(no resim_export.json); --overwrite "
+                                                     "replaces only an earlier export: remove "
+                                                     "it yourself or write elsewhere\n")
+    assert sources[0].read_bytes() == before and (copy / sources[0].name).is_file()
+    result = runner.invoke(main, ["export", "--format", "omnilearned", *map(str, sources), "-o",
+                                  str(tmp_path / "o"), "--overwrite", "--quiet"])
+    assert result.exit_code == 0, result.output
 
 
 DOC = Path(__file__).parents[2] / "docs" / "export.md"

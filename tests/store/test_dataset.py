@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import awkward as ak
@@ -86,6 +87,22 @@ def test_inspect_text_and_json(top_dataset, tmp_path):
     result = CliRunner().invoke(main, ["inspect", str(top_dataset), "--plot", str(plot)])
     assert result.exit_code == 0, result.output
     assert "groups" in result.output and "fsr_up" in result.output
+    assert plot.stat().st_size > 10_000
+
+
+def test_inspect_plots_a_data_set_without_jets(tmp_path, generate_card):
+    """A card whose cuts kept no jet: the plot was made, with numpy's and matplotlib's
+    warnings on stderr."""
+    card = tmp_path / "nothing.toml"
+    card.write_text((Path(__file__).parents[1] / "cards" / "top_small.toml").read_text()
+                    .replace("pt_min = 500.0\npt_max = 1000.0", "pt_min = 6000.0\npt_max = 7000.0"))
+    empty = generate_card(card, events=2)
+    plot = tmp_path / "empty.png"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = CliRunner().invoke(main, ["inspect", str(empty), "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert "0 groups, 0 jets" in result.stdout and result.stderr == ""
     assert plot.stat().st_size > 10_000
 
 

@@ -320,3 +320,14 @@ def test_a_test_only_shard_is_marked_and_not_remade(tmp_path: Path) -> None:
     run_generate(tmp_path, split="test", **args)
     with h5py.File(out) as f:
         assert f.attrs["split"] == "test"
+
+
+def test_a_study_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    """It was a UnicodeDecodeError, "a bug in resim", with --print or without."""
+    binary = tmp_path / "data.h5"
+    binary.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)))
+    for extra in (["--print"], ["--output", str(tmp_path / "out")]):
+        result = CliRunner().invoke(main, ["study", "--config", str(binary), *extra])
+        assert (result.exit_code, result.stderr) == (
+            2, f"error: {binary}: cannot read the study: not a text (UTF-8) file\n"), extra
+    assert not (tmp_path / "out").exists()

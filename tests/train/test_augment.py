@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -288,6 +290,19 @@ def test_build_augmentation_errors_name_the_bad_key():
     with pytest.raises(ValueError, match=r"must be a list"):
         build_augmentation("rotate")
     assert set(augment.AUGMENTATIONS) == {"rotate", "translate", "smear", "split", "soft"}
+    # values out of range: a negative count raised at the first batch, mid-training ("a
+    # bug in resim"); an infinite smearing trained on NaN inputs until an eigenvalue failed
+    for name, settings, words in [
+            ("soft", {"count": -3}, "soft.count: finite number >= 0, got -3"),
+            ("soft", {"count": 2.5}, "soft.count: an integer, got 2.5"),
+            ("smear", {"strength": math.inf}, "smear.strength: finite number >= 0, got inf"),
+            ("smear", {"pt_min": "low"}, "smear.pt_min: a number, got 'low'"),
+            ("split", {"probability": 2}, "split.probability: in [0, 1.0], got 2"),
+            ("translate", {"width": -1.0}, "translate.width: finite number >= 0")]:
+        with pytest.raises(ValueError) as err:
+            build_augmentation([name], **{name: settings})
+        key, _, rest = words.partition(": ")
+        assert err.value.key == key and rest in str(err.value), (key, str(err.value))
 
 
 def test_shipped_augmentation_config(jets):

@@ -122,7 +122,8 @@ def test_train_finetune_evaluate(top_dataset: Path, qcd_dataset: Path, tmp_path:
     assert code == 2 and "holds an evaluation" in err
     code, _, err = run("evaluate", "--checkpoint", pre / "last.pt", *data, "--output",
                        tmp_path / "ev2")
-    assert code == 2 and "not a fine-tuning checkpoint" in err
+    assert code == 2 and err.startswith(f"error: {pre / 'last.pt'}: not a fine-tuning "
+                                        "checkpoint (kind 'pretrain')"), err
     assert not (tmp_path / "ev2").exists()
     code, _, err = run("finetune", "--checkpoint", pre / "last.pt", *data, "--output",
                        tmp_path / "ft2", "--classes", "qcd")
@@ -159,6 +160,14 @@ def test_config_mistakes_are_one_line(tmp_path: Path, top_dataset: Path) -> None
     code, _, err = run("finetune", "--data", top_dataset, "--output", tmp_path / "out",
                        "--fraction", "2")
     assert code == 2 and "(--fraction 2.0): finetune.fraction: must be <= 1.0" in err, err
+    # one label, hence one class: it trained a classifier with nothing to tell apart
+    scratch = tmp_path / "scratch.toml"
+    scratch.write_text(FINETUNE + TINY_TRANSFORMER)
+    code, _, err = run("finetune", "--config", scratch, "--data", top_dataset, "--output",
+                       tmp_path / "out")
+    assert code == 2 and err == (f"error: data: every jet of {top_dataset} is labelled top: a "
+                                 "classifier needs two classes or more; add data of another "
+                                 "label (e.g. --data qcd.h5)\n"), err
     code, _, err = run("train", "--config", "rs3l_part", "--data", tmp_path / "none.h5",
                        "--output", tmp_path / "out")
     assert code == 2 and "none.h5: no such data set file" in err
@@ -170,7 +179,8 @@ def test_config_mistakes_are_one_line(tmp_path: Path, top_dataset: Path) -> None
     # a method's setting out of its range: one line before any training (temperature 0
     # used to train, then fail in the probes' eigenvalues)
     for config, setting, words in [
-            ("rs3l_part", "method.temperature=0", "rs3l: temperature must be > 0, got 0"),
+            ("rs3l_part", "method.temperature=0",
+             "(--set method.temperature=0): method.temperature: must be a finite number > 0"),
             ("vicreg_part", "method.gamma=0", "vicreg: the weights must be >= 0 and gamma"),
             ("jepa_part", "method.ema_start=1.5", "jepa: need 0 <= ema_start <= ema_end")]:
         code, _, err = run("train", "--config", config, "--data", top_dataset, "--output",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -78,12 +79,15 @@ name = "rs3l"
     (GOOD + "temprature = 0.2\n", "method.temprature", "unknown setting"),
     (GOOD + "[augment]\nnames = ['rotate', 'twist']\n", "augment", "unknown augmentation"),
     (GOOD + "[augment]\nnames = ['rotate']\n", "data.views.source", "'both'"),
+    (GOOD + "[data.views]\nsource = 'both'\n[augment]\nnames = ['soft']\n[augment.soft]\n"
+     "count = -3\n", "augment.soft.count", "must be a finite number >= 0, got -3"),
     (GOOD + "[[run]]\nepochs = 1\n", "run", "must be a table"),
     (GOOD + "[data.views]\ncount = 1\n", "data.views.count",
      "method 'rs3l' needs positive pairs"),
     (GOOD.replace('"rs3l"', '"vicreg"') + "[data.views]\ncount = 1\n", "data.views.count",
      "at least 2 views"),
     (GOOD + "[data.views]\ncount = 0\n", "data.views.count", "integer >= 1"),
+    (GOOD + "[data.views]\nboost = 100.0\n", "data.views.boost", "must be <= 10.0"),
     ("[encoder\nname = 'part'\n", "", "not valid TOML"),
 ])
 def test_errors_name_file_and_key(tmp_path: Path, text: str, key: str, words: str) -> None:
@@ -117,6 +121,44 @@ def test_overrides_are_checked_like_the_file(tmp_path: Path) -> None:
     assert (again.run.epochs, again.optimizer.lr) == (3, 3e-4)
 
 
+@pytest.mark.parametrize(("override", "words"), [
+    ("encoder.num_heads=0", "integer >= 1, got 0"),
+    ("encoder.embed_dims=[]", "one or more layer widths >= 1"),
+    ("encoder.embed_dims=[-4, 16]", "layer widths >= 1, got [-4, 16]"),
+    ("encoder.pair_embed_dims=[0]", "layer widths >= 1"),
+    ("encoder.num_cls_layers=0", "integer >= 1"),
+    ("encoder.length_groups=0", "integer >= 1"),
+    ("method.temperature=inf", "finite number > 0, got inf"),
+    ("method.head_dims=[0]", "layer widths >= 1"),
+    ("encoder.name=particlenet|encoder.k=0", "integer >= 1"),
+    ("encoder.name=particlenet|encoder.coordinates=100", "between 1 and the 15 input"),
+    ("encoder.name=particlenet|encoder.edge_dims=[]", "at least one EdgeConv block"),
+    ("method.name=jepa|method.predictor_heads=0", "integer >= 1"),
+    ("method.name=mpm|method.decoder_dim=0", "integer >= 1"),
+    ("method.name=vicreg|method.eps=inf", "finite number > 0"),
+    ("method.var_weight=inf", "finite number >= 0, got inf"),
+    ("method.name=vicreg|method.sim_weight=inf", "finite number >= 0, got inf"),
+    ("method.name=mpm|method.kind_weight=-1.0", "finite number >= 0, got -1.0"),
+])
+def test_settings_that_cannot_build_a_network_name_the_key(tmp_path: Path, override: str,
+                                                           words: str) -> None:
+    """Sizes out of range were a ZeroDivisionError or IndexError ("a bug in resim"), or
+    built a network whose output ignores its input (no class-attention block, k = 0)."""
+    path = write(tmp_path, GOOD.replace("num_layers = 2", "embed_dims = [16, 16]\nnum_heads = 2"
+                                        "\nnum_layers = 1\nnum_cls_layers = 1"))
+    *others, bad = override.split("|")
+    if "particlenet" in override:
+        path = write(tmp_path, "[encoder]\nname = 'particlenet'\n[method]\nname = 'rs3l'\n")
+        others = []
+    key = bad.partition("=")[0]
+    config = load_config(path, [*others, bad])
+    with pytest.raises(ConfigError) as err:
+        build_pretraining(config)
+    assert err.value.key == key
+    assert str(err.value).startswith(f"{path} (--set {bad}): {key}: must ")
+    assert words in err.value.message
+
+
 def test_one_view_for_objectives_without_positives() -> None:
     """MPM and JEPA treat every jet on its own: one view per group is allowed for them."""
     for name in ("mpm_part", "jepa_transformer"):
@@ -124,6 +166,22 @@ def test_one_view_for_objectives_without_positives() -> None:
         assert config.data.views.count == 1
     with pytest.raises(ConfigError, match=r"data\.views\.count: method 'simclr' needs positive"):
         load_config("rs3l_part", ["method.name=simclr", "data.views.count=1"])
+
+
+def test_a_file_that_is_not_text_is_one_line(tmp_path: Path) -> None:
+    """--config data.h5 (or `resim configs data.h5`) was a UnicodeDecodeError, "a bug in
+    resim"; cards said 'cannot read the card' already."""
+    from click.testing import CliRunner
+
+    from resim.cli import main
+
+    binary = tmp_path / "data.h5"
+    binary.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)))
+    message = f"{binary}: cannot read the config: not a text (UTF-8) file"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        load_config(binary)
+    result = CliRunner().invoke(main, ["configs", str(binary)])
+    assert (result.exit_code, result.stderr) == (2, f"error: {message}\n")
 
 
 def test_missing_config_lists_shipped_ones() -> None:

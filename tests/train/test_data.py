@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -125,6 +126,14 @@ def test_fraction_subsets_are_nested_and_deterministic(top_dataset, qcd_dataset)
     large = PretrainBatches(paths, max_jets=100)
     assert len(small.groups) * 2 <= 40 < (len(small.groups) + 1) * 2
     assert set(small.groups) < set(large.groups)
+    # labelled jets: at most max_jets rows, whatever the groups' sizes (the cap used to
+    # count another group's rows: --max-jets 10 gave 13 nominal jets)
+    data = JetData(paths)
+    for variations in ("nominal", "all"):
+        every = LabelledJets(data, split="all", variations=variations)
+        for cap in (10, 50, every.n_jets - 1):  # groups of up to 4 jets
+            capped = LabelledJets(data, split="all", variations=variations, max_jets=cap)
+            assert cap - 4 < capped.n_jets <= cap, (variations, cap)
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -448,6 +457,21 @@ def test_bad_paths_and_files_give_clear_errors(top_dataset, tmp_path):
         JetData(tmp_path / "running.h5")
     with pytest.raises(ValueError, match="no data set paths"):
         JetData([])
+    again = top_dataset.parent / "." / top_dataset.name  # its jets counted twice, silently
+    with pytest.raises(DatasetError, match=rf"^{re.escape(str(top_dataset))} and "
+                                           rf"{re.escape(str(again))}: the same data set given"):
+        JetData([top_dataset, again])
+
+
+def test_a_file_without_jets_is_named(top_dataset, tmp_path, generate_card):
+    """A data set whose cuts kept no jet was reported as files of "different levels"."""
+    card = tmp_path / "nothing.toml"
+    card.write_text((CARDS / "top_small.toml").read_text().replace(
+        "pt_min = 500.0\npt_max = 1000.0", "pt_min = 6000.0\npt_max = 7000.0"))
+    empty = generate_card(card, events=2)
+    for paths in (empty, [top_dataset, empty]):
+        with pytest.raises(DatasetError, match=rf"^{re.escape(str(empty))}: holds no jets$"):
+            JetData(paths)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
@@ -468,7 +492,8 @@ def test_bad_paths_and_files_give_clear_errors(top_dataset, tmp_path):
     ({"start_batch": 1.5}, "start_batch"),
     ({"classes": {"signal": ["tops"]}}, "classes.signal.*tops"),
     ({"classes": {"a": ["top"], "b": ["top"]}}, "classes.b.*already"),
-    ({"views": 5}, "no group with 5"),
+    ({"views": 5}, r"no group with 5 .*; data\.views: 5 views of any variation, mode 'any', "
+                   r"source 'resim'\)$"),
 ])
 def test_bad_pretraining_arguments_name_the_argument(top_dataset, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -479,6 +504,7 @@ def test_bad_pretraining_arguments_name_the_argument(top_dataset, kwargs, messag
     ({"fraction": 0.0}, "fraction"),
     ({"fraction": 1.5}, "fraction"),
     ({"variations": ["vincia"]}, "variations.*vincia"),
+    ({"variations": ["all", "nominal"]}, r"^variations: 'all' stands alone.*\(all, nominal\)$"),
     ({"batch_size": 0}, "batch_size"),
     ({"split": "validation"}, "split"),
 ])
@@ -494,3 +520,15 @@ def test_a_fraction_selecting_nothing_is_an_error(top_dataset):
         LabelledJets(data, split="all", fraction=tiny)
     with pytest.raises(ValueError, match="views"):
         ViewPolicy(views=True)
+
+
+def test_a_max_jets_below_the_first_group_is_named(top_dataset):
+    """It was reported as the split, fraction or variations selecting no jets."""
+    data = JetData(top_dataset)
+    with pytest.raises(ValueError, match=r"^max_jets = 1 holds no whole group .*the first "
+                                         r"has [2-9] jets\)$"):
+        LabelledJets(data, split="all", variations="all", max_jets=1)
+    with pytest.raises(ValueError, match=r"^max_jets = 1 holds no whole group .*has 2 jets"):
+        PretrainBatches(data, max_jets=1)
+    assert LabelledJets(data, split="all", max_jets=1).n_jets == 1  # nominal: 1 a group
+

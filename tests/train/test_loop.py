@@ -7,6 +7,7 @@ Tiny encoders (16 wide, one block, 32 particles) on the session data sets ``top_
 from __future__ import annotations
 
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,50 @@ def test_output_directory_rules(data: list[Path], tmp_path: Path) -> None:
     assert state["data"]["labels"] == ["top", "q", "g"]
 
 
+def test_a_diverging_run_stops_in_one_line(data: list[Path], tmp_path: Path) -> None:
+    """At lr = 1e10 the weights were NaN after two steps; the run went on until the
+    validation monitor's eigenvalue solve failed ("a bug in resim")."""
+    cfg = config(TINY, "run.epochs=2", "data.max_jets=200", "optimizer.lr=1e10")
+    with pytest.raises(RunError, match=r"^the loss is (nan|inf|-inf) at step [2-9] \(epoch 1\): "
+                                       r"the training diverged; lower optimizer\.lr"):
+        pretrain(cfg, data, tmp_path / "run", progress=False)
+
+
+def test_resuming_with_fewer_epochs_than_done_is_refused(data: list[Path],
+                                                        tmp_path: Path) -> None:
+    """It reported the run finished and rewrote config.toml with the smaller run.epochs."""
+    out = tmp_path / "run"
+    pretrain(config(TINY, "run.epochs=2", "data.max_jets=200"), data, out, progress=False)
+    text = (out / "config.toml").read_text()
+    with pytest.raises(RunError, match=rf"^--resume: the run in {out} has done 2 epochs, more "
+                                       r"than run\.epochs = 1; give more epochs"):
+        pretrain(None, None, out, resume=True, progress=False, overrides=["run.epochs=1"])
+    assert (out / "config.toml").read_text() == text
+    assert pretrain(None, None, out, resume=True, progress=False).finished  # as many: done
+
+
+def test_resuming_on_remade_data_is_refused(data: list[Path], tmp_path: Path) -> None:
+    """Another run's file at a run's path: --resume went on training on it, silently."""
+    path = tmp_path / "top.h5"
+
+    def put(source: Path) -> None:  # a data set with its segments, as generate leaves it
+        shutil.rmtree(tmp_path / "top.h5.parts", ignore_errors=True)
+        shutil.copy(source, path)
+        shutil.copytree(source.parent / f"{source.name}.parts", tmp_path / "top.h5.parts")
+
+    put(data[0])
+    pretrain(config(TINY, "run.epochs=1", "data.max_jets=200"), [path, data[1]],
+             tmp_path / "run", progress=False)
+    put(data[1])
+    with pytest.raises(RunError, match=rf"^--resume: {path}, {data[1]}: the data changed "
+                                       r"since the run started \(other run_ids, n_jets, labels\)"):
+        pretrain(None, None, tmp_path / "run", resume=True, progress=False,
+                 overrides=["run.epochs=2"])
+    put(data[0])  # the same files again: it continues
+    assert pretrain(None, None, tmp_path / "run", resume=True, progress=False,
+                    overrides=["run.epochs=2"]).position.epoch == 2
+
+
 def latent_similarity(method, batches) -> tuple[float, float, float, float]:
     """Validation loss, mean cosine similarity of positive and of negative pairs in the
     contrastive latent space (projection-head output), and how often a jet's nearest
@@ -251,6 +296,28 @@ def test_finetuned_encoder_tags_tops(data: list[Path], pretrained: Path,
     scores = np.load(tmp_path / "eval" / "scores.npz")
     assert scores["probs"].shape == (m["n_jets"], 2)
     assert list(scores["class_names"]) == ["qcd", "top"]
+
+
+def test_finetuning_a_pretrained_encoder_resumes_as_if_never_stopped(
+        data: list[Path], pretrained: Path, tmp_path: Path) -> None:
+    """A floating pre-trained encoder and its head train at two rates (two parameter
+    groups): resuming such a run ended in a ValueError in the learning-rate schedule."""
+    ft = parse_config(FINETUNE, "ft.toml", ["run.epochs=2", "data.max_jets=300"])
+    full = finetune(ft, data, tmp_path / "full", pretrained, progress=False)
+    assert full.position.step // 2 >= 4
+    with pytest.raises(KilledError):
+        finetune(ft.with_overrides(["run.checkpoint_every=2"]), data, tmp_path / "cut",
+                 pretrained, progress=False, on_step=crash_at(3))
+    resumed = finetune(None, None, tmp_path / "cut", resume=True, progress=False)
+    assert resumed.finished and resumed.position == full.position
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" /
+                                                                          "last.pt")
+    assert len(a["optimizer"]["param_groups"]) == 2
+    assert [g["lr"] for g in a["optimizer"]["param_groups"]] == \
+        [g["lr"] for g in b["optimizer"]["param_groups"]]
+    assert_same_state(a["model"], b["model"])
+    assert csv_losses(tmp_path / "full" / "metrics.csv") == \
+        csv_losses(tmp_path / "cut" / "metrics.csv")
 
 
 def test_frozen_backbone_keeps_the_encoder(data: list[Path], pretrained: Path,

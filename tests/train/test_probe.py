@@ -83,6 +83,19 @@ def test_probe_without_labels_gives_the_label_free_numbers(pretrained: Path, top
         assert got[name]["effective_rank"] > 1 and got[name]["r2"]["abs_eta"] is not None
 
 
+def test_probe_of_a_single_jet_is_one_line(pretrained: Path, top_dataset: Path,
+                                          qcd_dataset: Path, tmp_path: Path) -> None:
+    """One jet in a split (--max-jets 1; or --classes leaving one) failed in the effective
+    rank's ValueError, "a bug in resim"."""
+    result = CliRunner().invoke(main, ["probe", "--checkpoint", str(pretrained), "--data",
+                                       str(top_dataset), "--data", str(qcd_dataset),
+                                       "--output", str(tmp_path / "p"), "--max-jets", "1"])
+    assert (result.exit_code, result.stderr) == (2, "error: train split: 1 nominal jet of the "
+                                                 "classes (top, q, g); the probe needs two or "
+                                                 "more (more data, or other --classes)\n")
+    assert not (tmp_path / "p").exists()
+
+
 def test_probe_refuses_a_fine_tuning_checkpoint(tmp_path: Path, top_dataset: Path) -> None:
     bad = tmp_path / "x.pt"
     bad.write_bytes(b"not a checkpoint")

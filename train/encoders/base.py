@@ -15,7 +15,8 @@ mask False never influence a result, wherever they sit.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, cast
 
@@ -35,6 +36,42 @@ def make_activation(name: str) -> nn.Module:
         return ACTIVATIONS[name]()
     except KeyError:
         raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}") from None
+
+
+class SettingError(ValueError):
+    """A setting an encoder or method cannot be built with; ``key`` names it (a config
+    reports it as ``encoder.<key>`` or ``method.<key>``)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(message)
+        self.key = key
+
+
+def require_count(key: str, value: int, minimum: int = 1) -> None:
+    """A number of layers, heads, neighbours, ...: an integer >= ``minimum``. (Zero heads
+    divides by zero; zero class-attention blocks or neighbours build a network whose
+    output does not depend on its input.)"""
+    if value < minimum:
+        raise SettingError(key, f"must be an integer >= {minimum}, got {value}")
+
+
+def require_widths(key: str, widths: Sequence[int]) -> None:
+    """Layer widths: at least one, each >= 1 (a zero-wide layer passes nothing on)."""
+    if not widths or any(w < 1 for w in widths):
+        raise SettingError(key, f"must be a list of one or more layer widths >= 1, got "
+                                f"{list(widths)}")
+
+
+def require_weight(key: str, value: float) -> None:
+    """A loss term's weight: a finite number >= 0 (an infinite one makes the loss NaN)."""
+    if not (value >= 0 and math.isfinite(value)):
+        raise SettingError(key, f"must be a finite number >= 0, got {value}")
+
+
+def require_positive(key: str, value: float) -> None:
+    """A finite number > 0 (a temperature, an epsilon)."""
+    if not (value > 0 and math.isfinite(value)):
+        raise SettingError(key, f"must be a finite number > 0, got {value}")
 
 
 class Encoder(nn.Module):

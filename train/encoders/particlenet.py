@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from .base import Encoder, make_activation
+from .base import Encoder, SettingError, make_activation, require_count, require_widths
 from .padding import flat_index, to_flat, to_padded, trim
 
 
@@ -99,6 +99,16 @@ class ParticleNet(Encoder):
         coordinates: int = 2,
     ):
         super().__init__()
+        if embed_dims:
+            require_widths("embed_dims", embed_dims)
+        if not edge_dims:
+            raise SettingError("edge_dims", "must list at least one EdgeConv block's widths")
+        for dims in edge_dims:
+            require_widths("edge_dims", dims)
+        require_count("k", k)
+        if not 1 <= coordinates <= n_features:
+            raise SettingError("coordinates", f"must be between 1 and the {n_features} input "
+                                              f"features, got {coordinates}")
         self.n_features = n_features
         self.coordinates = coordinates
         layers: list[nn.Module] = [nn.BatchNorm1d(n_features)]

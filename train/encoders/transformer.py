@@ -30,7 +30,7 @@ from typing import cast
 import torch
 from torch import Tensor, nn
 
-from .base import Encoder
+from .base import Encoder, require_count, require_widths
 from .blocks import Attention, Block
 from .padding import extent, flat_index, length_buckets, pad_to, to_flat, to_padded, trim
 from .pairwise import PairEmbedding
@@ -65,6 +65,14 @@ class ParticleTransformer(Encoder):
         length_groups: int = 4,
     ):
         super().__init__()
+        require_widths("embed_dims", embed_dims)
+        if pair_embed_dims:
+            require_widths("pair_embed_dims", pair_embed_dims)
+        require_count("num_heads", num_heads)
+        require_count("num_layers", num_layers, 0)
+        require_count("num_cls_layers", num_cls_layers)  # the jet vector is the class token
+        require_count("ffn_ratio", ffn_ratio)
+        require_count("length_groups", length_groups)
         self.n_features = n_features
         self.embed_dim = dim = embed_dims[-1]
         self.length_groups = length_groups

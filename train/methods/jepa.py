@@ -57,7 +57,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from ..encoders.base import Encoder
+from ..encoders.base import Encoder, require_count
 from ..encoders.blocks import Block
 from ..encoders.padding import trim
 from ..encoders.pairwise import rapidity_phi_pt
@@ -234,6 +234,9 @@ class JEPA(Method):
                                         not isinstance(total_steps, int) or total_steps < 1):
             raise ValueError(f"jepa: total_steps must be >= 1 (an integer; or unset: the "
                              f"training run's length), got {total_steps!r}")
+        require_count("predictor_dim", predictor_dim)
+        require_count("predictor_layers", predictor_layers)  # none: blind to the context
+        require_count("predictor_heads", predictor_heads)
         self.n_targets, self.target_fraction, self.blocks = n_targets, target_fraction, blocks
         self.ema: _EMA = {"start": ema_start, "end": ema_end, "schedule": ema_schedule}
         self.total_steps = total_steps

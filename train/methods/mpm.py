@@ -44,7 +44,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from ..encoders.base import Encoder
+from ..encoders.base import Encoder, require_count, require_weight
 from ..encoders.blocks import Block
 from ..encoders.padding import trim
 from ..encoders.transformer import ParticleTransformer, padding_bias
@@ -141,6 +141,10 @@ class MPM(Method):
                 f"resim.train.features.FEATURES (or the {len(DETECTOR_FEATURES)} of "
                 f"DETECTOR_FEATURES), the encoder takes {n_features}; set "
                 f"kind_classification = false to regress all inputs")
+        require_weight("kind_weight", kind_weight)
+        require_count("decoder_dim", decoder_dim)
+        require_count("decoder_layers", decoder_layers, 0)
+        require_count("decoder_heads", decoder_heads)
         self.mask_fraction = mask_fraction
         self.regression_loss = regression_loss
         self.kind_weight = kind_weight

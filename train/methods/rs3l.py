@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from ..encoders.base import Encoder
+from ..encoders.base import Encoder, require_positive, require_weight, require_widths
 from ..heads import projection_head
 from ..losses import covariance_term, gather_across_ranks, nt_xent, variance_term
 from .base import Method
@@ -31,11 +31,10 @@ class RS3L(Method):
                  head_dims: Sequence[int] = (64, 32, 32, 8), head_activation: str = "elu",
                  var_weight: float = 0.0, cov_weight: float = 0.0):
         super().__init__(encoder)
-        if not temperature > 0:  # NT-Xent divides by it
-            raise ValueError(f"rs3l: temperature must be > 0, got {temperature}")
-        if var_weight < 0 or cov_weight < 0:
-            raise ValueError(f"rs3l: var_weight and cov_weight must be >= 0, got "
-                             f"{var_weight}, {cov_weight}")
+        require_positive("temperature", temperature)  # NT-Xent divides by it
+        require_widths("head_dims", head_dims)
+        require_weight("var_weight", var_weight)
+        require_weight("cov_weight", cov_weight)
         self.temperature = temperature
         self.head = projection_head(encoder.embed_dim, head_dims, head_activation)
         self.var_weight, self.cov_weight = var_weight, cov_weight

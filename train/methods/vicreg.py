@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from ..encoders.base import Encoder
+from ..encoders.base import Encoder, require_positive, require_weight, require_widths
 from ..heads import expander
 from ..losses import gather_across_ranks, vicreg
 from .base import Method
@@ -29,6 +29,12 @@ class VICReg(Method):
         if min(sim_weight, var_weight, cov_weight) < 0 or not (gamma > 0 and eps > 0):
             raise ValueError(f"vicreg: the weights must be >= 0 and gamma, eps > 0, got "
                              f"{sim_weight}, {var_weight}, {cov_weight}, {gamma}, {eps}")
+        for key, weight in (("sim_weight", sim_weight), ("var_weight", var_weight),
+                            ("cov_weight", cov_weight)):
+            require_weight(key, weight)
+        require_positive("gamma", gamma)
+        require_positive("eps", eps)
+        require_widths("expander_dims", expander_dims)
         self.expander = expander(encoder.embed_dim, expander_dims)
         self.weights = {"sim_weight": sim_weight, "var_weight": var_weight,
                         "cov_weight": cov_weight, "gamma": gamma, "eps": eps}
