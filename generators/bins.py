@@ -35,7 +35,8 @@ class Bins:
         self.edges = e
         self._grid = False
         # edges, and below and above of the grid's cells: float64 and float32
-        self._at = {np.dtype(np.float64): (e,), np.dtype(np.float32): (e.astype(np.float32),)}
+        self._at: dict[np.dtype, tuple[np.ndarray, ...]] = {
+            np.dtype(np.float64): (e,), np.dtype(np.float32): (e.astype(np.float32),)}
         if len(e) <= self.FEW:
             return
         widths = np.diff(e)
@@ -49,7 +50,7 @@ class Bins:
         # Per fine cell: the rank of its lower edge, and the edges around that rank r,
         # [below, above), padded with ±inf: three lookups by the same index.
         self._guess = np.searchsorted(e, e[0] + step * np.arange(n + 1), side="right")
-        for dtype, (edges,) in self._at.items():
+        for dtype, (edges, *_) in self._at.items():
             self._at[dtype] = (edges, np.concatenate([[-np.inf], edges]).take(self._guess),
                                np.concatenate([edges, [np.inf]]).take(self._guess))
 
@@ -128,8 +129,9 @@ class Resolution:
 
     def __init__(self, resolution: TrackResolution, dtype: type = np.float64):
         self.eta = Bins(resolution.eta_edges)
-        self._constant = np.concatenate([[0.0], resolution.constant, [0.0]]).astype(dtype)
-        self._slope = np.concatenate([[0.0], resolution.slope, [0.0]]).astype(dtype)
+        self._constant: np.ndarray = np.concatenate([[0.0], resolution.constant, [0.0]]
+                                                    ).astype(dtype)
+        self._slope: np.ndarray = np.concatenate([[0.0], resolution.slope, [0.0]]).astype(dtype)
 
     def __call__(self, pt: np.ndarray, abs_eta: np.ndarray) -> np.ndarray:
         row = self.eta.rank(abs_eta)

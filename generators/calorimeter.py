@@ -65,10 +65,10 @@ class CellGrid:
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(η low, η high, φ low, φ high) of cells, as ``dtype``."""
         ring = self.ring.take(cells)  # int32: gathers by it with take, not indexing
-        width = (2 * np.pi / self.phi_bins.take(ring)).astype(dtype, copy=False)
+        width: np.ndarray = (2 * np.pi / self.phi_bins.take(ring)).astype(dtype, copy=False)
         phi_lo = (cells - self.first.take(ring)).astype(dtype) * width
         phi_lo -= dtype(np.pi)
-        edges = self.eta_edges.astype(dtype, copy=False)
+        edges: np.ndarray = self.eta_edges.astype(dtype, copy=False)
         return edges.take(ring), edges.take(ring + 1), phi_lo, phi_lo + width
 
 

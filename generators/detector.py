@@ -151,9 +151,11 @@ class Detector:
         # Their helices in double precision (axes far from the beam line: their angles in
         # single precision place them within ~0.5 mm), from the particles' own columns.
         d = np.flatnonzero(in_tracker & ~axis)
-        x, y, z, seen[d] = to_cylinder(*(np.asarray(c[k], float).take(d) for k in (
-            "vx", "vy", "vz", "px", "py", "pz")), charge.take(d), geo.magnetic_field,
-            geo.tracker_radius, geo.tracker_half_length, coarse=True)
+        vx64, vy64, vz64, px64, py64, pz64 = (np.asarray(c[k], float).take(d) for k in (
+            "vx", "vy", "vz", "px", "py", "pz"))
+        x, y, z, seen[d] = to_cylinder(vx64, vy64, vz64, px64, py64, pz64, charge.take(d),
+                                       geo.magnetic_field, geo.tracker_radius,
+                                       geo.tracker_half_length, coarse=True)
         x, y, z = x.astype(f4), y.astype(f4), z.astype(f4)
         at_eta[d] = np.arcsinh(z / np.maximum(np.sqrt(x * x + y * y), 1e-9))
         at_phi[d] = np.arctan2(y, x)

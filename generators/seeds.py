@@ -90,7 +90,7 @@ def _unit(k: np.ndarray, bits: int, dtype: type) -> np.ndarray:
     """(k + 1/2) / 2**bits for integers 0 <= k < 2**bits (uint64): in (0, 1), never 0
     or 1 when ``dtype`` holds ``bits + 1`` significant bits."""
     # through int64 (exact below 2**63): numpy converts int64, not uint64, with SIMD
-    u = k.view(np.int64).astype(dtype)
+    u: np.ndarray = k.view(np.int64).astype(dtype)
     u += dtype(0.5)
     u *= dtype(2.0**-bits)
     return u
