@@ -202,7 +202,7 @@ class RunConfig:
     ``checkpoint_every`` writes ``last.pt`` every that many optimiser steps as well as at
     each epoch end (0: epoch ends only). ``log_every``: steps per ``metrics.csv`` row.
     ``device``: ``"auto"`` takes CUDA (with bf16 autocast) when present, else CPU.
-    ``threads``: torch's intra-op CPU threads (0: torch's default, one per core). On a
+    ``threads``: torch's intra-op CPU threads (0: torch's default, one per core; at most 1024). On a
     machine shared with other jobs, fewer threads than cores can be many times faster.
     ``monitor_every``: pre-training measures its representation on the validation split's
     nominal jets every that many epochs (kNN accuracy, labels used only there; effective
@@ -215,7 +215,7 @@ class RunConfig:
     log_every: int = declared(10, minimum=1)
     device: str = declared("auto", choices=DEVICES)
     num_workers: int = declared(0, minimum=0)
-    threads: int = declared(0, minimum=0)
+    threads: int = declared(0, minimum=0, at_most=1024)  # more fail to start
     validate: bool = declared(True)
     monitor_every: int = declared(1, minimum=0)
     sync_batchnorm: bool = declared(False)

@@ -62,6 +62,7 @@ name = "rs3l"
     (GOOD + "[optimizer]\nlr = 'fast'\n", "optimizer.lr", "must be a number"),
     (GOOD + "[optimizer]\nlr = -0.1\n", "optimizer.lr", "must be > 0"),
     (GOOD + "[run]\nepochs = 0\n", "run.epochs", "integer >= 1"),
+    (GOOD + "[run]\nthreads = 100000\n", "run.threads", "integer <= 1024"),
     (GOOD + "[run]\nvalidate = 1\n", "run.validate", "true or false"),
     (GOOD + "[data]\nsplits = [0.5, 0.1, 0.1]\n", "data.splits", "add up to 1"),
     (GOOD + "[data.views]\nmode = 'best'\n", "data.views.mode", "any, nominal_plus"),
