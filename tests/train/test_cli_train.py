@@ -181,7 +181,8 @@ def test_config_mistakes_are_one_line(tmp_path: Path, top_dataset: Path) -> None
     for config, setting, words in [
             ("rs3l_part", "method.temperature=0",
              "(--set method.temperature=0): method.temperature: must be a finite number > 0"),
-            ("vicreg_part", "method.gamma=0", "vicreg: the weights must be >= 0 and gamma"),
+            ("vicreg_part", "method.gamma=0",
+             "(--set method.gamma=0): method.gamma: must be a finite number > 0"),
             ("jepa_part", "method.ema_start=1.5", "jepa: need 0 <= ema_start <= ema_end")]:
         code, _, err = run("train", "--config", config, "--data", top_dataset, "--output",
                            tmp_path / "out", "--set", setting)

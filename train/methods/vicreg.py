@@ -26,9 +26,6 @@ class VICReg(Method):
                  sim_weight: float = 25.0, var_weight: float = 25.0, cov_weight: float = 1.0,
                  gamma: float = 1.0, eps: float = 1e-4):
         super().__init__(encoder)
-        if min(sim_weight, var_weight, cov_weight) < 0 or not (gamma > 0 and eps > 0):
-            raise ValueError(f"vicreg: the weights must be >= 0 and gamma, eps > 0, got "
-                             f"{sim_weight}, {var_weight}, {cov_weight}, {gamma}, {eps}")
         for key, weight in (("sim_weight", sim_weight), ("var_weight", var_weight),
                             ("cov_weight", cov_weight)):
             require_weight(key, weight)
