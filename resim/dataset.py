@@ -19,6 +19,7 @@ handed to DataLoader worker processes (h5py handles cannot cross a fork or a pic
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -162,3 +163,14 @@ class JetDataset:
 def open(path: str | Path) -> JetDataset:
     """Open a resim data set for reading."""
     return JetDataset(path)
+
+
+def repeated_file(paths: Sequence[Path]) -> tuple[Path, Path] | None:
+    """The first two of ``paths`` that name the same file however spelled (``a.h5``,
+    ``./a.h5``), else None: read twice, its jets would count twice."""
+    seen: dict[Path, Path] = {}
+    for path in paths:
+        if path.resolve() in seen:
+            return seen[path.resolve()], path
+        seen[path.resolve()] = path
+    return None

@@ -67,7 +67,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from resim.dataset import CONSTITUENT_FIELDS, DatasetError, JetDataset
+from resim.dataset import CONSTITUENT_FIELDS, DatasetError, JetDataset, repeated_file
 from resim.layout import IMPACT_COLUMNS, LEVELS, PARTICLE, PILEUP_COLUMNS, with_derived
 from resim.splits import SPLITS, split_of, unit_hash
 from resim.store import open_data_set, parts_dir, read_error
@@ -211,12 +211,9 @@ class JetData:
     def __init__(self, paths: Paths, classes: Mapping[str, Sequence[str]] | None = None,
                  level: str = "auto"):
         self.paths = tuple(_as_paths(paths))
-        first: dict[Path, Path] = {}
-        for path in self.paths:
-            if path.resolve() in first:  # its groups would count twice, in every split
-                raise DatasetError(f"{first[path.resolve()]} and {path}: the same data set "
-                                   "given twice")
-            first[path.resolve()] = path
+        twice = repeated_file(self.paths)
+        if twice is not None:  # its groups would count twice, in every split
+            raise DatasetError(f"{twice[0]} and {twice[1]}: the same data set given twice")
         self.level = self._choose_level(level)
         index = [self._read_index(p, LEVELS.index(self.level)) for p in self.paths]
         self.labels = _union([i["labels"] for i in index])

@@ -71,6 +71,7 @@ from .pretrain import (
     build_encoder_from,
     check_same_data,
     checkpoint_features,
+    data_record,
     encoder_from_checkpoint,
     encoder_spec,
     fractions,
@@ -360,10 +361,8 @@ def finetune(
     calibrated = 0
     if model.frozen and not resume:
         calibrated = calibrate_encoder(encoder, config, jets, frame, rt, names)
-    record = {"paths": [str(Path(p).resolve()) for p in data], "run_ids": list(jets.run_ids),
-              "labels": list(jets.labels), "variations": list(jets.variations),
-              "n_train_jets": train.n_jets, "trained_on": list(train.variation_names),
-              "level": jets.level}
+    record = data_record(jets, n_train_jets=train.n_jets,
+                         trained_on=list(train.variation_names))
     if resume:
         check_same_data(state, record)
     extra = {

@@ -139,6 +139,14 @@ def stored_paths(state: Checkpoint, paths: Paths | None) -> list[str]:
     return stored
 
 
+def data_record(jets: JetData, **more: Any) -> dict[str, Any]:
+    """What a checkpoint records of the data a run reads (``more``: what the run adds),
+    and a resume compares (:func:`check_same_data`)."""
+    return {"paths": [str(Path(p).resolve()) for p in jets.paths],
+            "run_ids": list(jets.run_ids), "labels": list(jets.labels),
+            "variations": list(jets.variations), **more, "level": jets.level}
+
+
 def check_same_data(state: Checkpoint, now: Mapping[str, Any]) -> None:
     """A resumed run reads the files it started on: refuse them if they were remade
     since (another run's ``run_id``, other jets, labels, variations or level)."""
@@ -198,10 +206,7 @@ def pretrain(
             val = None
     model = build_pretraining(config, len(names))
     assert config.method is not None  # build_pretraining required it
-    record = {"paths": [str(Path(p).resolve()) for p in data], "run_ids": list(jets.run_ids),
-              "labels": list(jets.labels), "variations": list(jets.variations),
-              "n_jets": jets.n_jets, "skipped_groups": train.skipped_groups,
-              "level": jets.level}
+    record = data_record(jets, n_jets=jets.n_jets, skipped_groups=train.skipped_groups)
     if resume:
         check_same_data(state, record)
     extra = {

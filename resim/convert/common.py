@@ -31,6 +31,7 @@ import h5py
 import numpy as np
 
 from .. import __version__
+from ..dataset import repeated_file
 from ..errors import ResimError
 from ..layout import DETECTOR, Tables, as_table, with_derived
 from ..progress import JetProgress
@@ -101,12 +102,10 @@ def block_tables(block: JetBlock, first_event: int) -> Tables:
 
 def check_output(output: Path, overwrite: bool, inputs: Sequence[Path] = ()) -> None:
     """``output`` may be written (and is none of ``inputs``, each given once)."""
-    given: dict[Path, Path] = {}
-    for path in inputs:
-        if path.resolve() in given:  # its jets would be converted twice
-            raise ConvertError(f"{given[path.resolve()]} and {path}: the same file given twice")
-        given[path.resolve()] = path
-    if output.resolve() in given:  # --overwrite would replace the input with the output
+    twice = repeated_file(inputs)
+    if twice is not None:
+        raise ConvertError(f"{twice[0]} and {twice[1]}: the same file given twice")
+    if output.resolve() in {p.resolve() for p in inputs}:  # --overwrite would replace it
         raise ConvertError(f"{output}: is also an input; write the data set elsewhere")
     if output.exists() and not overwrite:
         raise ConvertError(f"{output} exists; remove it or pass --overwrite")
