@@ -51,13 +51,17 @@ class Progress:
         new = self.done - self._start_done
         return (time.monotonic() - self._start) / new * (self.total - self.done) if new else None
 
-    def _counts(self) -> str:
+    #: What ``done`` and ``total`` count.
+    unit = "events"
+
+    def _details(self) -> str:
+        """What the status says after the position."""
         eta = self._eta()
         return (f"{self._rate():.0f} realizations/s, {self.jets} jets, {self.failed} failed, "
                 f"ETA {'?' if eta is None else _duration(eta)}")
 
     def _status(self) -> str:
-        return f"{self.done}/{self.total} events, {self._counts()}"
+        return f"{self.done}/{self.total} {self.unit}, {self._details()}"
 
     def update(self, events: int, realizations: int, jets: int, failed: int) -> None:
         self.done += events
@@ -76,8 +80,8 @@ class Progress:
 
     def _line(self) -> str:
         """The status as a log line (no terminal): what the bar would show, in words."""
-        return (f"{self.done}/{self.total} events ({100 * self.done / max(self.total, 1):.0f}%),"
-                f" {self._counts()}")
+        return (f"{self.done}/{self.total} {self.unit} "
+                f"({100 * self.done / max(self.total, 1):.0f}%), {self._details()}")
 
     def close(self) -> None:
         if self._bar is not None:
@@ -93,9 +97,10 @@ class JetProgress(Progress):
     """Progress counted in jets, for work on finished data sets (``resim convert``, ``resim
     export``): ``update(jets, jets, jets, 0)``."""
 
-    def _status(self) -> str:
+    unit = "jets"
+
+    def _details(self) -> str:
         return f"{self._rate():.0f} jets/s"
 
-    def _line(self) -> str:
-        return (f"{self.done}/{self.total} jets ({100 * self.done / max(self.total, 1):.0f}%),"
-                f" {self._status()}")
+    def _status(self) -> str:
+        return self._details()

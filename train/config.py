@@ -202,8 +202,9 @@ class RunConfig:
     ``checkpoint_every`` writes ``last.pt`` every that many optimiser steps as well as at
     each epoch end (0: epoch ends only). ``log_every``: steps per ``metrics.csv`` row.
     ``device``: ``"auto"`` takes CUDA (with bf16 autocast) when present, else CPU.
-    ``threads``: torch's intra-op CPU threads (0: torch's default, one per core; at most 1024). On a
-    machine shared with other jobs, fewer threads than cores can be many times faster.
+    ``threads``: torch's intra-op CPU threads (0: torch's default, one per core; at most
+    1024). On a machine shared with other jobs, fewer threads than cores can be many times
+    faster.
     ``monitor_every``: pre-training measures its representation on the validation split's
     nominal jets every that many epochs (kNN accuracy, labels used only there; effective
     rank; 0: never).
